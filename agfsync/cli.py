@@ -1,0 +1,98 @@
+"""The `agfsync` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from agfsync.errors import ConfigurationError
+
+app = typer.Typer(
+    help="Build text-to-image preference datasets with AI feedback (AGFSync) on distilabel.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+presets_app = typer.Typer(help="List and export the pipeline presets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {error}", soft_wrap=True, highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def generate(
+    preset: Annotated[str, typer.Option(help="Pipeline preset (see `agfsync presets list`).")] = (
+        "offline"
+    ),
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Dataset folder [default: ./agfsync-data/<preset>].")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="JSONL/JSON prompt file [default: the shipped sample].")
+    ] = None,
+    num_prompts: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+    num_images: Annotated[
+        int | None, typer.Option(help="Candidates per prompt [default: the preset's].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed [default: the preset's].")] = None,
+    use_cache: Annotated[
+        bool, typer.Option(help="Resume from distilabel's cache when the same run was started.")
+    ] = True,
+) -> None:
+    """Run a preset end to end and write the preference dataset to a folder."""
+    from agfsync.runs import run_preset
+
+    output_dir = output or Path("agfsync-data") / preset
+    try:
+        summary = run_preset(
+            preset,
+            output_dir,
+            prompts_file=prompts,
+            num_prompts=num_prompts,
+            num_images=num_images,
+            seed=seed,
+            use_cache=use_cache,
+        )
+    except ConfigurationError as error:
+        raise _fail(error) from None
+    console.print(
+        f"[bold green]Dataset ready:[/] {summary.output_dir} "
+        f"({summary.num_rows} preference pairs, {summary.seconds:.1f} s)"
+    )
+    if summary.num_unpaired:
+        console.print(f"{summary.num_unpaired} prompts had no pair; see `pair_error` in the log.")
+    if preset == "offline":
+        console.print(
+            "The offline preset uses tiny random models: its images and scores are "
+            "meaningless by design; it proves the wiring."
+        )
+    console.print(f"Load it with: datasets.load_dataset({str(summary.output_dir)!r})")
+
+
+@presets_app.command("list")
+def list_presets() -> None:
+    """Print the preset names and their YAML files."""
+    from agfsync.pipelines import PRESETS, preset_yaml_path
+
+    for name in sorted(PRESETS):
+        console.print(f"{name}\t{preset_yaml_path(name)}")
+
+
+@presets_app.command("export")
+def export(
+    directory: Annotated[
+        Path | None, typer.Option(help="Where to write the YAML files [default: pipelines/].")
+    ] = None,
+) -> None:
+    """Regenerate `<preset>.yaml` from the Python builders."""
+    from agfsync.pipelines import PRESETS_DIR, export_presets
+
+    for path in export_presets(directory or PRESETS_DIR):
+        console.print(f"wrote {path}")

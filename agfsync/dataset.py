@@ -1,0 +1,107 @@
+"""From a finished run to a preference dataset on disk, in the Hub's layout.
+
+The pipeline's rows carry image *paths*; here the chosen and rejected images
+become embedded `datasets.Image` columns in the Diffusion-DPO / Pick-a-Pic
+convention (`caption`, `jpg_0`, `jpg_1`, `label_0`) plus `chosen`/`rejected`, and
+the dataset is written as parquet shards with a card, so that
+`datasets.load_dataset(<folder>)` and the Hub read it as is.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from agfsync.errors import ConfigurationError
+
+IMAGE_COLUMNS = ("jpg_0", "jpg_1", "chosen", "rejected")
+ROWS_PER_SHARD = 500
+"""Keeps each parquet shard of embedded images at a size the Hub serves well."""
+
+
+def _image_bytes(artifacts_dir: Path, relative_path: str, prompt_id: str) -> dict[str, Any]:
+    path = artifacts_dir / relative_path
+    if not path.is_file():
+        raise ConfigurationError(
+            f"Image {path} of prompt {prompt_id!r} is missing; re-run the same command to "
+            "regenerate it (finished work is reused from the cache)."
+        )
+    return {"bytes": path.read_bytes(), "path": relative_path}
+
+
+def build_preference_dataset(
+    rows: datasets.Dataset, artifacts_dir: Path
+) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
+    """Add the pair columns to every row that has a pair.
+
+    Returns the dataset and the rows left out (those whose `pair_error` says why
+    no pair could be formed), so callers can report them. `jpg_0` is the chosen
+    image and `label_0 = 1.0` (the trainer reads the label, not the position).
+    """
+    paired, unpaired = [], []
+    for row in rows:
+        if row.get("pair_error"):
+            unpaired.append(row)
+            continue
+        chosen = _image_bytes(artifacts_dir, row["image_paths"][row["chosen_index"]], row["prompt_id"])
+        rejected = _image_bytes(
+            artifacts_dir, row["image_paths"][row["rejected_index"]], row["prompt_id"]
+        )
+        paired.append(
+            {
+                **row,
+                "caption": row["prompt"],
+                "jpg_0": chosen,
+                "jpg_1": rejected,
+                "label_0": 1.0,
+                "chosen": chosen,
+                "rejected": rejected,
+            }
+        )
+    features = rows.features.copy()
+    features["caption"] = datasets.Value("string")
+    features["label_0"] = datasets.Value("float64")
+    for column in IMAGE_COLUMNS:
+        features[column] = datasets.Image()
+    return datasets.Dataset.from_list(paired, features=features), unpaired
+
+
+def write_dataset_folder(
+    dataset: datasets.Dataset,
+    output_dir: Path,
+    *,
+    card: str,
+    extra_files: dict[str, Path] | None = None,
+    artifacts_dir: Path | None = None,
+) -> None:
+    """Write `data/train-*.parquet`, `README.md`, extra files and `artifacts/`.
+
+    Everything is written to a sibling `.partial` folder first and renamed at the
+    end, so an interrupted write never leaves a folder that looks complete.
+    """
+    output_dir = output_dir.resolve()
+    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "README.md").exists():
+        raise ConfigurationError(
+            f"{output_dir} exists and does not hold an agfsync dataset; choose an empty or "
+            "new --output folder."
+        )
+    staging = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "data").mkdir(parents=True)
+    num_shards = max(1, math.ceil(len(dataset) / ROWS_PER_SHARD))
+    for index in range(num_shards):
+        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+        shard.to_parquet(staging / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet")
+    (staging / "README.md").write_text(card, encoding="utf-8")
+    for name, source in (extra_files or {}).items():
+        if source.is_file():
+            shutil.copyfile(source, staging / name)
+    if artifacts_dir is not None and artifacts_dir.is_dir():
+        shutil.copytree(artifacts_dir, staging / "artifacts")
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    staging.rename(output_dir)

@@ -1,0 +1,235 @@
+"""Candidate image generation with diffusers, read top to bottom.
+
+For every prompt the generator renders N candidates. As in AGFSync, the prompt
+is encoded once; image 0 uses the clean text embedding and images 1..N-1 add
+Gaussian noise `sigma * randn` to it (and to the pooled embedding of SDXL-type
+models), on top of a different initial latent per image. Every image gets its own
+seed derived from (run seed, prompt id, image index), so any single image can be
+regenerated without the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from agfsync.errors import ConfigurationError
+from agfsync.models import resolve_device, resolve_dtype, resolve_model
+
+logger = logging.getLogger(__name__)
+
+NOISED_EMBEDDINGS = ("prompt_embeds", "pooled_prompt_embeds")
+"""Conditioning tensors that receive the diversity noise (pooled ones only exist for SDXL)."""
+
+
+class GenerationConfig(BaseModel):
+    """How candidates are rendered; defaults follow the AGFSync paper and code."""
+
+    num_images: int = Field(
+        default=8, ge=2, description="Candidates per prompt (official code: 8); a pair needs 2."
+    )
+    num_inference_steps: int = Field(default=50, ge=1, description="Denoising steps (paper: 50).")
+    guidance_scale: float = Field(
+        default=4.5, description="Classifier-free guidance (official code without LCM: 4.5)."
+    )
+    negative_prompt: str | None = Field(default=None, description="Shared negative prompt.")
+    height: int | None = Field(default=None, description="Pixels; None uses the model's default.")
+    width: int | None = Field(default=None, description="Pixels; None uses the model's default.")
+    noise_sigma: float | list[float] = Field(
+        default=0.1,
+        description=(
+            "Std of the noise added to the text embedding of images 1..N-1 (official code: "
+            "0.1); a list gives one sigma per noised image (N-1 values). Image 0 is clean."
+        ),
+    )
+    seed: int = Field(default=0, description="Run seed every image seed is derived from.")
+
+    def sigmas(self) -> list[float]:
+        """The sigma of each of the N images, image 0 first (always 0.0)."""
+        if isinstance(self.noise_sigma, list):
+            if len(self.noise_sigma) != self.num_images - 1:
+                raise ConfigurationError(
+                    f"noise_sigma lists {len(self.noise_sigma)} values but num_images="
+                    f"{self.num_images} needs {self.num_images - 1} (image 0 is always clean)."
+                )
+            return [0.0, *self.noise_sigma]
+        return [0.0] + [self.noise_sigma] * (self.num_images - 1)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed that depends only on `parts`, stable across Python runs."""
+    digest = hashlib.sha256("/".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One candidate to render: which prompt, which index, its seed and sigma."""
+
+    prompt_index: int
+    image_index: int
+    seed: int
+    sigma: float
+
+
+def plan_jobs(prompt_ids: Sequence[str], config: GenerationConfig) -> list[ImageJob]:
+    """All N jobs of every prompt, with seeds from (run seed, prompt id, index)."""
+    sigmas = config.sigmas()
+    return [
+        ImageJob(
+            prompt_index=prompt_index,
+            image_index=image_index,
+            seed=derive_seed(config.seed, prompt_id, image_index),
+            sigma=sigmas[image_index],
+        )
+        for prompt_index, prompt_id in enumerate(prompt_ids)
+        for image_index in range(config.num_images)
+    ]
+
+
+class CandidateImageGenerator:
+    """Loads a diffusers text-to-image pipeline and renders `ImageJob`s in batches."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        scheduler: str | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        self.model = model
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.scheduler = scheduler
+        self.batch_size = batch_size
+        self.pipeline: Any = None
+
+    def load(self) -> None:
+        from diffusers import DiffusionPipeline
+
+        pipeline = DiffusionPipeline.from_pretrained(
+            resolve_model(self.model), torch_dtype=self.dtype
+        )
+        if self.scheduler is not None:
+            pipeline.scheduler = _scheduler_by_name(self.scheduler, pipeline.scheduler.config)
+        pipeline.set_progress_bar_config(disable=True)
+        self.pipeline = pipeline.to(self.device)
+
+    def generate(
+        self, prompts: Sequence[str], jobs: Sequence[ImageJob], config: GenerationConfig
+    ) -> Iterator[tuple[ImageJob, Image.Image]]:
+        """Render `jobs` (indices into `prompts`), `batch_size` images per call.
+
+        Yields each job with its image as soon as its batch is done. When a batch
+        runs out of device memory it is halved and retried, down to one image.
+        """
+        if self.pipeline is None:
+            raise RuntimeError("Call load() before generate().")
+        batch_size = self.batch_size
+        start = 0
+        while start < len(jobs):
+            batch = list(jobs[start : start + batch_size])
+            try:
+                images = self._render(prompts, batch, config)
+            except torch.OutOfMemoryError:
+                if batch_size == 1:
+                    raise
+                batch_size = max(1, batch_size // 2)
+                logger.warning("Out of memory; retrying with batches of %d images.", batch_size)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            yield from zip(batch, images, strict=True)
+            start += len(batch)
+
+    def _render(
+        self, prompts: Sequence[str], batch: list[ImageJob], config: GenerationConfig
+    ) -> list[Image.Image]:
+        prompt_indices = sorted({job.prompt_index for job in batch})
+        encoded = self._encode([prompts[i] for i in prompt_indices], config)
+        row_of = {prompt_index: row for row, prompt_index in enumerate(prompt_indices)}
+        conditioning: dict[str, torch.Tensor] = {}
+        for name, tensor in encoded.items():
+            rows = [tensor[row_of[job.prompt_index]] for job in batch]
+            if name in NOISED_EMBEDDINGS:
+                rows = [_add_noise(row, job, name) for row, job in zip(rows, batch, strict=True)]
+            conditioning[name] = torch.stack(rows)
+        generators = [torch.Generator("cpu").manual_seed(job.seed) for job in batch]
+        output = self.pipeline(
+            **conditioning,
+            num_inference_steps=config.num_inference_steps,
+            guidance_scale=config.guidance_scale,
+            height=config.height,
+            width=config.width,
+            generator=generators,
+            output_type="pil",
+        )
+        return list(output.images)
+
+    def _encode(self, prompts: list[str], config: GenerationConfig) -> dict[str, torch.Tensor]:
+        """Text conditioning of each prompt, keyed by the pipeline's call arguments."""
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        use_guidance = config.guidance_scale > 1.0
+        negative = [config.negative_prompt or ""] * len(prompts)
+        if isinstance(self.pipeline, StableDiffusionXLPipeline):
+            names = (
+                "prompt_embeds",
+                "negative_prompt_embeds",
+                "pooled_prompt_embeds",
+                "negative_pooled_prompt_embeds",
+            )
+            tensors = self.pipeline.encode_prompt(
+                prompt=prompts,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=use_guidance,
+                negative_prompt=negative,
+            )
+        elif isinstance(self.pipeline, StableDiffusionPipeline):
+            names = ("prompt_embeds", "negative_prompt_embeds")
+            tensors = self.pipeline.encode_prompt(
+                prompt=prompts,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=use_guidance,
+                negative_prompt=negative,
+            )
+        else:
+            raise ConfigurationError(
+                f"{type(self.pipeline).__name__} is not supported yet: embedding noise needs a "
+                "Stable Diffusion 1.x/2.x or SDXL pipeline."
+            )
+        return {
+            name: tensor for name, tensor in zip(names, tensors, strict=True) if tensor is not None
+        }
+
+
+def _add_noise(embedding: torch.Tensor, job: ImageJob, name: str) -> torch.Tensor:
+    """`embedding + sigma * randn`, drawn on the CPU from a stream of the image's own."""
+    if job.sigma == 0.0:
+        return embedding
+    generator = torch.Generator("cpu").manual_seed(derive_seed(job.seed, "noise", name))
+    noise = torch.randn(embedding.shape, generator=generator, dtype=torch.float32)
+    return embedding + job.sigma * noise.to(embedding.device, embedding.dtype)
+
+
+def _scheduler_by_name(name: str, config: Any) -> Any:
+    import diffusers
+
+    scheduler_class = getattr(diffusers, name, None)
+    if scheduler_class is None or not hasattr(scheduler_class, "from_config"):
+        raise ConfigurationError(
+            f"Unknown scheduler {name!r}; use a diffusers scheduler class name such as "
+            "DPMSolverMultistepScheduler, EulerDiscreteScheduler or LCMScheduler."
+        )
+    return scheduler_class.from_config(config)

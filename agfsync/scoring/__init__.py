@@ -1,0 +1,70 @@
+"""Image judges, by name, and how their scores combine into one.
+
+A judge is configured by a `ScorerSpec` (registry name, model, weight). New judges
+subclass `ImageScorer` and are added with `register_scorer`, after which a spec
+naming them works everywhere (steps, presets, evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, Field
+
+from agfsync.errors import ConfigurationError
+from agfsync.scoring.base import ImageScorer
+from agfsync.scoring.clip_score import CLIPScorer
+
+SCORERS: dict[str, type[ImageScorer]] = {CLIPScorer.name: CLIPScorer}
+"""Registered judges by name."""
+
+
+def register_scorer(scorer_class: type[ImageScorer]) -> type[ImageScorer]:
+    """Make `scorer_class` available to `ScorerSpec` under `scorer_class.name`."""
+    SCORERS[scorer_class.name] = scorer_class
+    return scorer_class
+
+
+class ScorerSpec(BaseModel):
+    """One judge of the weighted score: which one, on which model, with which weight."""
+
+    name: str = Field(description="Registered judge name, e.g. `clip`.")
+    model: str = Field(description="Hub id, local folder or `tiny:<name>` of its model.")
+    weight: float = Field(default=1.0, description="Weight of its 0–100 score in the sum.")
+    batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
+
+    @property
+    def column(self) -> str:
+        """Output column holding this judge's per-image scores."""
+        return f"{self.name}_scores"
+
+    def create(self, device: str | None = None, dtype: str = "auto") -> ImageScorer:
+        if self.name not in SCORERS:
+            raise ConfigurationError(
+                f"Unknown scorer {self.name!r}; registered: {', '.join(sorted(SCORERS))}."
+            )
+        return SCORERS[self.name](
+            self.model, device=device, dtype=dtype, batch_size=self.batch_size
+        )
+
+
+def weighted_scores(
+    scores: Mapping[str, Sequence[float]], weights: Mapping[str, float]
+) -> list[float]:
+    """Per-image `sum(weight * score)` over judges; NaN if any judge's score is NaN."""
+    lengths = {len(values) for values in scores.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"Judges scored different numbers of images: {sorted(lengths)}.")
+    (count,) = lengths
+    combined = []
+    for index in range(count):
+        total = 0.0
+        for name, values in scores.items():
+            value = float(values[index])
+            total = math.nan if math.isnan(value) else total + weights[name] * value
+        combined.append(total)
+    return combined
+
+
+__all__ = ["SCORERS", "CLIPScorer", "ImageScorer", "ScorerSpec", "register_scorer", "weighted_scores"]

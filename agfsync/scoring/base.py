@@ -1,0 +1,48 @@
+"""The interface every image judge implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from agfsync.models import resolve_device, resolve_dtype
+
+
+class ImageScorer(ABC):
+    """Scores images on a 0–100 scale, in batches, on one device.
+
+    Subclasses load their model in `load()` (once per process) and implement
+    `score(images, prompts, **context)`, returning a float tensor with one score
+    per image. `context` carries per-image extras some judges need (for example
+    the question–answer pairs of a VQA judge); judges ignore what they do not use.
+    """
+
+    name: ClassVar[str]
+    """Registry name; also the prefix of the output column (`<name>_scores`)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 32,
+    ) -> None:
+        self.model = model
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights; called once before the first `score`."""
+
+    @abstractmethod
+    def score(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> torch.Tensor:
+        """One score in [0, 100] per image; `prompts[i]` is the prompt of `images[i]`."""

@@ -1,0 +1,182 @@
+"""Tiny, randomly initialised models with the real architectures, built offline.
+
+They exist so that the offline preset and the test suite exercise the exact
+loading code real checkpoints go through (`from_pretrained` on a folder) without
+downloading anything. Every builder seeds torch before creating weights, so two
+builds on the same machine are bit-identical; the pictures and scores they produce
+are meaningless by design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+TINY_TEXT_HIDDEN_SIZE = 32
+"""Width of the tiny CLIP text encoder, shared by the diffusion model and the judge."""
+
+
+def _byte_level_alphabet() -> list[str]:
+    """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for raw bytes."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codepoints = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            codepoints.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codepoints]
+
+
+def tiny_clip_vocabulary() -> dict[str, int]:
+    """Vocabulary of a character-level CLIP tokenizer.
+
+    With no BPE merges, CLIP's tokenizer falls back to one token per character
+    (plus the end-of-word variant), which is enough to tokenize any text. The
+    special tokens get the highest ids, as in the real CLIP vocabulary.
+    """
+    alphabet = _byte_level_alphabet()
+    tokens = alphabet + [char + "</w>" for char in alphabet]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: index for index, token in enumerate(tokens)}
+
+
+def _tiny_clip_tokenizer():  # noqa: ANN202 - transformers' tokenizer classes are dynamic
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=tiny_clip_vocabulary(), merges=[], model_max_length=77)
+
+
+def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):  # noqa: ANN001, ANN202
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=TINY_TEXT_HIDDEN_SIZE,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
+    """Save a Stable-Diffusion-1.x-shaped pipeline (UNet, VAE, CLIP text encoder,
+    tokenizer, PNDM scheduler) with random weights to `directory`.
+
+    The UNet works on 16x16 latents and the VAE halves the resolution once, so
+    images are 32x32 pixels.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel
+
+    tokenizer = _tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=TINY_TEXT_HIDDEN_SIZE,
+        attention_head_dim=(2, 4),
+        norm_num_groups=32,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=32,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        skip_prk_steps=True,
+        steps_offset=1,
+    )
+    pipeline = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_clip(directory: Path, seed: int = 7) -> Path:
+    """Save a CLIP model (text + vision towers) and its processor to `directory`.
+
+    The vision tower takes 32x32 images in 8x8 patches. The default seed is one
+    whose random towers give mostly positive cosine similarities on the tiny
+    diffusion model's images (most seeds give negative ones, which CLIP score
+    clips to 0), so the offline preset's scores vary and its pairs are not ties.
+    """
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPVisionConfig,
+    )
+
+    tokenizer = _tiny_clip_tokenizer()
+    vision_config = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    config = CLIPConfig(
+        text_config=_tiny_clip_text_config(tokenizer).to_dict(),
+        vision_config=vision_config.to_dict(),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "stable-diffusion": build_tiny_stable_diffusion,
+    "clip": build_tiny_clip,
+}
+"""Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""

@@ -1,0 +1,178 @@
+"""The image stage: N candidate images per prompt, written as files."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from distilabel.mixins.runtime_parameters import RuntimeParameter
+from distilabel.steps import Step, StepInput
+from PIL import Image
+from pydantic import Field, PrivateAttr
+
+from agfsync.steps.artifacts import run_artifacts_root
+from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, plan_jobs
+
+if TYPE_CHECKING:
+    from distilabel.typing import StepOutput
+
+IMAGES_ARTIFACT = "images"
+"""Name of the distilabel artifact folder the images are written to."""
+
+
+def image_is_readable(path: Path) -> bool:
+    """True when `path` exists and decodes completely as an image."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return True
+
+
+class CandidateImageGeneration(Step):
+    """Renders N candidate images per prompt with a diffusers text-to-image model.
+
+    As in AGFSync, the prompt is encoded once; image 0 uses the clean embedding
+    and images 1..N-1 add `noise_sigma * randn` to it, on top of a per-image seed
+    derived from (`seed`, prompt id, image index). Images are written under the
+    run's artifacts folder as `<step name>/images/<prompt_id>/<index>.png`, never
+    passed through the pipeline's queues. On a re-run, images that already exist
+    and decode are kept and only missing or corrupt ones are rendered.
+
+    Attributes:
+        model: Hub id, local folder or `tiny:<name>` of a diffusers pipeline.
+        num_images, num_inference_steps, guidance_scale, negative_prompt, height,
+        width, noise_sigma, seed: see `GenerationConfig`.
+        scheduler: diffusers scheduler class to swap in, e.g. `DPMSolverMultistepScheduler`.
+        batch_size: images per denoising call (prompts x candidates are mixed).
+        device, dtype: where and in which precision the model runs.
+
+    Runtime parameters:
+        - every attribute above.
+
+    Input columns:
+        - prompt_id (`str`): names the image folder and seeds the images.
+        - prompt (`str`): the text to render.
+
+    Output columns:
+        - image_paths (`list[str]`): relative to the run's artifacts folder.
+        - image_seeds (`list[int]`): seed of each image's initial latent.
+        - noise_sigmas (`list[float]`): sigma of the embedding noise of each image.
+        - image_model (`str`): the model reference.
+        - generation_config (`dict`): steps, guidance, size, negative prompt, run seed.
+
+    Categories:
+        - image-generation
+    """
+
+    model: RuntimeParameter[str] = Field(
+        default="stable-diffusion-v1-5/stable-diffusion-v1-5",
+        description="Diffusers text-to-image pipeline (Hub id, folder or tiny:<name>).",
+    )
+    num_images: RuntimeParameter[int] = Field(
+        default=8, ge=2, description="Candidates per prompt (official AGFSync code: 8)."
+    )
+    num_inference_steps: RuntimeParameter[int] = Field(
+        default=50, description="Denoising steps (paper: 50)."
+    )
+    guidance_scale: RuntimeParameter[float] = Field(
+        default=4.5, description="Classifier-free guidance (official code: 4.5)."
+    )
+    negative_prompt: Optional[RuntimeParameter[str]] = Field(
+        default=None, description="Negative prompt shared by all images."
+    )
+    height: Optional[RuntimeParameter[int]] = Field(
+        default=None, description="Image height; None uses the model's default."
+    )
+    width: Optional[RuntimeParameter[int]] = Field(
+        default=None, description="Image width; None uses the model's default."
+    )
+    noise_sigma: RuntimeParameter[Union[float, list[float]]] = Field(
+        default=0.1,
+        description="Embedding-noise std for images 1..N-1, or one value per image "
+        "(official code: 0.1).",
+    )
+    seed: RuntimeParameter[int] = Field(default=0, description="Run seed.")
+    scheduler: Optional[RuntimeParameter[str]] = Field(
+        default=None, description="Diffusers scheduler class name to use instead."
+    )
+    batch_size: RuntimeParameter[int] = Field(
+        default=8, description="Images per denoising call; halved on out-of-memory."
+    )
+    device: Optional[RuntimeParameter[str]] = Field(
+        default=None, description="torch device; None picks CUDA when available."
+    )
+    dtype: RuntimeParameter[str] = Field(
+        default="auto", description="auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."
+    )
+
+    _generator: Optional[CandidateImageGenerator] = PrivateAttr(default=None)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt_id", "prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["image_paths", "image_seeds", "noise_sigmas", "image_model", "generation_config"]
+
+    def load(self) -> None:
+        super().load()
+        self._generator = CandidateImageGenerator(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            scheduler=self.scheduler,
+            batch_size=self.batch_size,
+        )
+        self._generator.load()
+
+    def _config(self) -> GenerationConfig:
+        return GenerationConfig(
+            num_images=self.num_images,
+            num_inference_steps=self.num_inference_steps,
+            guidance_scale=self.guidance_scale,
+            negative_prompt=self.negative_prompt,
+            height=self.height,
+            width=self.width,
+            noise_sigma=self.noise_sigma,
+            seed=self.seed,
+        )
+
+    def _relative_path(self, prompt_id: str, image_index: int) -> str:
+        return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.png"
+
+    def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
+        assert self._generator is not None, "load() must run before process()"
+        config = self._config()
+        prompt_ids = [row["prompt_id"] for row in inputs]
+        jobs = plan_jobs(prompt_ids, config)
+        root = run_artifacts_root(self)
+        missing = [
+            job
+            for job in jobs
+            if not image_is_readable(root / self._relative_path(prompt_ids[job.prompt_index], job.image_index))
+        ]
+
+        def write_images(_: Path) -> None:
+            prompts = [row["prompt"] for row in inputs]
+            for job, image in self._generator.generate(prompts, missing, config):  # type: ignore[union-attr]
+                target = root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_suffix(".partial.png")
+                image.save(partial)
+                partial.replace(target)
+
+        self.save_artifact(
+            IMAGES_ARTIFACT,
+            write_function=write_images,
+            metadata={"layout": "<prompt_id>/<index>.png", "model": self.model},
+        )
+        generation_config = config.model_dump(exclude={"num_images", "noise_sigma"})
+        for prompt_index, row in enumerate(inputs):
+            own_jobs: list[ImageJob] = jobs[prompt_index * config.num_images : (prompt_index + 1) * config.num_images]
+            row["image_paths"] = [self._relative_path(row["prompt_id"], job.image_index) for job in own_jobs]
+            row["image_seeds"] = [job.seed for job in own_jobs]
+            row["noise_sigmas"] = [job.sigma for job in own_jobs]
+            row["image_model"] = self.model
+            row["generation_config"] = generation_config
+        yield inputs
