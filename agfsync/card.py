@@ -102,6 +102,8 @@ def render_dataset_card(
         num_unpaired=num_unpaired,
         judges=", ".join(f"{name} ({weight:g})" for name, weight in judges.items()),
         mean_margin=mean(dataset["score_margin"]) if len(dataset) else 0.0,
-        category_rows="\n".join(f"| {name} | {count} |" for name, count in sorted(categories.items())),
+        category_rows="\n".join(
+            f"| {name} | {count} |" for name, count in sorted(categories.items())
+        ),
         load_path=load_path,
     )

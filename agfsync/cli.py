@@ -32,7 +32,8 @@ def generate(
         "offline"
     ),
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Dataset folder [default: ./agfsync-data/<preset>].")
+        Path | None,
+        typer.Option("--output", "-o", help="Dataset folder [default: ./agfsync-data/<preset>]."),
     ] = None,
     prompts: Annotated[
         Path | None, typer.Option(help="JSONL/JSON prompt file [default: the shipped sample].")

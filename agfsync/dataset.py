@@ -47,7 +47,9 @@ def build_preference_dataset(
         if row.get("pair_error"):
             unpaired.append(row)
             continue
-        chosen = _image_bytes(artifacts_dir, row["image_paths"][row["chosen_index"]], row["prompt_id"])
+        chosen = _image_bytes(
+            artifacts_dir, row["image_paths"][row["chosen_index"]], row["prompt_id"]
+        )
         rejected = _image_bytes(
             artifacts_dir, row["image_paths"][row["rejected_index"]], row["prompt_id"]
         )
@@ -84,7 +86,11 @@ def write_dataset_folder(
     end, so an interrupted write never leaves a folder that looks complete.
     """
     output_dir = output_dir.resolve()
-    if output_dir.exists() and any(output_dir.iterdir()) and not (output_dir / "README.md").exists():
+    if (
+        output_dir.exists()
+        and any(output_dir.iterdir())
+        and not (output_dir / "README.md").exists()
+    ):
         raise ConfigurationError(
             f"{output_dir} exists and does not hold an agfsync dataset; choose an empty or "
             "new --output folder."

@@ -34,7 +34,9 @@ def select_preference_pair(scores: Sequence[float]) -> PreferencePair:
     zero margin). NaN scores are left out. Raises `NoPairError` when fewer than two
     candidates have a score.
     """
-    scorable = [(index, float(score)) for index, score in enumerate(scores) if not math.isnan(score)]
+    scorable = [
+        (index, float(score)) for index, score in enumerate(scores) if not math.isnan(score)
+    ]
     if len(scorable) < 2:
         raise NoPairError(
             f"only {len(scorable)} of {len(scores)} candidates have a score; a pair needs 2"

@@ -77,7 +77,9 @@ def load_prompt_records(path: str | Path | None = None) -> list[dict[str, Any]]:
                 f"needs {', '.join(REQUIRED_FIELDS)}."
             )
         try:
-            qa_pairs = [QAPair.model_validate(pair).model_dump() for pair in row.get("qa_pairs", [])]
+            qa_pairs = [
+                QAPair.model_validate(pair).model_dump() for pair in row.get("qa_pairs", [])
+            ]
         except ValidationError as error:
             raise ConfigurationError(
                 f"Row {index} of {source} has an invalid qa_pairs entry: "

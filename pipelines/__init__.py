@@ -41,4 +41,10 @@ def export_presets(directory: Path = PRESETS_DIR) -> list[Path]:
     return written
 
 
-__all__ = ["PRESETS", "build_offline_pipeline", "build_preset", "export_presets", "preset_yaml_path"]
+__all__ = [
+    "PRESETS",
+    "build_offline_pipeline",
+    "build_preset",
+    "export_presets",
+    "preset_yaml_path",
+]

@@ -1,15 +1,16 @@
 """The image stage: N candidate images per prompt, written as files."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
-from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, plan_jobs
+from agfsync.steps.artifacts import run_artifacts_root
+from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -28,7 +29,7 @@ def image_is_readable(path: Path) -> bool:
     return True
 
 
-class CandidateImageGeneration(Step):
+class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     """Renders N candidate images per prompt with a diffusers text-to-image model.
 
     As in AGFSync, the prompt is encoded once; image 0 uses the clean embedding
@@ -77,35 +78,35 @@ class CandidateImageGeneration(Step):
     guidance_scale: RuntimeParameter[float] = Field(
         default=4.5, description="Classifier-free guidance (official code: 4.5)."
     )
-    negative_prompt: Optional[RuntimeParameter[str]] = Field(
+    negative_prompt: RuntimeParameter[str] | None = Field(
         default=None, description="Negative prompt shared by all images."
     )
-    height: Optional[RuntimeParameter[int]] = Field(
+    height: RuntimeParameter[int] | None = Field(
         default=None, description="Image height; None uses the model's default."
     )
-    width: Optional[RuntimeParameter[int]] = Field(
+    width: RuntimeParameter[int] | None = Field(
         default=None, description="Image width; None uses the model's default."
     )
-    noise_sigma: RuntimeParameter[Union[float, list[float]]] = Field(
+    noise_sigma: RuntimeParameter[float | list[float]] = Field(
         default=0.1,
         description="Embedding-noise std for images 1..N-1, or one value per image "
         "(official code: 0.1).",
     )
     seed: RuntimeParameter[int] = Field(default=0, description="Run seed.")
-    scheduler: Optional[RuntimeParameter[str]] = Field(
+    scheduler: RuntimeParameter[str] | None = Field(
         default=None, description="Diffusers scheduler class name to use instead."
     )
     batch_size: RuntimeParameter[int] = Field(
         default=8, description="Images per denoising call; halved on out-of-memory."
     )
-    device: Optional[RuntimeParameter[str]] = Field(
+    device: RuntimeParameter[str] | None = Field(
         default=None, description="torch device; None picks CUDA when available."
     )
     dtype: RuntimeParameter[str] = Field(
         default="auto", description="auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."
     )
 
-    _generator: Optional[CandidateImageGenerator] = PrivateAttr(default=None)
+    _generator: CandidateImageGenerator | None = PrivateAttr(default=None)
 
     @property
     def inputs(self) -> list[str]:
@@ -150,7 +151,9 @@ class CandidateImageGeneration(Step):
         missing = [
             job
             for job in jobs
-            if not image_is_readable(root / self._relative_path(prompt_ids[job.prompt_index], job.image_index))
+            if not image_is_readable(
+                root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
+            )
         ]
 
         def write_images(_: Path) -> None:
@@ -169,8 +172,12 @@ class CandidateImageGeneration(Step):
         )
         generation_config = config.model_dump(exclude={"num_images", "noise_sigma"})
         for prompt_index, row in enumerate(inputs):
-            own_jobs: list[ImageJob] = jobs[prompt_index * config.num_images : (prompt_index + 1) * config.num_images]
-            row["image_paths"] = [self._relative_path(row["prompt_id"], job.image_index) for job in own_jobs]
+            own_jobs: list[ImageJob] = jobs[
+                prompt_index * config.num_images : (prompt_index + 1) * config.num_images
+            ]
+            row["image_paths"] = [
+                self._relative_path(row["prompt_id"], job.image_index) for job in own_jobs
+            ]
             row["image_seeds"] = [job.seed for job in own_jobs]
             row["noise_sigmas"] = [job.sigma for job in own_jobs]
             row["image_model"] = self.model

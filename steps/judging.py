@@ -1,20 +1,21 @@
 """The judging stage: every candidate image scored by several judges."""
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
-from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
+from agfsync.steps.artifacts import run_artifacts_root
+from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
 
 
-class ImageJudging(Step):
+class ImageJudging(Step, UpstreamSignatureMixin):
     """Scores every candidate image with each configured judge (0–100) and
     combines the scores with the judges' weights.
 
@@ -47,7 +48,7 @@ class ImageJudging(Step):
         ],
         description="Judges and their weights (paper: CLIP ViT-B/16, VQA, aesthetics).",
     )
-    device: Optional[RuntimeParameter[str]] = Field(
+    device: RuntimeParameter[str] | None = Field(
         default=None, description="torch device; None picks CUDA when available."
     )
     dtype: RuntimeParameter[str] = Field(

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 from distilabel.steps import Step, StepInput
 
 from agfsync.pairs import NoPairError, select_preference_pair
+from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 PAIR_COLUMNS = ["chosen_index", "rejected_index", "chosen_score", "rejected_score", "score_margin"]
 
 
-class PreferencePairSelection(Step):
+class PreferencePairSelection(Step, UpstreamSignatureMixin):
     """Picks the chosen (argmax) and rejected (argmin) image of each prompt from
     its `weighted_scores`, as AGFSync does.
 

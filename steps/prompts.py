@@ -1,6 +1,6 @@
 """Loading prompts (with their QA pairs) from a file into a pipeline."""
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import GeneratorStep
@@ -54,11 +54,11 @@ class LoadPrompts(GeneratorStep):
         ```
     """
 
-    data_files: Optional[RuntimeParameter[str]] = Field(
+    data_files: RuntimeParameter[str] | None = Field(
         default=None,
         description="JSONL/JSON prompt file; None reads the sample shipped with agfsync.",
     )
-    num_prompts: Optional[RuntimeParameter[int]] = Field(
+    num_prompts: RuntimeParameter[int] | None = Field(
         default=None, description="Keep only the first N prompts of the file."
     )
 

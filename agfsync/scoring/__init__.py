@@ -67,4 +67,11 @@ def weighted_scores(
     return combined
 
 
-__all__ = ["SCORERS", "CLIPScorer", "ImageScorer", "ScorerSpec", "register_scorer", "weighted_scores"]
+__all__ = [
+    "SCORERS",
+    "CLIPScorer",
+    "ImageScorer",
+    "ScorerSpec",
+    "register_scorer",
+    "weighted_scores",
+]

@@ -46,7 +46,9 @@ class CLIPScorer(ImageScorer):
         return torch.cat(scores).float().cpu() if scores else torch.empty(0)
 
     def _embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        pixels = self.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")
+        pixels = self.processor(
+            images=[image.convert("RGB") for image in images], return_tensors="pt"
+        )
         features = self.clip.get_image_features(
             pixel_values=pixels["pixel_values"].to(self.device, self.dtype)
         )

@@ -47,13 +47,13 @@ def tiny_clip_vocabulary() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _tiny_clip_tokenizer():  # noqa: ANN202 - transformers' tokenizer classes are dynamic
+def _tiny_clip_tokenizer():
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(vocab=tiny_clip_vocabulary(), merges=[], model_max_length=77)
 
 
-def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):  # noqa: ANN001, ANN202
+def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(

@@ -1,0 +1,5 @@
+"""`python -m agfsync` runs the command line."""
+
+from agfsync.cli import app
+
+app()

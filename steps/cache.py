@@ -1,0 +1,36 @@
+"""Cache keys that change when anything upstream changes.
+
+distilabel 1.5.3 keys a step's cached output by the step's own attributes only.
+Re-running a pipeline with, say, another image seed re-renders the images but
+then reuses the judging and pair results of the previous run, because those
+steps' own attributes did not change (observed: "results cached, won't be loaded
+and executed"). Folding the predecessors' signatures into each step's signature
+makes a change anywhere upstream invalidate everything downstream, while an
+identical re-run still resumes from the cache.
+"""
+
+import hashlib
+
+from distilabel.constants import STEP_ATTR_NAME
+from distilabel.mixins.signature import SignatureMixin
+from pydantic import PrivateAttr
+
+
+class UpstreamSignatureMixin(SignatureMixin):
+    """A step signature that also covers every step feeding into it."""
+
+    _upstream_signatures: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def signature(self) -> str:
+        pipeline = getattr(self, "pipeline", None)
+        # distilabel detaches `step.pipeline` before starting the step processes but
+        # asks for the signature again afterwards (to locate the outputs), so the
+        # last upstream signatures seen while attached are kept for that moment.
+        if pipeline is not None:
+            self._upstream_signatures = sorted(
+                pipeline.dag.get_step(name)[STEP_ATTR_NAME].signature
+                for name in pipeline.dag.get_step_predecessors(self.name)  # type: ignore[attr-defined]
+            )
+        parts = [super().signature, *self._upstream_signatures]
+        return hashlib.sha1("-".join(parts).encode()).hexdigest()

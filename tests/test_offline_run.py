@@ -1,0 +1,155 @@
+"""The walking skeleton end to end: both entry points on the offline preset."""
+
+import shutil
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import REPO_ROOT, run_command
+
+CONTRACT_COLUMNS = {
+    "prompt_id": datasets.Value("string"),
+    "prompt": datasets.Value("string"),
+    "category": datasets.Value("string"),
+    "prompt_model": datasets.Value("string"),
+    "image_model": datasets.Value("string"),
+    "caption": datasets.Value("string"),
+    "label_0": datasets.Value("float64"),
+    "chosen_index": datasets.Value("int64"),
+    "rejected_index": datasets.Value("int64"),
+    "chosen_score": datasets.Value("float64"),
+    "rejected_score": datasets.Value("float64"),
+    "score_margin": datasets.Value("float64"),
+}
+LIST_COLUMNS = [
+    "qa_pairs",
+    "image_paths",
+    "image_seeds",
+    "noise_sigmas",
+    "clip_scores",
+    "weighted_scores",
+]
+IMAGE_COLUMNS = ["jpg_0", "jpg_1", "chosen", "rejected"]
+SAMPLE_SIZE = 24
+
+
+@pytest.fixture(scope="module")
+def offline_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("run") / "offline"
+    result = run_command(
+        ["agfsync", "generate", "--preset", "offline", "-o", str(output)], cwd=output.parent
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "meaningless by design" in result.stdout
+    assert f"({SAMPLE_SIZE} preference pairs" in result.stdout
+    return output
+
+
+class TestAgfsyncGenerate:
+    def test_dataset_loads_with_contract_columns_and_types(self, offline_dataset_dir: Path) -> None:
+        dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        assert dataset.num_rows == SAMPLE_SIZE
+        for name, feature in CONTRACT_COLUMNS.items():
+            assert dataset.features[name] == feature, name
+        for name in LIST_COLUMNS:
+            assert isinstance(dataset.features[name], datasets.List), name
+        for name in IMAGE_COLUMNS:
+            assert isinstance(dataset.features[name], datasets.Image), name
+
+    def test_pairs_point_at_the_best_and_worst_candidate(self, offline_dataset_dir: Path) -> None:
+        dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        for row in dataset:
+            scores = row["weighted_scores"]
+            assert row["chosen_score"] == max(scores)
+            assert row["rejected_score"] == min(scores)
+            assert row["chosen_index"] != row["rejected_index"]
+            assert row["label_0"] == 1.0
+            assert row["caption"] == row["prompt"]
+            chosen_file = (
+                offline_dataset_dir / "artifacts" / row["image_paths"][row["chosen_index"]]
+            )
+            assert (
+                row["jpg_0"].tobytes()
+                == datasets.Image()
+                .decode_example({"path": str(chosen_file), "bytes": None})
+                .tobytes()
+            )
+
+    def test_candidates_have_distinct_recorded_seeds(self, offline_dataset_dir: Path) -> None:
+        dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        seeds = [seed for row in dataset for seed in row["image_seeds"]]
+        assert len(seeds) == len(set(seeds)) == SAMPLE_SIZE * 4
+        assert all(row["noise_sigmas"][0] == 0.0 for row in dataset)
+        assert all(sigma > 0 for row in dataset for sigma in row["noise_sigmas"][1:])
+
+    def test_scores_vary_so_pairs_are_not_all_ties(self, offline_dataset_dir: Path) -> None:
+        dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        assert sum(margin > 0 for margin in dataset["score_margin"]) > SAMPLE_SIZE // 2
+
+    def test_folder_has_card_pipeline_and_artifacts(self, offline_dataset_dir: Path) -> None:
+        card = (offline_dataset_dir / "README.md").read_text()
+        assert card.startswith("---\n") and "task_categories:" in card
+        assert "meaningless by design" in card
+        assert (offline_dataset_dir / "pipeline.yaml").is_file()
+        images = list((offline_dataset_dir / "artifacts").rglob("*.png"))
+        assert len(images) == SAMPLE_SIZE * 4
+
+    def test_same_seed_gives_bit_identical_images_and_scores(
+        self, offline_dataset_dir: Path, tmp_path: Path, isolated_caches: dict[str, str]
+    ) -> None:
+        fresh_cache = {"DISTILABEL_CACHE_DIR": str(tmp_path / "fresh-distilabel-cache")}
+        result = run_command(
+            ["agfsync", "generate", "-o", str(tmp_path / "again"), "--no-use-cache"],
+            cwd=tmp_path,
+            env=fresh_cache,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        first = pq.read_table(next((offline_dataset_dir / "data").glob("*.parquet")))
+        second = pq.read_table(next((tmp_path / "again" / "data").glob("*.parquet")))
+        for column in ["jpg_0", "jpg_1", "clip_scores", "image_seeds", "chosen_index"]:
+            assert first.column(column).to_pylist() == second.column(column).to_pylist(), column
+
+    def test_another_seed_changes_the_images(
+        self, offline_dataset_dir: Path, tmp_path: Path
+    ) -> None:
+        result = run_command(
+            [
+                "agfsync",
+                "generate",
+                "-o",
+                str(tmp_path / "seed1"),
+                "--seed",
+                "1",
+                "--num-prompts",
+                "2",
+            ],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        first = pq.read_table(next((offline_dataset_dir / "data").glob("*.parquet")))
+        other = pq.read_table(next((tmp_path / "seed1" / "data").glob("*.parquet")))
+        assert other.num_rows == 2
+        assert (
+            first.column("image_seeds").to_pylist()[:2] != other.column("image_seeds").to_pylist()
+        )
+        assert first.column("jpg_1").to_pylist()[:2] != other.column("jpg_1").to_pylist()
+
+
+class TestDistilabelCommand:
+    def test_pipeline_run_with_the_committed_yaml(self, tmp_path: Path) -> None:
+        cache = tmp_path / "distilabel-cache"
+        shutil.copy(REPO_ROOT / "pipelines" / "offline.yaml", tmp_path / "offline.yaml")
+        result = run_command(
+            ["distilabel", "pipeline", "run", "--config", "offline.yaml"],
+            cwd=tmp_path,
+            env={"DISTILABEL_CACHE_DIR": str(cache)},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs = list(cache.rglob("steps_outputs/select_pairs/*.parquet"))
+        assert outputs, "distilabel wrote no output for the leaf step"
+        rows = sum(pq.read_metadata(path).num_rows for path in outputs)
+        assert rows == SAMPLE_SIZE
+        images = list(cache.rglob("steps_artifacts/generate_images/images/*/*.png"))
+        assert len(images) == SAMPLE_SIZE * 4
