@@ -179,8 +179,7 @@ class CandidateImageGenerator:
         """Text conditioning of each prompt, keyed by the pipeline's call arguments."""
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        use_guidance = config.guidance_scale > 1.0
-        negative = [config.negative_prompt or ""] * len(prompts)
+        names: tuple[str, ...]
         if isinstance(self.pipeline, StableDiffusionXLPipeline):
             names = (
                 "prompt_embeds",
@@ -188,27 +187,21 @@ class CandidateImageGenerator:
                 "pooled_prompt_embeds",
                 "negative_pooled_prompt_embeds",
             )
-            tensors = self.pipeline.encode_prompt(
-                prompt=prompts,
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=use_guidance,
-                negative_prompt=negative,
-            )
         elif isinstance(self.pipeline, StableDiffusionPipeline):
             names = ("prompt_embeds", "negative_prompt_embeds")
-            tensors = self.pipeline.encode_prompt(
-                prompt=prompts,
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=use_guidance,
-                negative_prompt=negative,
-            )
         else:
             raise ConfigurationError(
                 f"{type(self.pipeline).__name__} is not supported yet: embedding noise needs a "
                 "Stable Diffusion 1.x/2.x or SDXL pipeline."
             )
+        pipeline: Any = self.pipeline
+        tensors = pipeline.encode_prompt(
+            prompt=prompts,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=config.guidance_scale > 1.0,
+            negative_prompt=[config.negative_prompt or ""] * len(prompts),
+        )
         return {
             name: tensor for name, tensor in zip(names, tensors, strict=True) if tensor is not None
         }

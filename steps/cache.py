@@ -30,7 +30,7 @@ class UpstreamSignatureMixin(SignatureMixin):
         if pipeline is not None:
             self._upstream_signatures = sorted(
                 pipeline.dag.get_step(name)[STEP_ATTR_NAME].signature
-                for name in pipeline.dag.get_step_predecessors(self.name)  # type: ignore[attr-defined]
+                for name in pipeline.dag.get_step_predecessors(self.name)
             )
         parts = [super().signature, *self._upstream_signatures]
         return hashlib.sha1("-".join(parts).encode()).hexdigest()

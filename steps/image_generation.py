@@ -142,7 +142,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     def _relative_path(self, prompt_id: str, image_index: int) -> str:
         return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.png"
 
-    def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
+    def process(self, inputs: StepInput) -> "StepOutput":
         assert self._generator is not None, "load() must run before process()"
         config = self._config()
         prompt_ids = [row["prompt_id"] for row in inputs]

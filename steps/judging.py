@@ -72,7 +72,7 @@ class ImageJudging(Step, UpstreamSignatureMixin):
             judge.load()
             self._judges[spec.name] = judge
 
-    def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
+    def process(self, inputs: StepInput) -> "StepOutput":
         root = run_artifacts_root(self)
         images, prompts, owners = [], [], []
         for row_index, row in enumerate(inputs):

@@ -41,7 +41,7 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
     def outputs(self) -> list[str]:
         return [*PAIR_COLUMNS, "pair_error"]
 
-    def process(self, inputs: StepInput) -> "StepOutput":  # type: ignore[override]
+    def process(self, inputs: StepInput) -> "StepOutput":
         for row in inputs:
             try:
                 pair = select_preference_pair(row["weighted_scores"])

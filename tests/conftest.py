@@ -5,6 +5,7 @@ never read or write `~/.cache` and never download.
 """
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +13,7 @@ from agfsync.models import resolve_model
 
 
 @pytest.fixture(scope="session", autouse=True)
-def isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     root = tmp_path_factory.mktemp("caches")
     overrides = {
         "DISTILABEL_CACHE_DIR": str(root / "distilabel"),

@@ -13,10 +13,10 @@ class _TensorFeaturesCLIP(CLIPModel):
     """torchmetrics 1.9 expects the transformers-4 `get_*_features`, which returned
     the projected embedding as a tensor; transformers 5 wraps it in `pooler_output`."""
 
-    def get_image_features(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def get_image_features(self, *args, **kwargs):
         return super().get_image_features(*args, **kwargs).pooler_output
 
-    def get_text_features(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def get_text_features(self, *args, **kwargs):
         return super().get_text_features(*args, **kwargs).pooler_output
 
 

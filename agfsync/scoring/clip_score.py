@@ -29,7 +29,8 @@ class CLIPScorer(ImageScorer):
 
         path = resolve_model(self.model)
         self.processor = AutoProcessor.from_pretrained(path)
-        self.clip = CLIPModel.from_pretrained(path, dtype=self.dtype).to(self.device).eval()
+        model: Any = CLIPModel.from_pretrained(path, dtype=self.dtype)
+        self.clip = model.to(self.device).eval()
 
     @torch.inference_mode()
     def score(

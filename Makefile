@@ -1,0 +1,36 @@
+# The two commands of the README:
+#   make demo   set up, then run the offline preset end to end (CPU, no download)
+#   make test   set up, then lint, type-check and run the whole test suite
+#
+# Setup creates .venv once (again whenever pyproject.toml changes). Torch comes
+# from the CPU wheel (torch==2.13.0) on machines without an NVIDIA driver and from
+# the normal build where `nvidia-smi` exists; override with TORCH_SPEC=....
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+
+.PHONY: setup demo test lint presets
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,gemini]"
+	touch $@
+
+demo: setup
+	$(BIN)/agfsync generate --preset offline
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+presets: setup
+	$(BIN)/agfsync presets export

@@ -1,0 +1,119 @@
+"""The image engine on the tiny SD-1.x pipeline: seeds, embedding noise, batching."""
+
+from typing import Any
+
+import numpy
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from agfsync.generation import (
+    CandidateImageGenerator,
+    GenerationConfig,
+    derive_seed,
+    plan_jobs,
+)
+
+PROMPTS = ["a red lighthouse on a cliff", "two cats on a sofa"]
+IDS = ["p0", "p1"]
+
+
+class CallRecorder:
+    """Spies on the real diffusers pipeline call: records each batch's conditioning
+    and can raise one simulated out-of-memory error for batches above a size."""
+
+    def __init__(self, fail_first_call_above: int | None = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.fail_first_call_above = fail_first_call_above
+
+    def wrap(self, original: Any) -> Any:
+        def call(pipeline: Any, **kwargs: Any) -> Any:
+            batch = kwargs["prompt_embeds"].shape[0]
+            self.calls.append({"batch": batch, "prompt_embeds": kwargs["prompt_embeds"].clone()})
+            if self.fail_first_call_above is not None and batch > self.fail_first_call_above:
+                self.fail_first_call_above = None
+                raise torch.OutOfMemoryError("simulated")
+            return original(pipeline, **kwargs)
+
+        return call
+
+
+def _record(monkeypatch: pytest.MonkeyPatch, **options: Any) -> CallRecorder:
+    recorder = CallRecorder(**options)
+    monkeypatch.setattr(
+        StableDiffusionPipeline, "__call__", recorder.wrap(StableDiffusionPipeline.__call__)
+    )
+    return recorder
+
+
+def _generator(tiny_sd_path: str, batch_size: int = 8) -> CandidateImageGenerator:
+    generator = CandidateImageGenerator(tiny_sd_path, device="cpu", batch_size=batch_size)
+    generator.load()
+    return generator
+
+
+def _render(generator: CandidateImageGenerator, config: GenerationConfig) -> list[numpy.ndarray]:
+    jobs = plan_jobs(IDS, config)
+    return [numpy.array(image) for _, image in generator.generate(PROMPTS, jobs, config)]
+
+
+class TestSeeds:
+    def test_derive_seed_is_stable_and_distinct(self) -> None:
+        assert derive_seed(0, "p0", 1) == derive_seed(0, "p0", 1)
+        seeds = {derive_seed(run, pid, i) for run in (0, 1) for pid in IDS for i in range(8)}
+        assert len(seeds) == 32
+        assert all(0 <= seed < 2**63 for seed in seeds)
+
+    def test_image_zero_is_clean_and_others_get_sigma(self) -> None:
+        config = GenerationConfig(num_images=4, noise_sigma=[0.1, 0.2, 0.3])
+        assert [job.sigma for job in plan_jobs(["p"], config)] == [0.0, 0.1, 0.2, 0.3]
+
+    def test_sigma_list_must_cover_the_noised_images(self) -> None:
+        with pytest.raises(ValueError, match="needs 3"):
+            GenerationConfig(num_images=4, noise_sigma=[0.1]).sigmas()
+
+
+class TestCandidateImageGenerator:
+    def test_same_seed_gives_identical_pixels(self, tiny_sd_path: str) -> None:
+        config = GenerationConfig(num_images=3, num_inference_steps=3)
+        generator = _generator(tiny_sd_path)
+        first, second = _render(generator, config), _render(generator, config)
+        assert all(numpy.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+    def test_candidates_of_a_prompt_differ(self, tiny_sd_path: str) -> None:
+        config = GenerationConfig(num_images=3, num_inference_steps=3)
+        images = _render(_generator(tiny_sd_path), config)
+        assert not numpy.array_equal(images[0], images[1])
+
+    def test_sigma_zero_gives_identical_conditioning(
+        self, tiny_sd_path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        generator = _generator(tiny_sd_path)
+        recorder = _record(monkeypatch)
+        _render(generator, GenerationConfig(num_images=3, num_inference_steps=2, noise_sigma=0.0))
+        embeds = recorder.calls[0]["prompt_embeds"]
+        assert torch.equal(embeds[0], embeds[1]) and torch.equal(embeds[0], embeds[2])
+
+    def test_noise_leaves_image_zero_clean_and_changes_the_others(
+        self, tiny_sd_path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        generator = _generator(tiny_sd_path)
+        clean = generator._encode(PROMPTS[:1], GenerationConfig())["prompt_embeds"][0]
+        recorder = _record(monkeypatch)
+        _render(generator, GenerationConfig(num_images=3, num_inference_steps=2, noise_sigma=0.5))
+        embeds = recorder.calls[0]["prompt_embeds"]
+        assert torch.equal(embeds[0], clean)
+        assert not torch.equal(embeds[1], clean)
+        assert not torch.equal(embeds[1], embeds[2])
+        assert (embeds[1] - clean).std().item() == pytest.approx(0.5, rel=0.2)
+
+    def test_out_of_memory_halves_the_batch_and_keeps_every_image(
+        self, tiny_sd_path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = GenerationConfig(num_images=3, num_inference_steps=2)
+        generator = _generator(tiny_sd_path, batch_size=6)
+        recorder = _record(monkeypatch, fail_first_call_above=3)
+        jobs = plan_jobs(IDS, config)
+        rendered = [job for job, _ in generator.generate(PROMPTS, jobs, config)]
+        assert rendered == jobs
+        assert [call["batch"] for call in recorder.calls] == [6, 3, 3]
