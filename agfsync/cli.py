@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 presets_app = typer.Typer(help="List and export the pipeline presets.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 
 

@@ -104,25 +104,66 @@ class CandidateImageGenerator:
         device: str | None = None,
         dtype: str = "auto",
         scheduler: str | None = None,
+        lora_weights: str | None = None,
+        lora_scale: float = 1.0,
         batch_size: int = 8,
+        cpu_offload: bool = False,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
+        compile_denoiser: bool = False,
     ) -> None:
+        """
+        Args:
+            model: Hub id, local folder or `tiny:<name>` of a diffusers pipeline.
+            device: torch device; None picks CUDA when available.
+            dtype: auto (fp16 on CUDA, fp32 elsewhere), float32, float16 or bfloat16.
+            scheduler: diffusers scheduler class name to swap in (e.g. `LCMScheduler`).
+            lora_weights: LoRA in diffusers format (Hub id or folder), e.g. a tuned model
+                or an LCM LoRA for few-step sampling as the official AGFSync code used.
+            lora_scale: strength of the LoRA.
+            batch_size: images per denoising call; halved on out-of-memory.
+            cpu_offload: keep submodules on the CPU until used (saves GPU memory, slower).
+            vae_slicing: decode one image at a time (saves memory on large batches).
+            vae_tiling: decode in tiles (saves memory at high resolution).
+            compile_denoiser: `torch.compile` the UNet/transformer (slow first batch).
+        """
         self.model = model
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.scheduler = scheduler
+        self.lora_weights = lora_weights
+        self.lora_scale = lora_scale
         self.batch_size = batch_size
+        self.cpu_offload = cpu_offload
+        self.vae_slicing = vae_slicing
+        self.vae_tiling = vae_tiling
+        self.compile_denoiser = compile_denoiser
         self.pipeline: Any = None
 
     def load(self) -> None:
         from diffusers import DiffusionPipeline
 
-        pipeline = DiffusionPipeline.from_pretrained(
-            resolve_model(self.model), torch_dtype=self.dtype
+        pipeline: Any = DiffusionPipeline.from_pretrained(
+            resolve_model(self.model), dtype=self.dtype
         )
         if self.scheduler is not None:
             pipeline.scheduler = _scheduler_by_name(self.scheduler, pipeline.scheduler.config)
+        if self.lora_weights is not None:
+            pipeline.load_lora_weights(resolve_model(self.lora_weights))
+            pipeline.fuse_lora(lora_scale=self.lora_scale)
+        if self.vae_slicing:
+            pipeline.vae.enable_slicing()
+        if self.vae_tiling:
+            pipeline.vae.enable_tiling()
+        if self.compile_denoiser:
+            name = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
+            setattr(pipeline, name, torch.compile(getattr(pipeline, name)))
         pipeline.set_progress_bar_config(disable=True)
-        self.pipeline = pipeline.to(self.device)
+        if self.cpu_offload:
+            pipeline.enable_model_cpu_offload(device=self.device)
+        else:
+            pipeline.to(self.device)
+        self.pipeline = pipeline
 
     def generate(
         self, prompts: Sequence[str], jobs: Sequence[ImageJob], config: GenerationConfig

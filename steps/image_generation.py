@@ -1,7 +1,7 @@
 """The image stage: N candidate images per prompt, written as files."""
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import Step, StepInput
@@ -35,7 +35,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     As in AGFSync, the prompt is encoded once; image 0 uses the clean embedding
     and images 1..N-1 add `noise_sigma * randn` to it, on top of a per-image seed
     derived from (`seed`, prompt id, image index). Images are written under the
-    run's artifacts folder as `<step name>/images/<prompt_id>/<index>.png`, never
+    run's artifacts folder as `<step name>/images/<prompt_id>/<index>.<ext>`, never
     passed through the pipeline's queues. On a re-run, images that already exist
     and decode are kept and only missing or corrupt ones are rendered.
 
@@ -44,8 +44,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         num_images, num_inference_steps, guidance_scale, negative_prompt, height,
         width, noise_sigma, seed: see `GenerationConfig`.
         scheduler: diffusers scheduler class to swap in, e.g. `DPMSolverMultistepScheduler`.
+        lora_weights, lora_scale: optional LoRA fused into the model.
         batch_size: images per denoising call (prompts x candidates are mixed).
         device, dtype: where and in which precision the model runs.
+        cpu_offload, vae_slicing, vae_tiling, compile_denoiser: memory and speed options.
+        image_format, image_quality: png (default), jpeg or webp files.
 
     Runtime parameters:
         - every attribute above.
@@ -96,6 +99,30 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     scheduler: RuntimeParameter[str] | None = Field(
         default=None, description="Diffusers scheduler class name to use instead."
     )
+    lora_weights: RuntimeParameter[str] | None = Field(
+        default=None,
+        description="LoRA (diffusers format, Hub id or folder): a tuned model, or an LCM "
+        "LoRA for few-step sampling as the official AGFSync code used.",
+    )
+    lora_scale: RuntimeParameter[float] = Field(default=1.0, description="LoRA strength.")
+    cpu_offload: RuntimeParameter[bool] = Field(
+        default=False, description="Offload idle submodules to the CPU (less GPU memory)."
+    )
+    vae_slicing: RuntimeParameter[bool] = Field(
+        default=False, description="Decode one image at a time (less memory)."
+    )
+    vae_tiling: RuntimeParameter[bool] = Field(
+        default=False, description="Decode in tiles (less memory at high resolution)."
+    )
+    compile_denoiser: RuntimeParameter[bool] = Field(
+        default=False, description="torch.compile the UNet/transformer."
+    )
+    image_format: RuntimeParameter[Literal["png", "jpeg", "webp"]] = Field(
+        default="png", description="File format of the images; png is lossless."
+    )
+    image_quality: RuntimeParameter[int] = Field(
+        default=95, ge=1, le=100, description="Quality of jpeg/webp files."
+    )
     batch_size: RuntimeParameter[int] = Field(
         default=8, description="Images per denoising call; halved on out-of-memory."
     )
@@ -123,7 +150,13 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             device=self.device,
             dtype=self.dtype,
             scheduler=self.scheduler,
+            lora_weights=self.lora_weights,
+            lora_scale=self.lora_scale,
             batch_size=self.batch_size,
+            cpu_offload=self.cpu_offload,
+            vae_slicing=self.vae_slicing,
+            vae_tiling=self.vae_tiling,
+            compile_denoiser=self.compile_denoiser,
         )
         self._generator.load()
 
@@ -140,7 +173,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         )
 
     def _relative_path(self, prompt_id: str, image_index: int) -> str:
-        return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.png"
+        extension = "jpg" if self.image_format == "jpeg" else self.image_format
+        return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.{extension}"
 
     def process(self, inputs: StepInput) -> "StepOutput":
         assert self._generator is not None, "load() must run before process()"
@@ -161,14 +195,16 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             for job, image in self._generator.generate(prompts, missing, config):  # type: ignore[union-attr]
                 target = root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                partial = target.with_suffix(".partial.png")
-                image.save(partial)
+                # Written aside and renamed, so a crash never leaves a truncated image
+                # under the final name.
+                partial = target.with_name(f".{target.name}.partial")
+                image.save(partial, format=self.image_format, quality=self.image_quality)
                 partial.replace(target)
 
         self.save_artifact(
             IMAGES_ARTIFACT,
             write_function=write_images,
-            metadata={"layout": "<prompt_id>/<index>.png", "model": self.model},
+            metadata={"layout": f"<prompt_id>/<index>.{self.image_format}", "model": self.model},
         )
         generation_config = config.model_dump(exclude={"num_images", "noise_sigma"})
         for prompt_index, row in enumerate(inputs):

@@ -176,8 +176,80 @@ def build_tiny_clip(directory: Path, seed: int = 7) -> Path:
     return directory
 
 
+def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
+    """Save an SDXL-shaped pipeline (UNet with text-time conditioning, two CLIP text
+    encoders, the second with a projection for the pooled embedding, two tokenizers,
+    Euler scheduler) with random weights to `directory`. Images are 64x64 pixels.
+    """
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _tiny_clip_tokenizer()
+    text_config = _tiny_clip_text_config(tokenizer, projection_dim=TINY_TEXT_HIDDEN_SIZE)
+    time_embedding_dim = 8
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        # SDXL conditions on both encoders' hidden states side by side ...
+        cross_attention_dim=2 * TINY_TEXT_HIDDEN_SIZE,
+        # ... and on the pooled embedding plus six size/crop time ids.
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embedding_dim,
+        projection_class_embeddings_input_dim=TINY_TEXT_HIDDEN_SIZE + 6 * time_embedding_dim,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(text_config)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipeline: Any = StableDiffusionXLPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=_tiny_clip_tokenizer(),
+        scheduler=scheduler,
+    )
+    pipeline.save_pretrained(directory)
+    return directory
+
+
 TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion": build_tiny_stable_diffusion,
+    "stable-diffusion-xl": build_tiny_stable_diffusion_xl,
     "clip": build_tiny_clip,
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""

@@ -1,0 +1,143 @@
+"""CandidateImageGeneration as a distilabel step: files, resume, formats."""
+
+from pathlib import Path
+
+import numpy
+import pytest
+import torch
+from PIL import Image
+
+from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
+from agfsync.models import resolve_model
+from agfsync.steps import CandidateImageGeneration
+
+ROWS = [
+    {"prompt_id": "lighthouse", "prompt": "a red lighthouse on a cliff"},
+    {"prompt_id": "cats", "prompt": "two cats on a sofa"},
+]
+
+
+def _step(tiny_sd_path: str, artifacts: Path, **options: object) -> CandidateImageGeneration:
+    step = CandidateImageGeneration(
+        name="generate_images",
+        model=tiny_sd_path,
+        num_images=3,
+        num_inference_steps=2,
+        **options,
+    )
+    step.set_pipeline_artifacts_path(artifacts)
+    step.load()
+    return step
+
+
+def _run(step: CandidateImageGeneration) -> list[dict]:
+    return next(step.process([dict(row) for row in ROWS]))
+
+
+class TestCandidateImageGeneration:
+    def test_writes_one_file_per_candidate_and_records_metadata(
+        self, tiny_sd_path: str, tmp_path: Path
+    ) -> None:
+        rows = _run(_step(tiny_sd_path, tmp_path))
+        assert rows[0]["image_paths"] == [
+            f"generate_images/images/lighthouse/{index}.png" for index in range(3)
+        ]
+        assert rows[1]["noise_sigmas"] == [0.0, 0.1, 0.1]
+        assert len(set(rows[0]["image_seeds"] + rows[1]["image_seeds"])) == 6
+        assert rows[0]["generation_config"]["num_inference_steps"] == 2
+        for row in rows:
+            for path in row["image_paths"]:
+                assert Image.open(tmp_path / path).size == (32, 32)
+
+    def test_rerun_regenerates_only_missing_and_corrupt_images(
+        self, tiny_sd_path: str, tmp_path: Path
+    ) -> None:
+        step = _step(tiny_sd_path, tmp_path)
+        paths = [tmp_path / path for row in _run(step) for path in row["image_paths"]]
+        originals = {path: numpy.array(Image.open(path)) for path in paths}
+        missing, corrupt, *kept = paths
+        missing.unlink()
+        corrupt.write_bytes(b"not an image")
+        kept_times = {path: path.stat().st_mtime_ns for path in kept}
+
+        _run(step)
+
+        assert {path: path.stat().st_mtime_ns for path in kept} == kept_times
+        for path in (missing, corrupt):
+            assert numpy.array_equal(numpy.array(Image.open(path)), originals[path])
+
+    @pytest.mark.parametrize(("image_format", "suffix"), [("jpeg", ".jpg"), ("webp", ".webp")])
+    def test_lossy_formats(
+        self, tiny_sd_path: str, tmp_path: Path, image_format: str, suffix: str
+    ) -> None:
+        rows = _run(_step(tiny_sd_path, tmp_path, image_format=image_format, image_quality=80))
+        path = tmp_path / rows[0]["image_paths"][0]
+        assert path.suffix == suffix
+        assert Image.open(path).format == image_format.upper()
+
+    def test_num_images_below_two_is_rejected(self, tiny_sd_path: str) -> None:
+        with pytest.raises(ValueError, match="greater than or equal to 2"):
+            CandidateImageGeneration(name="generate_images", model=tiny_sd_path, num_images=1)
+
+
+class TestStableDiffusionXL:
+    @pytest.fixture(scope="class")
+    def tiny_sdxl_path(self, isolated_caches: dict[str, str]) -> str:
+        return resolve_model("tiny:stable-diffusion-xl")
+
+    def test_same_seed_gives_identical_pixels(self, tiny_sdxl_path: str) -> None:
+        generator = CandidateImageGenerator(tiny_sdxl_path, device="cpu")
+        generator.load()
+        config = GenerationConfig(num_images=2, num_inference_steps=2)
+        jobs = plan_jobs(["p"], config)
+        first = [numpy.array(image) for _, image in generator.generate(["a cat"], jobs, config)]
+        second = [numpy.array(image) for _, image in generator.generate(["a cat"], jobs, config)]
+        assert first[0].shape == (64, 64, 3)
+        assert all(numpy.array_equal(a, b) for a, b in zip(first, second, strict=True))
+        assert not numpy.array_equal(first[0], first[1])
+
+    def test_noise_reaches_the_pooled_embedding(self, tiny_sdxl_path: str) -> None:
+        generator = CandidateImageGenerator(tiny_sdxl_path, device="cpu")
+        generator.load()
+        config = GenerationConfig(num_images=2, noise_sigma=0.5)
+        encoded = generator._encode(["a cat"], config)
+        assert set(encoded) >= {"prompt_embeds", "pooled_prompt_embeds"}
+        (clean_job, noised_job) = plan_jobs(["p"], config)
+        from agfsync.generation import _add_noise
+
+        pooled = encoded["pooled_prompt_embeds"][0]
+        assert torch.equal(_add_noise(pooled, clean_job, "pooled_prompt_embeds"), pooled)
+        assert not torch.equal(_add_noise(pooled, noised_job, "pooled_prompt_embeds"), pooled)
+
+
+class TestLoRA:
+    @pytest.fixture(scope="class")
+    def lora_dir(self, tiny_sd_path: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+        """A random LoRA on the tiny UNet's attention, saved in diffusers format."""
+        from diffusers import StableDiffusionPipeline
+        from peft import LoraConfig
+        from peft.utils import get_peft_model_state_dict
+
+        pipeline = StableDiffusionPipeline.from_pretrained(tiny_sd_path)
+        pipeline.unet.add_adapter(
+            LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+        )
+        torch.manual_seed(0)
+        for name, parameter in pipeline.unet.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(parameter, std=0.5)
+        target = tmp_path_factory.mktemp("lora")
+        StableDiffusionPipeline.save_lora_weights(
+            target, unet_lora_layers=get_peft_model_state_dict(pipeline.unet)
+        )
+        return target
+
+    def test_lora_changes_the_images(self, tiny_sd_path: str, lora_dir: Path) -> None:
+        config = GenerationConfig(num_images=2, num_inference_steps=2)
+        jobs = plan_jobs(["p"], config)
+        images = []
+        for lora in (None, str(lora_dir)):
+            generator = CandidateImageGenerator(tiny_sd_path, device="cpu", lora_weights=lora)
+            generator.load()
+            images.append([numpy.array(i) for _, i in generator.generate(["a cat"], jobs, config)])
+        assert not numpy.array_equal(images[0][0], images[1][0])
