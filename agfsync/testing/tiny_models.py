@@ -71,6 +71,22 @@ def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):
     )
 
 
+def _tiny_vae(sample_size: int):
+    """A two-block KL autoencoder: 4 latent channels, halves the resolution once."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=sample_size,
+    )
+
+
 def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
     """Save a Stable-Diffusion-1.x-shaped pipeline (UNet, VAE, CLIP text encoder,
     tokenizer, PNDM scheduler) with random weights to `directory`.
@@ -79,7 +95,6 @@ def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
     images are 32x32 pixels.
     """
     from diffusers import (
-        AutoencoderKL,
         PNDMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
@@ -101,16 +116,7 @@ def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
         norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=32,
-    )
+    vae = _tiny_vae(sample_size=32)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
     scheduler = PNDMScheduler(
@@ -182,7 +188,6 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
     Euler scheduler) with random weights to `directory`. Images are 64x64 pixels.
     """
     from diffusers import (
-        AutoencoderKL,
         EulerDiscreteScheduler,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
@@ -213,16 +218,7 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
         norm_num_groups=32,
     )
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=64,
-    )
+    vae = _tiny_vae(sample_size=64)
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(text_config)
     torch.manual_seed(seed + 3)
