@@ -1,6 +1,7 @@
 """The built wheel installs, maps `steps/`+`pipelines/` under `agfsync`, and runs."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,15 @@ from tests.helpers import REPO_ROOT
 def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository built as a wheel and installed (no deps) into its own folder."""
     root = tmp_path_factory.mktemp("wheel")
+    # Build from a copy so no build/ or egg-info leftovers land in (or come from) the checkout.
+    source = root / "source"
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "agfsync-data"
+        ),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -24,7 +34,7 @@ def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--no-build-isolation",
             "-w",
             str(root / "dist"),
-            str(REPO_ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,

@@ -48,7 +48,7 @@ def tiny_clip_vocabulary() -> dict[str, int]:
     return {token: index for index, token in enumerate(tokens)}
 
 
-def _tiny_clip_tokenizer():
+def tiny_clip_tokenizer():
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(vocab=tiny_clip_vocabulary(), merges=[], model_max_length=77)
@@ -101,7 +101,7 @@ def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPTextModel
 
-    tokenizer = _tiny_clip_tokenizer()
+    tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=16,
@@ -156,7 +156,7 @@ def build_tiny_clip(directory: Path, seed: int = 7) -> Path:
         CLIPVisionConfig,
     )
 
-    tokenizer = _tiny_clip_tokenizer()
+    tokenizer = tiny_clip_tokenizer()
     vision_config = CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=37,
@@ -194,7 +194,7 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    tokenizer = _tiny_clip_tokenizer()
+    tokenizer = tiny_clip_tokenizer()
     text_config = _tiny_clip_text_config(tokenizer, projection_dim=TINY_TEXT_HIDDEN_SIZE)
     time_embedding_dim = 8
     torch.manual_seed(seed)
@@ -236,7 +236,7 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=tokenizer,
-        tokenizer_2=_tiny_clip_tokenizer(),
+        tokenizer_2=tiny_clip_tokenizer(),
         scheduler=scheduler,
     )
     pipeline.save_pretrained(directory)
