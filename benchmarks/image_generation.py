@@ -104,10 +104,26 @@ def stable_diffusion_vae(sample_size: int, scaling_factor: float, force_upcast: 
     )
 
 
+def clip_vit_l14_text_encoder(tokenizer: Any) -> Any:
+    """The CLIP ViT-L/14 text tower of SD 1.x (and SDXL's first encoder), random weights."""
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel(
+        clip_text_config(
+            tokenizer,
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        )
+    )
+
+
 def build_stable_diffusion_15(directory: Path, dtype: torch.dtype, seed: int = 0) -> Path:
     """Save a pipeline with the Stable Diffusion 1.5 architecture and random weights."""
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel
 
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
@@ -134,18 +150,7 @@ def build_stable_diffusion_15(directory: Path, dtype: torch.dtype, seed: int = 0
         norm_num_groups=32,
     )
     vae = stable_diffusion_vae(sample_size=512, scaling_factor=0.18215, force_upcast=True)
-    # CLIP ViT-L/14 text tower.
-    text_encoder = CLIPTextModel(
-        clip_text_config(
-            tokenizer,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-        )
-    )
+    text_encoder = clip_vit_l14_text_encoder(tokenizer)
     scheduler = PNDMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -174,7 +179,7 @@ def build_stable_diffusion_15(directory: Path, dtype: torch.dtype, seed: int = 0
 def build_stable_diffusion_xl(directory: Path, dtype: torch.dtype, seed: int = 0) -> Path:
     """Save a pipeline with the SDXL base architecture and random weights."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
@@ -198,18 +203,7 @@ def build_stable_diffusion_xl(directory: Path, dtype: torch.dtype, seed: int = 0
         norm_num_groups=32,
     )
     vae = stable_diffusion_vae(sample_size=1024, scaling_factor=0.13025, force_upcast=True)
-    # CLIP ViT-L/14 text tower.
-    text_encoder = CLIPTextModel(
-        clip_text_config(
-            tokenizer,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-        )
-    )
+    text_encoder = clip_vit_l14_text_encoder(tokenizer)
     # OpenCLIP ViT-bigG/14 text tower, with the projection giving the pooled embedding.
     text_encoder_2 = CLIPTextModelWithProjection(
         clip_text_config(
