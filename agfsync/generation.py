@@ -26,7 +26,7 @@ from agfsync.models import resolve_device, resolve_dtype, resolve_model
 logger = logging.getLogger(__name__)
 
 NOISED_EMBEDDINGS = ("prompt_embeds", "pooled_prompt_embeds")
-"""Conditioning tensors that receive the diversity noise (pooled ones only exist for SDXL)."""
+"""Conditioning tensors that receive the diversity noise (pooled: SDXL, SD3 and FLUX)."""
 
 
 class GenerationConfig(BaseModel):
@@ -192,18 +192,32 @@ class CandidateImageGenerator:
             yield from zip(batch, images, strict=True)
             start += len(batch)
 
+    @property
+    def supports_embedding_noise(self) -> bool:
+        """Whether this pipeline family's text embeddings can be noised (see
+        `TEXT_CONDITIONING`); other pipelines render from the prompt text only."""
+        return _text_conditioning(self.pipeline) is not None
+
+    def encode_prompts(
+        self, prompts: list[str], config: GenerationConfig
+    ) -> dict[str, torch.Tensor]:
+        """The clean text conditioning of `prompts`, keyed by the pipeline's call arguments."""
+        text_conditioning = _text_conditioning(self.pipeline)
+        if text_conditioning is None:
+            raise ConfigurationError(
+                f"{type(self.pipeline).__name__} encodes prompts inside its call; agfsync "
+                f"encodes them itself only for {', '.join(TEXT_CONDITIONING)}."
+            )
+        return self._encode(text_conditioning, prompts, config)
+
     def _render(
         self, prompts: Sequence[str], batch: list[ImageJob], config: GenerationConfig
     ) -> list[Image.Image]:
-        prompt_indices = sorted({job.prompt_index for job in batch})
-        encoded = self._encode([prompts[i] for i in prompt_indices], config)
-        row_of = {prompt_index: row for row, prompt_index in enumerate(prompt_indices)}
-        conditioning: dict[str, torch.Tensor] = {}
-        for name, tensor in encoded.items():
-            rows = [tensor[row_of[job.prompt_index]] for job in batch]
-            if name in NOISED_EMBEDDINGS:
-                rows = [_add_noise(row, job, name) for row, job in zip(rows, batch, strict=True)]
-            conditioning[name] = torch.stack(rows)
+        text_conditioning = _text_conditioning(self.pipeline)
+        if text_conditioning is None:
+            conditioning = self._prompt_text(prompts, batch, config)
+        else:
+            conditioning = self._noised_embeddings(text_conditioning, prompts, batch, config)
         generators = [torch.Generator("cpu").manual_seed(job.seed) for job in batch]
         output = self.pipeline(
             **conditioning,
@@ -216,36 +230,107 @@ class CandidateImageGenerator:
         )
         return list(output.images)
 
-    def _encode(self, prompts: list[str], config: GenerationConfig) -> dict[str, torch.Tensor]:
-        """Text conditioning of each prompt, keyed by the pipeline's call arguments."""
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-        names: tuple[str, ...]
-        if isinstance(self.pipeline, StableDiffusionXLPipeline):
-            names = (
-                "prompt_embeds",
-                "negative_prompt_embeds",
-                "pooled_prompt_embeds",
-                "negative_pooled_prompt_embeds",
-            )
-        elif isinstance(self.pipeline, StableDiffusionPipeline):
-            names = ("prompt_embeds", "negative_prompt_embeds")
-        else:
+    def _prompt_text(
+        self, prompts: Sequence[str], batch: list[ImageJob], config: GenerationConfig
+    ) -> dict[str, Any]:
+        """The generic path: the pipeline encodes the text itself, so no noise."""
+        noised = [job for job in batch if job.sigma != 0.0]
+        if noised:
             raise ConfigurationError(
-                f"{type(self.pipeline).__name__} is not supported yet: embedding noise needs a "
-                "Stable Diffusion 1.x/2.x or SDXL pipeline."
+                f"{type(self.pipeline).__name__} has no embedding-noise support (sigma "
+                f"{noised[0].sigma} requested); set noise_sigma=0 to use it, or use one of: "
+                f"{', '.join(TEXT_CONDITIONING)}."
             )
-        pipeline: Any = self.pipeline
-        tensors = pipeline.encode_prompt(
-            prompt=prompts,
-            device=self.device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=config.guidance_scale > 1.0,
-            negative_prompt=[config.negative_prompt or ""] * len(prompts),
-        )
-        return {
-            name: tensor for name, tensor in zip(names, tensors, strict=True) if tensor is not None
+        arguments: dict[str, Any] = {"prompt": [prompts[job.prompt_index] for job in batch]}
+        if config.negative_prompt is not None:
+            arguments["negative_prompt"] = [config.negative_prompt] * len(batch)
+        return arguments
+
+    def _noised_embeddings(
+        self,
+        text_conditioning: TextConditioning,
+        prompts: Sequence[str],
+        batch: list[ImageJob],
+        config: GenerationConfig,
+    ) -> dict[str, Any]:
+        """Encode each distinct prompt once, then give every image its own noised copy."""
+        prompt_indices = sorted({job.prompt_index for job in batch})
+        encoded = self._encode(text_conditioning, [prompts[i] for i in prompt_indices], config)
+        row_of = {prompt_index: row for row, prompt_index in enumerate(prompt_indices)}
+        conditioning: dict[str, Any] = {}
+        for name, tensor in encoded.items():
+            rows = [tensor[row_of[job.prompt_index]] for job in batch]
+            if name in NOISED_EMBEDDINGS:
+                rows = [_add_noise(row, job, name) for row, job in zip(rows, batch, strict=True)]
+            conditioning[name] = torch.stack(rows)
+        if "negative_prompt_embeds" in conditioning:
+            # PixArt defaults `negative_prompt` to "" and refuses it beside embeddings.
+            conditioning["negative_prompt"] = None
+        return conditioning
+
+    def _encode(
+        self, text_conditioning: TextConditioning, prompts: list[str], config: GenerationConfig
+    ) -> dict[str, torch.Tensor]:
+        """Text conditioning of each prompt, keyed by the pipeline's call arguments."""
+        arguments: dict[str, Any] = {
+            "prompt": prompts,
+            "device": self.device,
+            "num_images_per_prompt": 1,
         }
+        if text_conditioning.classifier_free_guidance:
+            arguments["do_classifier_free_guidance"] = config.guidance_scale > 1.0
+            arguments["negative_prompt"] = [config.negative_prompt or ""] * len(prompts)
+        outputs = self.pipeline.encode_prompt(**arguments)
+        return {
+            name: tensor
+            for name, tensor in zip(text_conditioning.outputs, outputs, strict=True)
+            if name is not None and tensor is not None
+        }
+
+
+@dataclass(frozen=True)
+class TextConditioning:
+    """How a pipeline family's `encode_prompt` is called and what it returns."""
+
+    outputs: tuple[str | None, ...]
+    """Its return values in order, named as the pipeline's call arguments (None: not passed)."""
+    classifier_free_guidance: bool
+    """Whether it takes `do_classifier_free_guidance` and `negative_prompt`."""
+
+
+_SDXL_OUTPUTS = (
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+)
+TEXT_CONDITIONING: dict[str, TextConditioning] = {
+    # Subclasses before their parents: the first isinstance match wins.
+    "StableDiffusionXLPipeline": TextConditioning(_SDXL_OUTPUTS, True),
+    "StableDiffusion3Pipeline": TextConditioning(_SDXL_OUTPUTS, True),
+    "StableDiffusionPipeline": TextConditioning(("prompt_embeds", "negative_prompt_embeds"), True),
+    "PixArtSigmaPipeline": TextConditioning(
+        (
+            "prompt_embeds",
+            "prompt_attention_mask",
+            "negative_prompt_embeds",
+            "negative_prompt_attention_mask",
+        ),
+        True,
+    ),
+    # FLUX is guidance-distilled: no negative branch; its text ids are rebuilt by the call.
+    "FluxPipeline": TextConditioning(("prompt_embeds", "pooled_prompt_embeds", None), False),
+}
+"""Pipeline families whose text embeddings agfsync noises, by diffusers class name."""
+
+
+def _text_conditioning(pipeline: Any) -> TextConditioning | None:
+    import diffusers
+
+    for class_name, text_conditioning in TEXT_CONDITIONING.items():
+        if isinstance(pipeline, getattr(diffusers, class_name)):
+            return text_conditioning
+    return None
 
 
 def _add_noise(embedding: torch.Tensor, job: ImageJob, name: str) -> torch.Tensor:

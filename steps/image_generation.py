@@ -8,6 +8,7 @@ from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
+from agfsync.errors import ConfigurationError
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, plan_jobs
 from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -159,6 +160,12 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             compile_denoiser=self.compile_denoiser,
         )
         self._generator.load()
+        if not self._generator.supports_embedding_noise and any(self._config().sigmas()):
+            raise ConfigurationError(
+                f"{self.model} ({type(self._generator.pipeline).__name__}) has no "
+                "embedding-noise support; set noise_sigma=0 for it (candidates then differ "
+                "by seed only)."
+            )
 
     def _config(self) -> GenerationConfig:
         return GenerationConfig(

@@ -6,6 +6,7 @@ never read or write `~/.cache` and never download.
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,18 @@ def tiny_sd_path(isolated_caches: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def tiny_clip_path(isolated_caches: dict[str, str]) -> str:
     return resolve_model("tiny:clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_pag_path(tiny_sd_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny SD weights as a perturbed-attention-guidance pipeline, a class
+    agfsync has no embedding-noise support for (the generic path)."""
+    from diffusers import StableDiffusionPAGPipeline, StableDiffusionPipeline
+
+    components = StableDiffusionPipeline.from_pretrained(tiny_sd_path).components
+    pag: Any = StableDiffusionPAGPipeline(
+        **components, requires_safety_checker=False, pag_applied_layers=["mid"]
+    )
+    target = tmp_path_factory.mktemp("pag")
+    pag.save_pretrained(target)
+    return str(target)

@@ -7,12 +7,14 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from agfsync.errors import ConfigurationError
 from agfsync.generation import (
     CandidateImageGenerator,
     GenerationConfig,
     derive_seed,
     plan_jobs,
 )
+from agfsync.models import resolve_model
 
 PROMPTS = ["a red lighthouse on a cliff", "two cats on a sofa"]
 IDS = ["p0", "p1"]
@@ -98,7 +100,7 @@ class TestCandidateImageGenerator:
         self, tiny_sd_path: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         generator = _generator(tiny_sd_path)
-        clean = generator._encode(PROMPTS[:1], GenerationConfig())["prompt_embeds"][0]
+        clean = generator.encode_prompts(PROMPTS[:1], GenerationConfig())["prompt_embeds"][0]
         recorder = _record(monkeypatch)
         _render(generator, GenerationConfig(num_images=3, num_inference_steps=2, noise_sigma=0.5))
         embeds = recorder.calls[0]["prompt_embeds"]
@@ -117,3 +119,45 @@ class TestCandidateImageGenerator:
         rendered = [job for job, _ in generator.generate(PROMPTS, jobs, config)]
         assert rendered == jobs
         assert [call["batch"] for call in recorder.calls] == [6, 3, 3]
+
+
+class TestPipelineFamilies:
+    """Every family with embedding noise: image 0 ignores sigma, the others follow it."""
+
+    @pytest.mark.parametrize(
+        "reference", ["tiny:stable-diffusion", "tiny:stable-diffusion-xl", "tiny:pixart-sigma"]
+    )
+    def test_sigma_changes_only_the_noised_images(
+        self, reference: str, isolated_caches: dict[str, str]
+    ) -> None:
+        generator = CandidateImageGenerator(resolve_model(reference), device="cpu")
+        generator.load()
+        assert generator.supports_embedding_noise
+        rendered = {}
+        for sigma in (0.0, 0.5):
+            config = GenerationConfig(num_images=2, num_inference_steps=2, noise_sigma=sigma)
+            jobs = plan_jobs(["p"], config)
+            rendered[sigma] = [
+                numpy.array(i) for _, i in generator.generate(["a cat"], jobs, config)
+            ]
+        assert numpy.array_equal(rendered[0.0][0], rendered[0.5][0])
+        assert not numpy.array_equal(rendered[0.0][1], rendered[0.5][1])
+
+
+class TestGenericPipelines:
+    """Pipelines without embedding noise render from the prompt text (seeds only)."""
+
+    def test_renders_distinct_reproducible_candidates_from_text(self, tiny_pag_path: str) -> None:
+        generator = CandidateImageGenerator(tiny_pag_path, device="cpu")
+        generator.load()
+        assert not generator.supports_embedding_noise
+        config = GenerationConfig(num_images=2, num_inference_steps=2, noise_sigma=0.0)
+        first, second = (_render(generator, config) for _ in range(2))
+        assert all(numpy.array_equal(a, b) for a, b in zip(first, second, strict=True))
+        assert not numpy.array_equal(first[0], first[1])
+
+    def test_refuses_embedding_noise_with_a_clear_message(self, tiny_pag_path: str) -> None:
+        generator = CandidateImageGenerator(tiny_pag_path, device="cpu")
+        generator.load()
+        with pytest.raises(ConfigurationError, match="set noise_sigma=0"):
+            _render(generator, GenerationConfig(num_images=2, num_inference_steps=1))

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from agfsync.errors import ConfigurationError
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
 from agfsync.models import resolve_model
 from agfsync.steps import CandidateImageGeneration
@@ -75,6 +76,14 @@ class TestCandidateImageGeneration:
         assert path.suffix == suffix
         assert Image.open(path).format == image_format.upper()
 
+    def test_load_refuses_noise_for_pipelines_without_support(
+        self, tiny_pag_path: str, tmp_path: Path
+    ) -> None:
+        with pytest.raises(ConfigurationError, match="has no embedding-noise support"):
+            _step(tiny_pag_path, tmp_path)
+        rows = _run(_step(tiny_pag_path, tmp_path, noise_sigma=0.0))
+        assert len(rows[0]["image_paths"]) == 3
+
     def test_num_images_below_two_is_rejected(self, tiny_sd_path: str) -> None:
         with pytest.raises(ValueError, match="greater than or equal to 2"):
             CandidateImageGeneration(name="generate_images", model=tiny_sd_path, num_images=1)
@@ -100,7 +109,7 @@ class TestStableDiffusionXL:
         generator = CandidateImageGenerator(tiny_sdxl_path, device="cpu")
         generator.load()
         config = GenerationConfig(num_images=2, noise_sigma=0.5)
-        encoded = generator._encode(["a cat"], config)
+        encoded = generator.encode_prompts(["a cat"], config)
         assert set(encoded) >= {"prompt_embeds", "pooled_prompt_embeds"}
         (clean_job, noised_job) = plan_jobs(["p"], config)
         from agfsync.generation import _add_noise

@@ -71,19 +71,52 @@ def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):
     )
 
 
-def _tiny_vae(sample_size: int):
-    """A two-block KL autoencoder: 4 latent channels, halves the resolution once."""
+def _tiny_vae(sample_size: int, block_out_channels: tuple[int, ...] = (32, 64)) -> Any:
+    """A KL autoencoder with 4 latent channels; each block after the first halves
+    the resolution (two blocks: 2x, four blocks: 8x as in real Stable Diffusion)."""
     from diffusers import AutoencoderKL
 
+    blocks = len(block_out_channels)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=block_out_channels,
         latent_channels=4,
-        norm_num_groups=32,
+        norm_num_groups=min(block_out_channels),
         sample_size=sample_size,
+    )
+
+
+def tiny_t5_tokenizer() -> Any:
+    """A character-level T5 (Unigram) tokenizer: tokenizes any ASCII text, offline."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(char, -3.0) for char in string.ascii_letters + string.digits + string.punctuation]
+    pieces += [("▁" + char, -2.5) for char in string.ascii_letters + string.digits]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=300)
+
+
+def _tiny_t5_encoder(tokenizer: Any, seed: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=TINY_TEXT_HIDDEN_SIZE,
+            d_ff=37,
+            d_kv=8,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     )
 
 
@@ -243,9 +276,54 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def build_tiny_pixart_sigma(directory: Path, seed: int = 0) -> Path:
+    """Save a PixArt-Sigma-shaped pipeline (DiT transformer, T5 text encoder, VAE,
+    DPM-Solver) with random weights to `directory`: a pipeline family with a T5
+    encoder and attention masks. Images are 256x256 pixels, the smallest size its
+    resolution binning supports.
+    """
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        PixArtSigmaPipeline,
+        PixArtTransformer2DModel,
+    )
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=32,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=TINY_TEXT_HIDDEN_SIZE,
+        in_channels=4,
+        cross_attention_dim=24,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae(sample_size=256, block_out_channels=(16, 16, 16, 16))
+    pipeline: Any = PixArtSigmaPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_tiny_t5_encoder(tokenizer, seed + 2),
+        vae=vae,
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
+    pipeline.save_pretrained(directory)
+    return directory
+
+
 TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion": build_tiny_stable_diffusion,
     "stable-diffusion-xl": build_tiny_stable_diffusion_xl,
+    "pixart-sigma": build_tiny_pixart_sigma,
     "clip": build_tiny_clip,
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""
