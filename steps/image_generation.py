@@ -1,15 +1,20 @@
 """The image stage: N candidate images per prompt, written as files."""
 
+import base64
+import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
+from distilabel.models.image_generation.base import ImageGenerationModel
 from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, plan_jobs
+from agfsync.safety import SafetyChecker
 from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
 
@@ -50,6 +55,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         device, dtype: where and in which precision the model runs.
         cpu_offload, vae_slicing, vae_tiling, compile_denoiser: memory and speed options.
         image_format, image_quality: png (default), jpeg or webp files.
+        safety_checker: optional checker whose verdicts are recorded, never applied.
+        image_generation_model: optional distilabel image generation model
+            (`OpenAIImageGeneration`, `InferenceEndpointsImageGeneration`) that renders
+            remotely instead of `model`; images are written the same way, with no
+            seeds or embedding noise to record.
 
     Runtime parameters:
         - every attribute above.
@@ -60,10 +70,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
 
     Output columns:
         - image_paths (`list[str]`): relative to the run's artifacts folder.
-        - image_seeds (`list[int]`): seed of each image's initial latent.
-        - noise_sigmas (`list[float]`): sigma of the embedding noise of each image.
+        - image_seeds (`list[int]`): seed of each image's initial latent (None: remote).
+        - noise_sigmas (`list[float]`): sigma of the embedding noise (None: remote).
         - image_model (`str`): the model reference.
         - generation_config (`dict`): steps, guidance, size, negative prompt, run seed.
+        - safety_flags (`list[bool]`): the safety checker's verdicts; None without one.
 
     Categories:
         - image-generation
@@ -115,6 +126,16 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     vae_tiling: RuntimeParameter[bool] = Field(
         default=False, description="Decode in tiles (less memory at high resolution)."
     )
+    safety_checker: RuntimeParameter[str] | None = Field(
+        default=None,
+        description="Safety checker (e.g. CompVis/stable-diffusion-safety-checker) whose "
+        "verdicts go into `safety_flags`; flagged images are kept, not replaced.",
+    )
+    image_generation_model: ImageGenerationModel | None = Field(
+        default=None,
+        description="A distilabel image generation model (OpenAIImageGeneration, "
+        "InferenceEndpointsImageGeneration) that renders remotely instead of `model`.",
+    )
     compile_denoiser: RuntimeParameter[bool] = Field(
         default=False, description="torch.compile the UNet/transformer."
     )
@@ -135,6 +156,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     )
 
     _generator: CandidateImageGenerator | None = PrivateAttr(default=None)
+    _safety_checker: SafetyChecker | None = PrivateAttr(default=None)
 
     @property
     def inputs(self) -> list[str]:
@@ -142,30 +164,45 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
 
     @property
     def outputs(self) -> list[str]:
-        return ["image_paths", "image_seeds", "noise_sigmas", "image_model", "generation_config"]
+        return [
+            "image_paths",
+            "image_seeds",
+            "noise_sigmas",
+            "image_model",
+            "generation_config",
+            "safety_flags",
+        ]
 
     def load(self) -> None:
         super().load()
-        self._generator = CandidateImageGenerator(
-            self.model,
-            device=self.device,
-            dtype=self.dtype,
-            scheduler=self.scheduler,
-            lora_weights=self.lora_weights,
-            lora_scale=self.lora_scale,
-            batch_size=self.batch_size,
-            cpu_offload=self.cpu_offload,
-            vae_slicing=self.vae_slicing,
-            vae_tiling=self.vae_tiling,
-            compile_denoiser=self.compile_denoiser,
-        )
-        self._generator.load()
-        if not self._generator.supports_embedding_noise and any(self._config().sigmas()):
-            raise ConfigurationError(
-                f"{self.model} ({type(self._generator.pipeline).__name__}) has no "
-                "embedding-noise support; set noise_sigma=0 for it (candidates then differ "
-                "by seed only)."
+        if self.image_generation_model is not None:
+            self.image_generation_model.load()
+        else:
+            self._generator = CandidateImageGenerator(
+                self.model,
+                device=self.device,
+                dtype=self.dtype,
+                scheduler=self.scheduler,
+                lora_weights=self.lora_weights,
+                lora_scale=self.lora_scale,
+                batch_size=self.batch_size,
+                cpu_offload=self.cpu_offload,
+                vae_slicing=self.vae_slicing,
+                vae_tiling=self.vae_tiling,
+                compile_denoiser=self.compile_denoiser,
             )
+            self._generator.load()
+            if not self._generator.supports_embedding_noise and any(self._config().sigmas()):
+                raise ConfigurationError(
+                    f"{self.model} ({type(self._generator.pipeline).__name__}) has no "
+                    "embedding-noise support; set noise_sigma=0 for it (candidates then "
+                    "differ by seed only)."
+                )
+        if self.safety_checker is not None:
+            self._safety_checker = SafetyChecker(
+                self.safety_checker, device=self.device, dtype=self.dtype
+            )
+            self._safety_checker.load()
 
     def _config(self) -> GenerationConfig:
         return GenerationConfig(
@@ -183,23 +220,54 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         extension = "jpg" if self.image_format == "jpeg" else self.image_format
         return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.{extension}"
 
-    def process(self, inputs: StepInput) -> "StepOutput":
+    def _render_locally(
+        self, prompts: list[str], jobs: list[ImageJob], config: GenerationConfig
+    ) -> Iterator[tuple[ImageJob, Image.Image]]:
         assert self._generator is not None, "load() must run before process()"
+        return self._generator.generate(prompts, jobs, config)
+
+    def _render_remotely(
+        self, prompts: list[str], jobs: list[ImageJob]
+    ) -> Iterator[tuple[ImageJob, Image.Image]]:
+        """One request per prompt for its missing candidates; the service picks seeds."""
+        assert self.image_generation_model is not None
+        model = self.image_generation_model
+        for prompt_index in sorted({job.prompt_index for job in jobs}):
+            own_jobs = [job for job in jobs if job.prompt_index == prompt_index]
+            (generations,) = model.generate(
+                inputs=[prompts[prompt_index]],
+                num_generations=len(own_jobs),
+                **model.get_generation_kwargs(),
+            )
+            encoded = [image for generation in generations for image in generation["images"]]
+            if len(encoded) != len(own_jobs):
+                raise RuntimeError(
+                    f"{type(model).__name__} returned {len(encoded)} images for "
+                    f"{len(own_jobs)} requested; re-run to fill in the missing ones."
+                )
+            for job, data in zip(own_jobs, encoded, strict=True):
+                yield job, Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+    def process(self, inputs: StepInput) -> "StepOutput":
         config = self._config()
+        prompts = [row["prompt"] for row in inputs]
         prompt_ids = [row["prompt_id"] for row in inputs]
         jobs = plan_jobs(prompt_ids, config)
         root = run_artifacts_root(self)
+        paths = [
+            root / self._relative_path(prompt_ids[j.prompt_index], j.image_index) for j in jobs
+        ]
         missing = [
-            job
-            for job in jobs
-            if not image_is_readable(
-                root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
-            )
+            job for job, path in zip(jobs, paths, strict=True) if not image_is_readable(path)
         ]
 
         def write_images(_: Path) -> None:
-            prompts = [row["prompt"] for row in inputs]
-            for job, image in self._generator.generate(prompts, missing, config):  # type: ignore[union-attr]
+            rendered = (
+                self._render_locally(prompts, missing, config)
+                if self.image_generation_model is None
+                else self._render_remotely(prompts, missing)
+            )
+            for job, image in rendered:
                 target = root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # Written aside and renamed, so a crash never leaves a truncated image
@@ -211,18 +279,36 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         self.save_artifact(
             IMAGES_ARTIFACT,
             write_function=write_images,
-            metadata={"layout": f"<prompt_id>/<index>.{self.image_format}", "model": self.model},
+            metadata={
+                "layout": f"<prompt_id>/<index>.{self.image_format}",
+                "model": self._model_name(),
+            },
         )
+        flags = self._safety_flags(paths)
         generation_config = config.model_dump(exclude={"num_images", "noise_sigma"})
+        remote = self.image_generation_model is not None
         for prompt_index, row in enumerate(inputs):
-            own_jobs: list[ImageJob] = jobs[
-                prompt_index * config.num_images : (prompt_index + 1) * config.num_images
-            ]
-            row["image_paths"] = [
-                self._relative_path(row["prompt_id"], job.image_index) for job in own_jobs
-            ]
-            row["image_seeds"] = [job.seed for job in own_jobs]
-            row["noise_sigmas"] = [job.sigma for job in own_jobs]
-            row["image_model"] = self.model
+            own = slice(prompt_index * config.num_images, (prompt_index + 1) * config.num_images)
+            row["image_paths"] = [str(path.relative_to(root)) for path in paths[own]]
+            # A remote service picks its own seeds and sees no embedding noise.
+            row["image_seeds"] = [None if remote else job.seed for job in jobs[own]]
+            row["noise_sigmas"] = [None if remote else job.sigma for job in jobs[own]]
+            row["image_model"] = self._model_name()
             row["generation_config"] = generation_config
+            row["safety_flags"] = None if flags is None else flags[own]
         yield inputs
+
+    def _model_name(self) -> str:
+        if self.image_generation_model is not None:
+            return self.image_generation_model.model_name
+        return self.model
+
+    def _safety_flags(self, paths: list[Path]) -> list[bool] | None:
+        """Flags of every candidate of the batch, kept ones included, when a checker is set."""
+        if self._safety_checker is None:
+            return None
+        images = []
+        for path in paths:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        return self._safety_checker.flag(images)

@@ -6,9 +6,11 @@ never read or write `~/.cache` and never download.
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from agfsync.models import resolve_model
 
@@ -56,3 +58,45 @@ def tiny_pag_path(tiny_sd_path: str, tmp_path_factory: pytest.TempPathFactory) -
     target = tmp_path_factory.mktemp("pag")
     pag.save_pretrained(target)
     return str(target)
+
+
+def _tiny_safety_checker(directory: Path, concept_threshold: float) -> str:
+    """diffusers' safety checker on a tiny random CLIP vision tower. An image is
+    flagged when its similarity to a concept exceeds the concept's threshold, so a
+    threshold of -10 flags everything and +10 nothing, whatever the weights."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import (
+        StableDiffusionSafetyChecker,
+    )
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4},
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    checker: Any = StableDiffusionSafetyChecker(config)
+    checker.concept_embeds_weights.data.fill_(concept_threshold)
+    checker.special_care_embeds_weights.data.fill_(10.0)
+    checker.save_pretrained(directory)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_safety_checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two tiny checkers: one that flags every image, one that flags none."""
+    root = tmp_path_factory.mktemp("safety")
+    return {
+        "flags_all": _tiny_safety_checker(root / "all", -10.0),
+        "flags_none": _tiny_safety_checker(root / "none", 10.0),
+    }

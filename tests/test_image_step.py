@@ -1,11 +1,16 @@
 """CandidateImageGeneration as a distilabel step: files, resume, formats."""
 
+import base64
+import io
+import json
 from pathlib import Path
 
 import numpy
 import pytest
 import torch
 from PIL import Image
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from agfsync.errors import ConfigurationError
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
@@ -150,3 +155,91 @@ class TestLoRA:
             generator.load()
             images.append([numpy.array(i) for _, i in generator.generate(["a cat"], jobs, config)])
         assert not numpy.array_equal(images[0][0], images[1][0])
+
+
+class TestSafetyFlags:
+    def test_without_a_checker_the_column_is_empty(self, tiny_sd_path: str, tmp_path: Path) -> None:
+        assert _run(_step(tiny_sd_path, tmp_path))[0]["safety_flags"] is None
+
+    @pytest.mark.parametrize(("checker", "expected"), [("flags_all", True), ("flags_none", False)])
+    def test_flags_are_recorded_and_images_kept(
+        self,
+        tiny_sd_path: str,
+        tiny_safety_checkers: dict[str, str],
+        tmp_path: Path,
+        checker: str,
+        expected: bool,
+    ) -> None:
+        step = _step(tiny_sd_path, tmp_path, safety_checker=tiny_safety_checkers[checker])
+        rows = _run(step)
+        assert [row["safety_flags"] for row in rows] == [[expected] * 3] * 2
+        first = numpy.array(Image.open(tmp_path / rows[0]["image_paths"][0]))
+        assert first.any(), "a flagged image must be kept as rendered, not blackened"
+
+
+def _png_base64(color: str) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class TestRemoteImageGeneration:
+    """The step with distilabel's OpenAIImageGeneration, over real HTTP on loopback."""
+
+    def test_renders_through_the_openai_images_api(
+        self, httpserver: HTTPServer, tmp_path: Path
+    ) -> None:
+        from distilabel.models.image_generation import OpenAIImageGeneration
+
+        requests: list[dict] = []
+
+        def images_endpoint(request: Request) -> Response:
+            body = json.loads(request.data)
+            requests.append({"body": body, "auth": request.headers.get("Authorization")})
+            colors = ["red", "green", "blue", "white"][: body["n"]]
+            payload = {"created": 0, "data": [{"b64_json": _png_base64(c)} for c in colors]}
+            return Response(json.dumps(payload), content_type="application/json")
+
+        httpserver.expect_request("/v1/images/generations", method="POST").respond_with_handler(
+            images_endpoint
+        )
+        step = CandidateImageGeneration(
+            name="generate_images",
+            num_images=3,
+            image_generation_model=OpenAIImageGeneration(
+                model="dall-e-2",
+                base_url=httpserver.url_for("/v1"),
+                api_key="sk-loopback-secret",
+                generation_kwargs={"response_format": "b64_json", "size": "256x256"},
+            ),
+        )
+        step.set_pipeline_artifacts_path(tmp_path)
+        step.load()
+        rows = _run(step)
+
+        assert [r["body"]["prompt"] for r in requests] == [row["prompt"] for row in ROWS]
+        assert all(r["body"]["model"] == "dall-e-2" and r["body"]["n"] == 3 for r in requests)
+        assert all(r["body"]["response_format"] == "b64_json" for r in requests)
+        assert requests[0]["auth"] == "Bearer sk-loopback-secret"
+        colors = [Image.open(tmp_path / path).getpixel((0, 0)) for path in rows[0]["image_paths"]]
+        assert colors == [(255, 0, 0), (0, 128, 0), (0, 0, 255)]
+        assert rows[0]["image_seeds"] == [None] * 3
+        assert rows[0]["image_model"] == "dall-e-2"
+
+        # A re-run asks only for what is missing.
+        (tmp_path / rows[1]["image_paths"][2]).unlink()
+        _run(step)
+        assert [r["body"]["n"] for r in requests[2:]] == [1]
+
+    def test_serializes_without_the_api_key(self, httpserver: HTTPServer) -> None:
+        from distilabel.models.image_generation import OpenAIImageGeneration
+
+        step = CandidateImageGeneration(
+            name="generate_images",
+            image_generation_model=OpenAIImageGeneration(
+                model="dall-e-3", base_url=httpserver.url_for("/v1"), api_key="sk-never-dumped"
+            ),
+        )
+        dumped = json.dumps(step.dump())
+        assert "sk-never-dumped" not in dumped
+        assert "OpenAIImageGeneration" in dumped
