@@ -9,10 +9,12 @@ ids and local folders.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -56,10 +58,38 @@ def resolve_model(reference: str) -> str:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """`None` picks the first CUDA device when there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """`None` picks a CUDA device when there is one (see `claim_device`), else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", claim_device(torch.cuda.device_count()))
+
+
+_held_device_locks: list[IO[bytes]] = []
+"""Open lock files of the devices this process claimed; closing them releases the claim."""
+
+
+def claim_device(count: int, lock_dir: Path | None = None) -> int:
+    """Index of a device (of `count`) that no other process on this machine claimed.
+
+    Each replica of a GPU step (distilabel `StepResources(replicas=k, gpus=1)`) loads
+    its model in its own process; claiming spreads them over the GPUs instead of
+    stacking them all on GPU 0. A claim is an exclusive lock on a file, released when
+    the process exits; when every device is claimed, devices are shared round-robin.
+    """
+    directory = lock_dir or cache_dir() / "device-locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        handle = (directory / f"device-{index}.lock").open("wb")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _held_device_locks.append(handle)
+        return index
+    return os.getpid() % count
 
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
