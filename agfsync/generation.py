@@ -277,6 +277,7 @@ class CandidateImageGenerator:
             "device": self.device,
             "num_images_per_prompt": 1,
         }
+        arguments.update(dict.fromkeys(text_conditioning.extra_prompts))
         if text_conditioning.classifier_free_guidance:
             arguments["do_classifier_free_guidance"] = config.guidance_scale > 1.0
             arguments["negative_prompt"] = [config.negative_prompt or ""] * len(prompts)
@@ -296,6 +297,9 @@ class TextConditioning:
     """Its return values in order, named as the pipeline's call arguments (None: not passed)."""
     classifier_free_guidance: bool
     """Whether it takes `do_classifier_free_guidance` and `negative_prompt`."""
+    extra_prompts: tuple[str, ...] = ()
+    """Prompts for further text encoders it requires; passed as None, so each encoder
+    reads the main prompt."""
 
 
 _SDXL_OUTPUTS = (
@@ -307,7 +311,9 @@ _SDXL_OUTPUTS = (
 TEXT_CONDITIONING: dict[str, TextConditioning] = {
     # Subclasses before their parents: the first isinstance match wins.
     "StableDiffusionXLPipeline": TextConditioning(_SDXL_OUTPUTS, True),
-    "StableDiffusion3Pipeline": TextConditioning(_SDXL_OUTPUTS, True),
+    "StableDiffusion3Pipeline": TextConditioning(
+        _SDXL_OUTPUTS, True, extra_prompts=("prompt_2", "prompt_3")
+    ),
     "StableDiffusionPipeline": TextConditioning(("prompt_embeds", "negative_prompt_embeds"), True),
     "PixArtSigmaPipeline": TextConditioning(
         (

@@ -121,27 +121,65 @@ class TestCandidateImageGenerator:
         assert [call["batch"] for call in recorder.calls] == [6, 3, 3]
 
 
+def _loaded(reference: str) -> CandidateImageGenerator:
+    generator = CandidateImageGenerator(resolve_model(reference), device="cpu")
+    generator.load()
+    return generator
+
+
 class TestPipelineFamilies:
     """Every family with embedding noise: image 0 ignores sigma, the others follow it."""
 
     @pytest.mark.parametrize(
-        "reference", ["tiny:stable-diffusion", "tiny:stable-diffusion-xl", "tiny:pixart-sigma"]
+        ("reference", "size"),
+        [
+            ("tiny:stable-diffusion", None),
+            ("tiny:stable-diffusion-xl", None),
+            ("tiny:pixart-sigma", None),
+            ("tiny:stable-diffusion-3", None),
+            # FLUX's default is a fixed 128x128 latent grid (256 px with the tiny VAE,
+            # about 1 s on a CPU); at 64 px the same pipeline takes hundredths of one.
+            ("tiny:flux", 64),
+        ],
     )
     def test_sigma_changes_only_the_noised_images(
-        self, reference: str, isolated_caches: dict[str, str]
+        self, reference: str, size: int | None, isolated_caches: dict[str, str]
     ) -> None:
-        generator = CandidateImageGenerator(resolve_model(reference), device="cpu")
-        generator.load()
+        generator = _loaded(reference)
         assert generator.supports_embedding_noise
         rendered = {}
         for sigma in (0.0, 0.5):
-            config = GenerationConfig(num_images=2, num_inference_steps=2, noise_sigma=sigma)
+            config = GenerationConfig(
+                num_images=2, num_inference_steps=2, noise_sigma=sigma, height=size, width=size
+            )
             jobs = plan_jobs(["p"], config)
             rendered[sigma] = [
                 numpy.array(i) for _, i in generator.generate(["a cat"], jobs, config)
             ]
         assert numpy.array_equal(rendered[0.0][0], rendered[0.5][0])
         assert not numpy.array_equal(rendered[0.0][1], rendered[0.5][1])
+
+    @pytest.mark.parametrize(
+        ("reference", "pooled"),
+        [
+            ("tiny:stable-diffusion", False),
+            ("tiny:stable-diffusion-xl", True),
+            ("tiny:pixart-sigma", False),
+            ("tiny:stable-diffusion-3", True),
+            ("tiny:flux", True),
+        ],
+    )
+    def test_encode_prompts_returns_the_embeddings_to_noise(
+        self, reference: str, pooled: bool, isolated_caches: dict[str, str]
+    ) -> None:
+        encoded = _loaded(reference).encode_prompts(["a cat"], GenerationConfig())
+        assert encoded["prompt_embeds"].ndim == 3
+        assert encoded["prompt_embeds"].shape[0] == 1
+        if pooled:
+            assert encoded["pooled_prompt_embeds"].ndim == 2
+            assert encoded["pooled_prompt_embeds"].shape[0] == 1
+        else:
+            assert "pooled_prompt_embeds" not in encoded
 
 
 class TestGenericPipelines:

@@ -71,9 +71,22 @@ def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):
     )
 
 
-def _tiny_vae(sample_size: int, block_out_channels: tuple[int, ...] = (32, 64)) -> Any:
-    """A KL autoencoder with 4 latent channels; each block after the first halves
-    the resolution (two blocks: 2x, four blocks: 8x as in real Stable Diffusion)."""
+def _tiny_vae(
+    sample_size: int,
+    block_out_channels: tuple[int, ...] = (32, 64),
+    *,
+    latent_channels: int = 4,
+    scaling_factor: float = 0.18215,
+    shift_factor: float | None = None,
+    use_quant_conv: bool = True,
+) -> Any:
+    """A KL autoencoder; each block after the first halves the resolution (two
+    blocks: 2x, four blocks: 8x as in real Stable Diffusion).
+
+    The defaults are Stable Diffusion 1.x/XL's (4 latent channels, scaled by
+    0.18215, quantization convolutions); SD3 and FLUX use 16 latent channels, a
+    shift as well as a scale, and no quantization convolutions.
+    """
     from diffusers import AutoencoderKL
 
     blocks = len(block_out_channels)
@@ -83,9 +96,13 @@ def _tiny_vae(sample_size: int, block_out_channels: tuple[int, ...] = (32, 64)) 
         down_block_types=("DownEncoderBlock2D",) * blocks,
         up_block_types=("UpDecoderBlock2D",) * blocks,
         block_out_channels=block_out_channels,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=min(block_out_channels),
         sample_size=sample_size,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=use_quant_conv,
+        use_post_quant_conv=use_quant_conv,
     )
 
 
@@ -101,14 +118,14 @@ def tiny_t5_tokenizer() -> Any:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=300)
 
 
-def _tiny_t5_encoder(tokenizer: Any, seed: int) -> Any:
+def _tiny_t5_encoder(tokenizer: Any, seed: int, d_model: int = TINY_TEXT_HIDDEN_SIZE) -> Any:
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
     return T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer),
-            d_model=TINY_TEXT_HIDDEN_SIZE,
+            d_model=d_model,
             d_ff=37,
             d_kv=8,
             num_layers=2,
@@ -320,10 +337,142 @@ def build_tiny_pixart_sigma(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def build_tiny_stable_diffusion_3(directory: Path, seed: int = 0) -> Path:
+    """Save a Stable-Diffusion-3-shaped pipeline (MMDiT transformer, two CLIP text
+    encoders with projections, a T5 encoder, three tokenizers, 16-channel VAE with
+    shift and scale, flow-matching Euler scheduler) with random weights to `directory`.
+
+    As in SD3, the two CLIP hidden states are joined along the features and padded
+    to the T5 width (here exactly twice the CLIP width, so no padding), then put in
+    front of the T5 tokens; the pooled embedding is both CLIP projections side by
+    side. The transformer works on 16x16 latents and the VAE halves the
+    resolution once, so images are 32x32 pixels.
+    """
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = tiny_clip_tokenizer()
+    text_config = _tiny_clip_text_config(tokenizer, projection_dim=TINY_TEXT_HIDDEN_SIZE)
+    t5_tokenizer = tiny_t5_tokenizer()
+    latent_channels = 16
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=2 * TINY_TEXT_HIDDEN_SIZE,
+        # The projected text tokens join the image tokens, so this is heads x head dim.
+        caption_projection_dim=4 * 8,
+        pooled_projection_dim=2 * TINY_TEXT_HIDDEN_SIZE,
+        pos_embed_max_size=32,
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae(
+        sample_size=32,
+        latent_channels=latent_channels,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModelWithProjection(text_config)
+    torch.manual_seed(seed + 3)
+    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    pipeline: Any = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=_tiny_t5_encoder(t5_tokenizer, seed + 4, d_model=2 * TINY_TEXT_HIDDEN_SIZE),
+        tokenizer_3=t5_tokenizer,
+    )
+    pipeline.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_flux(directory: Path, seed: int = 0) -> Path:
+    """Save a FLUX.1-dev-shaped pipeline (guidance-embedding MMDiT transformer with
+    double- and single-stream blocks, CLIP text encoder for the pooled embedding,
+    T5 encoder for the token embeddings, two tokenizers, 16-channel VAE with shift
+    and scale, flow-matching Euler scheduler with resolution-dependent shift) with
+    random weights to `directory`.
+
+    FLUX packs 2x2 latent patches into tokens, so the transformer takes 4x the
+    latent channels. The pipeline's default size is fixed at 128x128 latents; the
+    VAE halves the resolution once, so images are 256x256 pixels by default (any
+    multiple of 4 pixels works).
+    """
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+    )
+    from transformers import CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    t5_tokenizer = tiny_t5_tokenizer()
+    latent_channels = 16
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * latent_channels,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=TINY_TEXT_HIDDEN_SIZE,
+        pooled_projection_dim=TINY_TEXT_HIDDEN_SIZE,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+    torch.manual_seed(seed + 1)
+    vae = _tiny_vae(
+        sample_size=32,
+        latent_channels=latent_channels,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
+    pipeline: Any = FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=_tiny_t5_encoder(t5_tokenizer, seed + 3),
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+    pipeline.save_pretrained(directory)
+    return directory
+
+
 TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion": build_tiny_stable_diffusion,
     "stable-diffusion-xl": build_tiny_stable_diffusion_xl,
     "pixart-sigma": build_tiny_pixart_sigma,
+    "stable-diffusion-3": build_tiny_stable_diffusion_3,
+    "flux": build_tiny_flux,
     "clip": build_tiny_clip,
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""
