@@ -229,23 +229,28 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     def _render_remotely(
         self, prompts: list[str], jobs: list[ImageJob]
     ) -> Iterator[tuple[ImageJob, Image.Image]]:
-        """One request per prompt for its missing candidates; the service picks seeds."""
+        """Requests per prompt until its missing candidates are there; the service picks
+        seeds. Some services render one image per request whatever is asked (distilabel's
+        Inference Endpoints model ignores `num_generations`), so the rest is asked again."""
         assert self.image_generation_model is not None
         model = self.image_generation_model
         for prompt_index in sorted({job.prompt_index for job in jobs}):
             own_jobs = [job for job in jobs if job.prompt_index == prompt_index]
-            (generations,) = model.generate(
-                inputs=[prompts[prompt_index]],
-                num_generations=len(own_jobs),
-                **model.get_generation_kwargs(),
-            )
-            encoded = [image for generation in generations for image in generation["images"]]
-            if len(encoded) != len(own_jobs):
-                raise RuntimeError(
-                    f"{type(model).__name__} returned {len(encoded)} images for "
-                    f"{len(own_jobs)} requested; re-run to fill in the missing ones."
+            encoded: list[str] = []
+            while len(encoded) < len(own_jobs):
+                (generations,) = model.generate(
+                    inputs=[prompts[prompt_index]],
+                    num_generations=len(own_jobs) - len(encoded),
+                    **model.get_generation_kwargs(),
                 )
-            for job, data in zip(own_jobs, encoded, strict=True):
+                received = [image for generation in generations for image in generation["images"]]
+                if not received:
+                    raise RuntimeError(
+                        f"{type(model).__name__} returned no image for prompt "
+                        f"{prompts[prompt_index]!r}; re-run to retry the missing candidates."
+                    )
+                encoded += received
+            for job, data in zip(own_jobs, encoded, strict=False):
                 yield job, Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
 
     def process(self, inputs: StepInput) -> "StepOutput":

@@ -109,6 +109,15 @@ class TestCandidateImageGenerator:
         assert not torch.equal(embeds[1], embeds[2])
         assert (embeds[1] - clean).std().item() == pytest.approx(0.5, rel=0.2)
 
+    @pytest.mark.parametrize("option", ["vae_slicing", "vae_tiling"])
+    def test_memory_options_keep_the_images(self, tiny_sd_path: str, option: str) -> None:
+        config = GenerationConfig(num_images=3, num_inference_steps=2)
+        plain = _render(_generator(tiny_sd_path), config)
+        saving = CandidateImageGenerator(tiny_sd_path, device="cpu", **{option: True})
+        saving.load()
+        for a, b in zip(plain, _render(saving, config), strict=True):
+            assert numpy.abs(a.astype(int) - b.astype(int)).max() <= 1
+
     def test_out_of_memory_halves_the_batch_and_keeps_every_image(
         self, tiny_sd_path: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:

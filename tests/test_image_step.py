@@ -243,3 +243,37 @@ class TestRemoteImageGeneration:
         dumped = json.dumps(step.dump())
         assert "sk-never-dumped" not in dumped
         assert "OpenAIImageGeneration" in dumped
+
+    def test_renders_through_an_inference_endpoint(
+        self, httpserver: HTTPServer, tmp_path: Path
+    ) -> None:
+        from distilabel.models.image_generation import InferenceEndpointsImageGeneration
+
+        requests: list[dict] = []
+
+        def text_to_image(request: Request) -> Response:
+            requests.append(
+                {"body": json.loads(request.data), "auth": request.headers.get("Authorization")}
+            )
+            return Response(base64.b64decode(_png_base64("red")), content_type="image/png")
+
+        httpserver.expect_request("/", method="POST").respond_with_handler(text_to_image)
+        step = CandidateImageGeneration(
+            name="generate_images",
+            num_images=2,
+            image_generation_model=InferenceEndpointsImageGeneration(
+                base_url=httpserver.url_for("/"), api_key="hf_loopback_secret"
+            ),
+        )
+        step.set_pipeline_artifacts_path(tmp_path)
+        step.load()
+        rows = _run(step)
+
+        # The endpoint renders one image per request: N requests per prompt.
+        assert [r["body"]["inputs"] for r in requests] == [ROWS[0]["prompt"]] * 2 + [
+            ROWS[1]["prompt"]
+        ] * 2
+        assert requests[0]["auth"] == "Bearer hf_loopback_secret"
+        for row in rows:
+            for path in row["image_paths"]:
+                assert Image.open(tmp_path / path).getpixel((0, 0))[0] > 200
