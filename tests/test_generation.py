@@ -113,7 +113,8 @@ class TestCandidateImageGenerator:
     def test_memory_options_keep_the_images(self, tiny_sd_path: str, option: str) -> None:
         config = GenerationConfig(num_images=3, num_inference_steps=2)
         plain = _render(_generator(tiny_sd_path), config)
-        saving = CandidateImageGenerator(tiny_sd_path, device="cpu", **{option: True})
+        options: dict[str, Any] = {option: True}
+        saving = CandidateImageGenerator(tiny_sd_path, device="cpu", **options)
         saving.load()
         for a, b in zip(plain, _render(saving, config), strict=True):
             assert numpy.abs(a.astype(int) - b.astype(int)).max() <= 1
