@@ -190,10 +190,12 @@ def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def build_tiny_clip(directory: Path, seed: int = 7) -> Path:
+def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) -> Path:
     """Save a CLIP model (text + vision towers) and its processor to `directory`.
 
-    The vision tower takes 32x32 images in 8x8 patches. The default seed is one
+    The vision tower takes 32x32 images in 8x8 patches; `projection_dim` sets the
+    width of the shared embedding space (768 matches CLIP ViT-L/14, which heads
+    such as the LAION aesthetic predictor read). The default seed is one
     whose random towers give mostly positive cosine similarities on the tiny
     diffusion model's images (most seeds give negative ones, which CLIP score
     clips to 0), so the offline preset's scores vary and its pairs are not ties.
@@ -214,12 +216,12 @@ def build_tiny_clip(directory: Path, seed: int = 7) -> Path:
         num_attention_heads=4,
         image_size=32,
         patch_size=8,
-        projection_dim=16,
+        projection_dim=projection_dim,
     )
     config = CLIPConfig(
-        text_config=_tiny_clip_text_config(tokenizer).to_dict(),
+        text_config=_tiny_clip_text_config(tokenizer, projection_dim).to_dict(),
         vision_config=vision_config.to_dict(),
-        projection_dim=16,
+        projection_dim=projection_dim,
     )
     torch.manual_seed(seed)
     model = CLIPModel(config)
@@ -474,5 +476,6 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion-3": build_tiny_stable_diffusion_3,
     "flux": build_tiny_flux,
     "clip": build_tiny_clip,
+    "clip-vit-large": lambda directory: build_tiny_clip(directory, projection_dim=768),
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""
