@@ -1,6 +1,7 @@
 """The judging stage: every candidate image scored by several judges."""
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import Step, StepInput
@@ -59,11 +60,28 @@ class ImageJudging(Step, UpstreamSignatureMixin):
 
     @property
     def inputs(self) -> list[str]:
-        return ["prompt", "image_paths"]
+        return ["prompt", "image_paths", *self._context_columns()]
 
     @property
     def outputs(self) -> list[str]:
-        return [spec.column for spec in self.scorers] + ["weighted_scores"]
+        details = [column for column in self._details_columns() if column is not None]
+        return (
+            [spec.column for spec in self.scorers]
+            + details
+            + [
+                "weighted_scores",
+                "judging_errors",
+            ]
+        )
+
+    def _context_columns(self) -> list[str]:
+        columns = {
+            column for spec in self.scorers for column in spec.scorer_class().required_context
+        }
+        return sorted(columns)
+
+    def _details_columns(self) -> list[str | None]:
+        return [spec.scorer_class().details_column for spec in self.scorers]
 
     def load(self) -> None:
         super().load()
@@ -74,22 +92,43 @@ class ImageJudging(Step, UpstreamSignatureMixin):
 
     def process(self, inputs: StepInput) -> "StepOutput":
         root = run_artifacts_root(self)
-        images, prompts, owners = [], [], []
+        images, positions = [], []
+        errors: list[list[str | None]] = [[None] * len(row["image_paths"]) for row in inputs]
         for row_index, row in enumerate(inputs):
-            for path in row["image_paths"]:
-                with Image.open(root / path) as image:
-                    images.append(image.convert("RGB"))
-                prompts.append(row["prompt"])
-                owners.append(row_index)
-        weights = {spec.name: spec.weight for spec in self.scorers}
-        per_judge = {
-            spec.name: self._judges[spec.name].score(images, prompts).tolist()
-            for spec in self.scorers
+            for image_index, path in enumerate(row["image_paths"]):
+                try:
+                    with Image.open(root / path) as image:
+                        images.append(image.convert("RGB"))
+                except (OSError, SyntaxError, ValueError) as error:
+                    # Scored NaN below, so pair selection leaves it out; the reason stays.
+                    errors[row_index][image_index] = f"unreadable image {path}: {error}"
+                    continue
+                positions.append((row_index, image_index))
+        prompts = [inputs[row_index]["prompt"] for row_index, _ in positions]
+        context = {
+            column: [inputs[row_index][column] for row_index, _ in positions]
+            for column in self._context_columns()
         }
+        results: dict[str, tuple[list[float], list[Any] | None]] = {}
+        for spec in self.scorers:
+            judged, details = self._judges[spec.name].score_with_details(images, prompts, **context)
+            results[spec.name] = (judged.tolist(), details)
+        weights = {spec.name: spec.weight for spec in self.scorers}
         for row_index, row in enumerate(inputs):
-            mine = [i for i, owner in enumerate(owners) if owner == row_index]
-            row_scores = {name: [scores[i] for i in mine] for name, scores in per_judge.items()}
-            for spec in self.scorers:
+            count = len(row["image_paths"])
+            row_scores = {}
+            for spec, details_column in zip(self.scorers, self._details_columns(), strict=True):
+                scores, details = results[spec.name]
+                row_scores[spec.name] = [math.nan] * count
+                row_details: list[Any] = [None] * count
+                for position, (owner, image_index) in enumerate(positions):
+                    if owner == row_index:
+                        row_scores[spec.name][image_index] = scores[position]
+                        if details is not None:
+                            row_details[image_index] = details[position]
                 row[spec.column] = row_scores[spec.name]
+                if details_column is not None:
+                    row[details_column] = row_details
             row["weighted_scores"] = weighted_scores(row_scores, weights)
+            row["judging_errors"] = errors[row_index]
         yield inputs

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
 from agfsync.scoring.base import ImageScorer
 from agfsync.scoring.clip_score import CLIPScorer
+from agfsync.scoring.vqa import VQAScorer
 
-SCORERS: dict[str, type[ImageScorer]] = {CLIPScorer.name: CLIPScorer}
+SCORERS: dict[str, type[ImageScorer]] = {CLIPScorer.name: CLIPScorer, VQAScorer.name: VQAScorer}
 """Registered judges by name."""
 
 
@@ -33,19 +35,26 @@ class ScorerSpec(BaseModel):
     model: str = Field(description="Hub id, local folder or `tiny:<name>` of its model.")
     weight: float = Field(default=1.0, description="Weight of its 0–100 score in the sum.")
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Judge-specific keyword arguments, e.g. `{mode: probability}` for vqa.",
+    )
 
     @property
     def column(self) -> str:
         """Output column holding this judge's per-image scores."""
         return f"{self.name}_scores"
 
-    def create(self, device: str | None = None, dtype: str = "auto") -> ImageScorer:
+    def scorer_class(self) -> type[ImageScorer]:
         if self.name not in SCORERS:
             raise ConfigurationError(
                 f"Unknown scorer {self.name!r}; registered: {', '.join(sorted(SCORERS))}."
             )
-        return SCORERS[self.name](
-            self.model, device=device, dtype=dtype, batch_size=self.batch_size
+        return SCORERS[self.name]
+
+    def create(self, device: str | None = None, dtype: str = "auto") -> ImageScorer:
+        return self.scorer_class()(
+            self.model, device=device, dtype=dtype, batch_size=self.batch_size, **self.options
         )
 
 

@@ -23,6 +23,10 @@ class ImageScorer(ABC):
 
     name: ClassVar[str]
     """Registry name; also the prefix of the output column (`<name>_scores`)."""
+    required_context: ClassVar[tuple[str, ...]] = ()
+    """Dataset columns `score` needs per image, passed as keyword lists (e.g. `qa_pairs`)."""
+    details_column: ClassVar[str | None] = None
+    """Column for per-image details beside the score (e.g. VQA's per-question answers)."""
 
     def __init__(
         self,
@@ -46,3 +50,9 @@ class ImageScorer(ABC):
         self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
     ) -> torch.Tensor:
         """One score in [0, 100] per image; `prompts[i]` is the prompt of `images[i]`."""
+
+    def score_with_details(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> tuple[torch.Tensor, list[Any] | None]:
+        """`score` plus per-image details for `details_column` (None when it has none)."""
+        return self.score(images, prompts, **context), None

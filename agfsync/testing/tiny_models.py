@@ -469,6 +469,70 @@ def build_tiny_flux(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def build_tiny_blip2(directory: Path, seed: int = 0) -> Path:
+    """Save a BLIP-2-shaped VQA model (ViT, Q-Former with 4 queries, flan-T5-style
+    encoder-decoder) and its processor to `directory`, as the paper's
+    `Salesforce/blip2-flan-t5-xxl` is laid out. Images are 32x32 pixels.
+    """
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        BlipImageProcessor,
+        T5Config,
+    )
+
+    num_query_tokens = 4
+    processor = Blip2Processor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tiny_t5_tokenizer(),
+        num_query_tokens=num_query_tokens,
+    )
+    tokenizer = processor.tokenizer
+    text_config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=TINY_TEXT_HIDDEN_SIZE,
+        d_ff=37,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    # T5 starts decoding from its pad token, as flan-T5 checkpoints record.
+    text_config.decoder_start_token_id = tokenizer.pad_token_id
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ).to_dict(),
+        qformer_config=Blip2QFormerConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            encoder_hidden_size=32,
+            vocab_size=len(tokenizer),
+        ).to_dict(),
+        text_config=text_config.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(seed)
+    model: Any = Blip2ForConditionalGeneration(config)
+    model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
 TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion": build_tiny_stable_diffusion,
     "stable-diffusion-xl": build_tiny_stable_diffusion_xl,
@@ -476,6 +540,7 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion-3": build_tiny_stable_diffusion_3,
     "flux": build_tiny_flux,
     "clip": build_tiny_clip,
+    "blip2": build_tiny_blip2,
     "clip-vit-large": lambda directory: build_tiny_clip(directory, projection_dim=768),
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""

@@ -1,0 +1,209 @@
+"""VQA score: the share of a prompt's yes/no questions a VLM answers "yes" for an image.
+
+AGFSync asks BLIP-2 (flan-t5-xxl) every question about every image, one at a time,
+with free-form generation. Here questions are batched over (image, question)
+pairs, and two modes are offered:
+
+- `answer`: generate a short answer and count it as yes when its first word is
+  "yes", as the paper did (a 0/1 per question);
+- `probability`: P(yes) / (P(yes) + P(no)) from the first decoding step's logits, a
+  continuous score with no generation loop. For BLIP-2 each image's vision and
+  Q-Former features are computed once and reused for all of its questions.
+
+For the first-step probabilities "yes" and "no" stand for the first token of each
+word in the model's tokenizer (a single token in real vocabularies).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from PIL import Image
+
+from agfsync.models import resolve_model
+from agfsync.scoring.base import ImageScorer
+
+VQA_PROMPT = "Question: {question} Choices:['yes','no'] Answer:"
+"""The question template of the official AGFSync code."""
+
+_FIRST_WORD = re.compile(r"[a-z]+")
+
+
+def answer_is_yes(text: str) -> bool:
+    """True when the first word of a generated answer is "yes" ("Yes." counts,
+    "yesterday" does not)."""
+    match = _FIRST_WORD.search(text.lower())
+    return match is not None and match.group() == "yes"
+
+
+class VQAScorer(ImageScorer):
+    """Prompt fidelity: 100 x the share of the image's valid questions answered yes.
+
+    `score` needs `qa_pairs` in its context: for each image the prompt's list of
+    `{question, valid, ...}` (invalid ones are skipped). An image without any valid
+    question gets NaN, so it is left out of pair selection rather than guessed.
+    The per-question results (1/0 in `answer` mode, P(yes) in `probability` mode)
+    are kept by `answer()`, which the judging step stores as `vqa_answers`.
+
+    The paper used `Salesforce/blip2-flan-t5-xxl`; any transformers
+    image-text-to-text model loads through the generic auto classes.
+    """
+
+    name = "vqa"
+    required_context: ClassVar[tuple[str, ...]] = ("qa_pairs",)
+    details_column: ClassVar[str | None] = "vqa_answers"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 32,
+        mode: Literal["answer", "probability"] = "answer",
+        prompt_template: str = VQA_PROMPT,
+        max_new_tokens: int = 5,
+        reuse_image_features: bool = True,
+    ) -> None:
+        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size)
+        self.mode = mode
+        self.prompt_template = prompt_template
+        self.max_new_tokens = max_new_tokens
+        self.reuse_image_features = reuse_image_features
+        self.vlm: Any = None
+        self.processor: Any = None
+
+    def load(self) -> None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        path = resolve_model(self.model)
+        self.processor = AutoProcessor.from_pretrained(path)
+        model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
+        self.vlm = model.to(self.device).eval()
+        tokenizer = self.processor.tokenizer
+        self.yes_id = tokenizer("yes", add_special_tokens=False).input_ids[0]
+        self.no_id = tokenizer("no", add_special_tokens=False).input_ids[0]
+
+    @property
+    def reuses_image_features(self) -> bool:
+        """BLIP-2 accepts precomputed image features, so in probability mode each image
+        is encoded once for all its questions; other models get one full pass per pair."""
+        return (
+            self.reuse_image_features
+            and self.mode == "probability"
+            and type(self.vlm).__name__ == "Blip2ForConditionalGeneration"
+        )
+
+    def score(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> torch.Tensor:
+        return self.score_with_details(images, prompts, **context)[0]
+
+    def score_with_details(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> tuple[torch.Tensor, list[Any] | None]:
+        questions = [
+            [pair["question"] for pair in pairs if pair.get("valid", True)]
+            for pairs in context["qa_pairs"]
+        ]
+        answers = self.answer(images, questions)
+        scores = [
+            100.0 * sum(values) / len(values) if values else float("nan") for values in answers
+        ]
+        return torch.tensor(scores, dtype=torch.float32), answers
+
+    @torch.inference_mode()
+    def answer(
+        self, images: Sequence[Image.Image], questions: Sequence[Sequence[str]]
+    ) -> list[list[float]]:
+        """For each image, one result per question: 1/0 (answer) or P(yes) (probability)."""
+        pairs = [(index, question) for index, qs in enumerate(questions) for question in qs]
+        rgb = [image.convert("RGB") for image in images]
+        features = self._image_features(rgb) if self.reuses_image_features else None
+        flat: list[float] = []
+        for start in range(0, len(pairs), self.batch_size):
+            batch = pairs[start : start + self.batch_size]
+            texts = [self.prompt_template.format(question=question) for _, question in batch]
+            owners = [index for index, _ in batch]
+            if features is not None:
+                flat += self._probabilities_from_features(features, owners, texts)
+            elif self.mode == "probability":
+                flat += self._probabilities(self._inputs([rgb[i] for i in owners], texts))
+            else:
+                flat += self._generated_answers(self._inputs([rgb[i] for i in owners], texts))
+        results: list[list[float]] = [[] for _ in images]
+        for (index, _), value in zip(pairs, flat, strict=True):
+            results[index].append(value)
+        return results
+
+    def _inputs(self, images: list[Image.Image], texts: list[str]) -> Any:
+        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        return inputs.to(self.device, self.dtype)
+
+    def _image_features(self, images: list[Image.Image]) -> Any:
+        """BLIP-2 vision + Q-Former outputs of every image, computed once."""
+        outputs = []
+        for start in range(0, len(images), self.batch_size):
+            pixels = self.processor.image_processor(
+                images[start : start + self.batch_size], return_tensors="pt"
+            ).pixel_values.to(self.device, self.dtype)
+            outputs.append(self.vlm.get_image_features(pixels, return_dict=True).pooler_output)
+        return torch.cat(outputs)
+
+    def _probabilities_from_features(
+        self, features: torch.Tensor, owners: list[int], texts: list[str]
+    ) -> list[float]:
+        from transformers.models.blip_2.modeling_blip_2 import (
+            BaseModelOutputWithVisionQformerOutputs,
+        )
+
+        # The text gets the image placeholder tokens BLIP-2 expects in front of it;
+        # the model swaps them for the image features.
+        num_query_tokens = self.vlm.config.num_query_tokens
+        text = self.processor.tokenizer(texts, return_tensors="pt", padding=True)
+        placeholders = torch.full((len(texts), num_query_tokens), self.vlm.config.image_token_index)
+        input_ids = torch.cat([placeholders, text.input_ids], dim=1).to(self.device)
+        attention_mask = torch.cat([torch.ones_like(placeholders), text.attention_mask], dim=1).to(
+            self.device
+        )
+        image = BaseModelOutputWithVisionQformerOutputs(pooler_output=features[owners])
+        return self._yes_share(
+            self.vlm,
+            {
+                "pixel_values": None,
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "mm_encoder_outputs": {"image": image},
+            },
+        )
+
+    def _probabilities(self, inputs: Any) -> list[float]:
+        return self._yes_share(self.vlm, dict(inputs))
+
+    def _yes_share(self, model: Any, inputs: dict[str, Any]) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) at the first answer position."""
+        if model.config.is_encoder_decoder or not getattr(
+            model.config, "use_decoder_only_language_model", True
+        ):
+            start = model.generation_config.decoder_start_token_id
+            decoder = torch.full((inputs["input_ids"].shape[0], 1), start, device=self.device)
+            logits = model(**inputs, decoder_input_ids=decoder).logits[:, 0]
+        else:
+            mask = inputs["attention_mask"]
+            # The last attended position, whichever side the tokenizer pads.
+            last = mask.shape[1] - 1 - mask.flip(dims=[1]).argmax(dim=1)
+            logits = model(**inputs).logits[torch.arange(len(last)), last]
+        pair = logits[:, [self.yes_id, self.no_id]].float().softmax(dim=-1)
+        return pair[:, 0].tolist()
+
+    def _generated_answers(self, inputs: Any) -> list[float]:
+        generated = self.vlm.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        if not getattr(self.vlm.config, "is_encoder_decoder", False) and getattr(
+            self.vlm.config, "use_decoder_only_language_model", False
+        ):
+            generated = generated[:, inputs["input_ids"].shape[1] :]
+        texts = self.processor.batch_decode(generated, skip_special_tokens=True)
+        return [1.0 if answer_is_yes(text) else 0.0 for text in texts]
