@@ -1,8 +1,10 @@
 """The pair stage: best and worst candidate of each prompt."""
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import Step, StepInput
+from pydantic import Field
 
 from agfsync.pairs import NoPairError, select_preference_pair
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -18,8 +20,14 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
     its `weighted_scores`, as AGFSync does.
 
     Ties go to the lowest index; NaN scores are left out. A prompt with fewer
-    than two scorable images keeps its row, with empty pair columns and the
-    reason in `pair_error`, so nothing disappears silently.
+    than two scorable images, a margin below `min_margin`, or no image passing
+    `chosen_thresholds` keeps its row, with empty pair columns and the reason in
+    `pair_error`, so nothing disappears silently.
+
+    Runtime parameters:
+        - `min_margin`: minimum weighted-score margin of a pair (default 0).
+        - `chosen_thresholds`: judge scores the chosen image must exceed
+          (`agfsync.pairs.DREAMSYNC_THRESHOLDS` reproduces DreamSync's filter).
 
     Input columns:
         - weighted_scores (`list[float]`): one combined score per candidate.
@@ -33,9 +41,18 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
         - filtering
     """
 
+    min_margin: RuntimeParameter[float] = Field(
+        default=0.0, description="Refuse pairs whose weighted-score margin is below this."
+    )
+    chosen_thresholds: RuntimeParameter[dict[str, float]] | None = Field(
+        default=None,
+        description="Judge scores (0-100) the chosen image must exceed, e.g. DreamSync's "
+        "{vqa: 90, aesthetic: 60}; None: any image may be chosen, as in AGFSync.",
+    )
+
     @property
     def inputs(self) -> list[str]:
-        return ["weighted_scores"]
+        return ["weighted_scores", *(f"{name}_scores" for name in self.chosen_thresholds or {})]
 
     @property
     def outputs(self) -> list[str]:
@@ -44,7 +61,11 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
     def process(self, inputs: StepInput) -> "StepOutput":
         for row in inputs:
             try:
-                pair = select_preference_pair(row["weighted_scores"])
+                pair = select_preference_pair(
+                    row["weighted_scores"],
+                    min_margin=self.min_margin,
+                    may_be_chosen=self._passes_thresholds(row),
+                )
             except NoPairError as error:
                 row.update(dict.fromkeys(PAIR_COLUMNS), pair_error=str(error))
                 continue
@@ -57,3 +78,15 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
                 pair_error=None,
             )
         yield inputs
+
+    def _passes_thresholds(self, row: dict[str, Any]) -> list[bool] | None:
+        if not self.chosen_thresholds:
+            return None
+        count = len(row["weighted_scores"])
+        return [
+            all(
+                row[f"{name}_scores"][index] > minimum
+                for name, minimum in self.chosen_thresholds.items()
+            )
+            for index in range(count)
+        ]

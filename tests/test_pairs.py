@@ -2,8 +2,9 @@ import math
 
 import pytest
 
-from agfsync.pairs import NoPairError, select_preference_pair
+from agfsync.pairs import DREAMSYNC_THRESHOLDS, NoPairError, select_preference_pair
 from agfsync.scoring import weighted_scores
+from agfsync.steps import PreferencePairSelection
 
 
 class TestSelectPreferencePair:
@@ -54,3 +55,54 @@ class TestWeightedScores:
     def test_judges_must_score_the_same_images(self) -> None:
         with pytest.raises(ValueError, match="different numbers of images"):
             weighted_scores({"a": [1.0], "b": [1.0, 2.0]}, {"a": 1, "b": 1})
+
+
+class TestPairFilters:
+    def test_margin_below_the_minimum_refuses_the_pair(self) -> None:
+        with pytest.raises(NoPairError, match=r"margin 0\.5 is below the minimum of 1"):
+            select_preference_pair([2.0, 2.5], min_margin=1.0)
+        assert select_preference_pair([2.0, 3.0], min_margin=1.0).score_margin == 1.0
+
+    def test_only_allowed_images_can_be_chosen(self) -> None:
+        pair = select_preference_pair([9.0, 5.0, 1.0], may_be_chosen=[False, True, True])
+        assert (pair.chosen_index, pair.rejected_index) == (1, 2)
+
+    def test_the_chosen_image_must_outscore_the_rejected_one(self) -> None:
+        pair = select_preference_pair([1.0, 5.0, 0.5], may_be_chosen=[True, False, True])
+        assert (pair.chosen_index, pair.rejected_index) == (0, 2)
+        with pytest.raises(NoPairError, match="below the minimum of 0"):
+            select_preference_pair([1.0, 5.0], may_be_chosen=[True, False])
+
+    def test_no_allowed_image_refuses_the_pair(self) -> None:
+        with pytest.raises(NoPairError, match="no candidate passes"):
+            select_preference_pair([1.0, 2.0], may_be_chosen=[False, False])
+
+
+class TestPreferencePairSelectionStep:
+    def _select(self, rows: list[dict], **options: object) -> list[dict]:
+        step = PreferencePairSelection(name="select_pairs", **options)
+        return next(step.process([dict(row) for row in rows]))
+
+    def test_dreamsync_thresholds_decide_the_conversion_rate(self) -> None:
+        rows = [
+            {
+                "weighted_scores": [80.0, 40.0],
+                "vqa_scores": [95.0, 50.0],
+                "aesthetic_scores": [65.0, 30.0],
+            },
+            {
+                "weighted_scores": [70.0, 60.0],
+                "vqa_scores": [85.0, 99.0],
+                "aesthetic_scores": [70.0, 50.0],
+            },
+        ]
+        agfsync = self._select(rows)
+        dreamsync = self._select(rows, chosen_thresholds=DREAMSYNC_THRESHOLDS)
+        assert [row["pair_error"] for row in agfsync] == [None, None]
+        assert dreamsync[0]["chosen_index"] == 0 and dreamsync[0]["pair_error"] is None
+        assert dreamsync[1]["chosen_index"] is None
+        assert "no candidate passes" in dreamsync[1]["pair_error"]
+
+    def test_declares_the_score_columns_its_thresholds_read(self) -> None:
+        step = PreferencePairSelection(name="select_pairs", chosen_thresholds={"vqa": 90.0})
+        assert step.inputs == ["weighted_scores", "vqa_scores"]
