@@ -77,6 +77,7 @@ def render_dataset_card(
     num_unpaired: int,
     judges: dict[str, float],
     load_path: str,
+    data_files: list[str],
     license_id: str = "apache-2.0",
 ) -> str:
     """Markdown card with Hub YAML metadata, summary statistics and a loading snippet."""
@@ -86,7 +87,7 @@ def render_dataset_card(
         "tags": ["agfsync", "preference", "dpo", "synthetic", "distilabel"],
         "size_categories": [_size_category(len(dataset))],
         "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}
+            {"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}
         ],
     }
     categories = Counter(dataset["category"]) if len(dataset) else Counter()

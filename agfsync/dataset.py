@@ -9,8 +9,10 @@ the dataset is written as parquet shards with a card, so that
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +78,16 @@ def write_dataset_folder(
     dataset: datasets.Dataset,
     output_dir: Path,
     *,
-    card: str,
+    card: Callable[[list[str]], str],
     extra_files: dict[str, Path] | None = None,
     artifacts_dir: Path | None = None,
 ) -> None:
-    """Write `data/train-*.parquet`, `README.md`, extra files and `artifacts/`.
+    """Write `data/train-*.parquet`, `README.md` (`card(shard paths)`), extra files and
+    `artifacts/`.
 
+    Shard names end in a digest of their bytes and the card lists them by name:
+    `datasets` keys its local cache by the card's config, not by file contents, so a
+    dataset regenerated in the same folder under the same names would load stale.
     Everything is written to a sibling `.partial` folder first and renamed at the
     end, so an interrupted write never leaves a folder that looks complete.
     """
@@ -99,10 +105,16 @@ def write_dataset_folder(
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "data").mkdir(parents=True)
     num_shards = max(1, math.ceil(len(dataset) / ROWS_PER_SHARD))
+    shard_paths = []
     for index in range(num_shards):
         shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
-        shard.to_parquet(staging / "data" / f"train-{index:05d}-of-{num_shards:05d}.parquet")
-    (staging / "README.md").write_text(card, encoding="utf-8")
+        written = staging / "data" / "shard.parquet"
+        shard.to_parquet(written)
+        digest = hashlib.sha256(written.read_bytes()).hexdigest()[:12]
+        name = f"data/train-{index:05d}-of-{num_shards:05d}-{digest}.parquet"
+        written.rename(staging / name)
+        shard_paths.append(name)
+    (staging / "README.md").write_text(card(shard_paths), encoding="utf-8")
     for name, source in (extra_files or {}).items():
         if source.is_file():
             shutil.copyfile(source, staging / name)

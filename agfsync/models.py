@@ -21,7 +21,7 @@ import torch
 from agfsync.errors import ConfigurationError
 
 TINY_MODEL_PREFIX = "tiny:"
-TINY_MODELS_VERSION = "v1"
+TINY_MODELS_VERSION = "v2"
 """Bumped whenever a tiny builder changes, so cached copies are rebuilt."""
 
 

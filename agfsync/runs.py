@@ -98,17 +98,17 @@ def run_preset(
         raise ConfigurationError("The run produced no images; see the log above.")
     dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
     judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
-    card = render_dataset_card(
-        dataset,
-        preset=preset,
-        num_unpaired=len(unpaired),
-        judges={spec.name: spec.weight for spec in judging.scorers},
-        load_path=os.fspath(output_dir),
-    )
     write_dataset_folder(
         dataset,
         output_dir,
-        card=card,
+        card=lambda data_files: render_dataset_card(
+            dataset,
+            preset=preset,
+            num_unpaired=len(unpaired),
+            judges={spec.name: spec.weight for spec in judging.scorers},
+            load_path=os.fspath(output_dir),
+            data_files=data_files,
+        ),
         extra_files={
             "pipeline.yaml": Path(distiset.pipeline_path) if distiset.pipeline_path else Path(),
             "pipeline.log": Path(distiset.log_filename_path)

@@ -2,13 +2,14 @@
 
 It proves the wiring end to end in seconds on any CPU. The prompts and QA pairs
 are the shipped hand-written sample, the images come from a tiny random Stable
-Diffusion and the judge is a tiny random CLIP: the pictures and scores are
-meaningless by design.
+Diffusion and the judges are tiny random BLIP-2 (VQA, probability mode), CLIP and
+CLIP-L with the real LAION aesthetic head: the pictures and scores are meaningless
+by design.
 """
 
 from distilabel.pipeline import Pipeline
 
-from agfsync.scoring import ScorerSpec
+from agfsync.scoring import WEIGHT_PRESETS, ScorerSpec
 from agfsync.steps import (
     CandidateImageGeneration,
     ImageJudging,
@@ -20,7 +21,8 @@ OFFLINE_PIPELINE_NAME = "agfsync-offline"
 
 
 def build_offline_pipeline() -> Pipeline:
-    """Prompts from a file -> N tiny-model images -> tiny CLIP score -> best/worst pair."""
+    """Prompts from a file -> N tiny-model images -> tiny VQA, CLIP and aesthetic judges
+    with equal weights -> best/worst pair."""
     with Pipeline(
         name=OFFLINE_PIPELINE_NAME,
         description="AGFSync on tiny random models: proves the wiring, images are meaningless.",
@@ -35,9 +37,21 @@ def build_offline_pipeline() -> Pipeline:
             batch_size=16,
             input_batch_size=8,
         )
+        weights = WEIGHT_PRESETS["equal"]
         judge_images = ImageJudging(
             name="judge_images",
-            scorers=[ScorerSpec(name="clip", model="tiny:clip", weight=1.0)],
+            scorers=[
+                ScorerSpec(
+                    name="vqa",
+                    model="tiny:blip2",
+                    weight=weights["vqa"],
+                    options={"mode": "probability"},
+                ),
+                ScorerSpec(name="clip", model="tiny:clip", weight=weights["clip"]),
+                ScorerSpec(
+                    name="aesthetic", model="tiny:clip-vit-large", weight=weights["aesthetic"]
+                ),
+            ],
             input_batch_size=8,
         )
         select_pairs = PreferencePairSelection(name="select_pairs", input_batch_size=8)

@@ -5,6 +5,8 @@ never read or write `~/.cache` and never download.
 """
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,24 +16,21 @@ import torch
 
 from agfsync.models import resolve_model
 
+# Set before any test module imports `datasets`, which reads its cache location at import.
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="agfsync-tests-"))
+CACHE_OVERRIDES = {
+    "DISTILABEL_CACHE_DIR": str(_SESSION_ROOT / "distilabel"),
+    "AGFSYNC_CACHE_DIR": str(_SESSION_ROOT / "agfsync"),
+    "HF_HUB_OFFLINE": "1",
+    "HF_HOME": str(_SESSION_ROOT / "hf"),
+}
+os.environ.update(CACHE_OVERRIDES)
+
 
 @pytest.fixture(scope="session", autouse=True)
-def isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    root = tmp_path_factory.mktemp("caches")
-    overrides = {
-        "DISTILABEL_CACHE_DIR": str(root / "distilabel"),
-        "AGFSYNC_CACHE_DIR": str(root / "agfsync"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(root / "hf"),
-    }
-    previous = {name: os.environ.get(name) for name in overrides}
-    os.environ.update(overrides)
-    yield overrides
-    for name, value in previous.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+def isolated_caches() -> Iterator[dict[str, str]]:
+    yield CACHE_OVERRIDES
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

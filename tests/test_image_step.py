@@ -245,9 +245,13 @@ class TestRemoteImageGeneration:
         assert "OpenAIImageGeneration" in dumped
 
     def test_renders_through_an_inference_endpoint(
-        self, httpserver: HTTPServer, tmp_path: Path
+        self, httpserver: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        import huggingface_hub.constants
         from distilabel.models.image_generation import InferenceEndpointsImageGeneration
+
+        # The suite runs with HF_HUB_OFFLINE=1; this test's only peer is the loopback server.
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
         requests: list[dict] = []
 

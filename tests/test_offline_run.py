@@ -28,8 +28,12 @@ LIST_COLUMNS = [
     "image_paths",
     "image_seeds",
     "noise_sigmas",
+    "vqa_scores",
+    "vqa_answers",
     "clip_scores",
+    "aesthetic_scores",
     "weighted_scores",
+    "judging_errors",
 ]
 IMAGE_COLUMNS = ["jpg_0", "jpg_1", "chosen", "rejected"]
 SAMPLE_SIZE = 24
@@ -88,6 +92,22 @@ class TestAgfsyncGenerate:
         dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
         assert sum(margin > 0 for margin in dataset["score_margin"]) > SAMPLE_SIZE // 2
 
+    def test_every_image_has_all_three_scores(self, offline_dataset_dir: Path) -> None:
+        dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        for row in dataset:
+            for name in ("vqa_scores", "clip_scores", "aesthetic_scores"):
+                assert len(row[name]) == 4
+                assert all(0 <= score <= 100 for score in row[name]), name
+            valid = sum(pair["valid"] for pair in row["qa_pairs"])
+            assert [len(answers) for answers in row["vqa_answers"]] == [valid] * 4
+            expected = [
+                (v + c + a) / 3
+                for v, c, a in zip(
+                    row["vqa_scores"], row["clip_scores"], row["aesthetic_scores"], strict=True
+                )
+            ]
+            assert row["weighted_scores"] == pytest.approx(expected)
+
     def test_folder_has_card_pipeline_and_artifacts(self, offline_dataset_dir: Path) -> None:
         card = (offline_dataset_dir / "README.md").read_text()
         assert card.startswith("---\n") and "task_categories:" in card
@@ -110,6 +130,18 @@ class TestAgfsyncGenerate:
         second = pq.read_table(next((tmp_path / "again" / "data").glob("*.parquet")))
         for column in ["jpg_0", "jpg_1", "clip_scores", "image_seeds", "chosen_index"]:
             assert first.column(column).to_pylist() == second.column(column).to_pylist(), column
+
+    def test_regenerating_in_place_loads_the_new_rows(self, tmp_path: Path) -> None:
+        output = tmp_path / "same-folder"
+        seeds = []
+        for seed in ("1", "2"):
+            result = run_command(
+                ["agfsync", "generate", "-o", str(output), "--seed", seed, "--num-prompts", "1"],
+                cwd=tmp_path,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            seeds.append(datasets.load_dataset(str(output), split="train")["image_seeds"][0])
+        assert seeds[0] != seeds[1]
 
     def test_another_seed_changes_the_images(
         self, offline_dataset_dir: Path, tmp_path: Path

@@ -14,12 +14,25 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
+from agfsync.scoring.aesthetic import AestheticScorer
 from agfsync.scoring.base import ImageScorer
 from agfsync.scoring.clip_score import CLIPScorer
 from agfsync.scoring.vqa import VQAScorer
 
-SCORERS: dict[str, type[ImageScorer]] = {CLIPScorer.name: CLIPScorer, VQAScorer.name: VQAScorer}
+SCORERS: dict[str, type[ImageScorer]] = {
+    scorer.name: scorer for scorer in (VQAScorer, CLIPScorer, AestheticScorer)
+}
 """Registered judges by name."""
+
+
+WEIGHT_PRESETS: dict[str, dict[str, float]] = {
+    # The paper combines the three judges but its weights are not legible in our copy;
+    # equal weights treat the three 0-100 scales alike.
+    "equal": {"vqa": 1 / 3, "clip": 1 / 3, "aesthetic": 1 / 3},
+    # What the released AGFSync dataset builder used (no VQA term).
+    "agfsync-code": {"clip": 0.85, "aesthetic": 0.15},
+}
+"""Named judge weightings; `equal` is the default of the full presets."""
 
 
 def register_scorer(scorer_class: type[ImageScorer]) -> type[ImageScorer]:
@@ -78,6 +91,8 @@ def weighted_scores(
 
 __all__ = [
     "SCORERS",
+    "WEIGHT_PRESETS",
+    "AestheticScorer",
     "CLIPScorer",
     "ImageScorer",
     "ScorerSpec",
