@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from agfsync.scoring import CLIPScorer
+from agfsync.scoring import CLIPScorer, PickScorer
 
 PROMPTS = ["a red lighthouse on a cliff", "two cats on a sofa", "a bowl of ramen"]
 
@@ -69,3 +69,29 @@ class TestCLIPScorer:
         scores = scorer.score(_images(), PROMPTS)
         assert scores.shape == (3,)
         assert bool(((scores >= 0) & (scores <= 100)).all())
+
+
+class TestTruncation:
+    def test_prompts_past_the_context_are_flagged(self, tiny_clip_path: str) -> None:
+        scorer = CLIPScorer(tiny_clip_path, device="cpu")
+        scorer.load()
+        long_prompt = "a very long and detailed description " * 10
+        _, truncated = scorer.score_with_details(_images()[:2], ["a cat", long_prompt])
+        assert truncated == [False, True]
+
+
+class TestPickScorer:
+    def test_uses_the_model_logit_scale(self, tiny_clip_path: str) -> None:
+        scorer = PickScorer(tiny_clip_path, device="cpu", processor=tiny_clip_path)
+        scorer.load()
+        images = _images()
+        scores = scorer.score(images, PROMPTS)
+        model = CLIPModel.from_pretrained(tiny_clip_path).eval()
+        processor = CLIPProcessor.from_pretrained(tiny_clip_path)
+        with torch.no_grad():
+            output = model(
+                **processor(text=PROMPTS, images=images, return_tensors="pt", padding=True)
+            )
+        expected = torch.diagonal(output.logits_per_image).clamp(min=0, max=100)
+        assert model.logit_scale.exp().item() != pytest.approx(100.0)
+        assert torch.allclose(scores, expected, atol=1e-4)

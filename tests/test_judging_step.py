@@ -68,6 +68,7 @@ class TestImageJudging:
         assert step.outputs == [
             "clip_scores",
             "vqa_scores",
+            "clip_truncated",
             "vqa_answers",
             "weighted_scores",
             "judging_errors",

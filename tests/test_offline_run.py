@@ -31,6 +31,7 @@ LIST_COLUMNS = [
     "vqa_scores",
     "vqa_answers",
     "clip_scores",
+    "clip_truncated",
     "aesthetic_scores",
     "weighted_scores",
     "judging_errors",

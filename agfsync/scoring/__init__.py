@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field
 from agfsync.errors import ConfigurationError
 from agfsync.scoring.aesthetic import AestheticScorer
 from agfsync.scoring.base import ImageScorer
-from agfsync.scoring.clip_score import CLIPScorer
+from agfsync.scoring.clip_score import CLIPScorer, PickScorer
 from agfsync.scoring.vqa import VQAScorer
 
 SCORERS: dict[str, type[ImageScorer]] = {
-    scorer.name: scorer for scorer in (VQAScorer, CLIPScorer, AestheticScorer)
+    scorer.name: scorer for scorer in (VQAScorer, CLIPScorer, AestheticScorer, PickScorer)
 }
 """Registered judges by name."""
 
@@ -95,6 +95,7 @@ __all__ = [
     "AestheticScorer",
     "CLIPScorer",
     "ImageScorer",
+    "PickScorer",
     "ScorerSpec",
     "register_scorer",
     "weighted_scores",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -19,23 +19,50 @@ class CLIPScorer(ImageScorer):
     """`100 * max(cos(text, image), 0)` with a CLIP model (paper: ViT-B/16).
 
     Text longer than the text encoder's context is truncated, as CLIP itself
-    cannot see past it.
+    cannot see past it; `clip_truncated` records, per image, whether its prompt was.
     """
 
     name = "clip"
+    details_column: ClassVar[str | None] = "clip_truncated"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 32,
+        processor: str | None = None,
+    ) -> None:
+        """`processor`: where to load the processor from when the model repository has
+        none (PickScore ships its weights only); defaults to `model`."""
+        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size)
+        self.processor_source = processor
 
     def load(self) -> None:
         from transformers import AutoProcessor, CLIPModel
 
         path = resolve_model(self.model)
-        self.processor = AutoProcessor.from_pretrained(path)
+        self.processor = AutoProcessor.from_pretrained(
+            resolve_model(self.processor_source) if self.processor_source else path
+        )
         model: Any = CLIPModel.from_pretrained(path, dtype=self.dtype)
         self.clip = model.to(self.device).eval()
+        self.context_length = self.clip.config.text_config.max_position_embeddings
 
-    @torch.inference_mode()
+    def weight(self) -> float:
+        """Multiplier of the cosine similarity."""
+        return CLIP_SCORE_WEIGHT
+
     def score(
         self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
     ) -> torch.Tensor:
+        return self.score_with_details(images, prompts, **context)[0]
+
+    @torch.inference_mode()
+    def score_with_details(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> tuple[torch.Tensor, list[Any] | None]:
         scores = []
         for start in range(0, len(images), self.batch_size):
             batch_images = images[start : start + self.batch_size]
@@ -43,8 +70,13 @@ class CLIPScorer(ImageScorer):
             image_embeds = self._embed_images(batch_images)
             text_embeds = self._embed_texts(batch_prompts)
             cosine = (image_embeds * text_embeds).sum(dim=-1)
-            scores.append(CLIP_SCORE_WEIGHT * cosine.clamp(min=0))
-        return torch.cat(scores).float().cpu() if scores else torch.empty(0)
+            scores.append((self.weight() * cosine).clamp(min=0, max=100))
+        token_counts = {prompt: self._token_count(prompt) for prompt in set(prompts)}
+        truncated = [token_counts[prompt] > self.context_length for prompt in prompts]
+        return (torch.cat(scores).float().cpu() if scores else torch.empty(0)), truncated
+
+    def _token_count(self, prompt: str) -> int:
+        return len(self.processor.tokenizer(prompt).input_ids)
 
     def _embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         pixels = self.processor(
@@ -52,27 +84,34 @@ class CLIPScorer(ImageScorer):
         )
         features = self.clip.get_image_features(
             pixel_values=pixels["pixel_values"].to(self.device, self.dtype)
-        )
-        return torch.nn.functional.normalize(_as_tensor(features).float(), dim=-1)
+        ).pooler_output
+        return torch.nn.functional.normalize(features.float(), dim=-1)
 
     def _embed_texts(self, prompts: list[str]) -> torch.Tensor:
-        max_length = self.clip.config.text_config.max_position_embeddings
         tokens = self.processor(
             text=prompts,
             return_tensors="pt",
             padding=True,
             truncation=True,
-            max_length=max_length,
+            max_length=self.context_length,
         )
         features = self.clip.get_text_features(
             input_ids=tokens["input_ids"].to(self.device),
             attention_mask=tokens["attention_mask"].to(self.device),
-        )
-        return torch.nn.functional.normalize(_as_tensor(features).float(), dim=-1)
+        ).pooler_output
+        return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
-def _as_tensor(features: Any) -> torch.Tensor:
-    """transformers 5 returns a model output from `get_*_features`; 4.x a tensor."""
-    if isinstance(features, torch.Tensor):
-        return features
-    return features.pooler_output
+class PickScorer(CLIPScorer):
+    """PickScore (Kirstain et al., 2023): a CLIP-H fine-tuned on Pick-a-Pic human
+    preferences, scored as the model's own `logit_scale.exp() * cos` (about 20-23
+    for typical images on its 0-100 range). Load it with
+    `model="yuvalkirstain/PickScore_v1"`,
+    `processor="laion/CLIP-ViT-H-14-laion2B-s32B-b79K"`.
+    """
+
+    name = "pickscore"
+    details_column: ClassVar[str | None] = None
+
+    def weight(self) -> float:
+        return float(self.clip.logit_scale.exp())
