@@ -1,0 +1,146 @@
+"""The QA stage: each prompt decomposed into validated yes/no question–answer pairs."""
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from distilabel.mixins.runtime_parameters import RuntimeParameter
+from distilabel.steps.tasks import Task
+from pydantic import Field
+
+from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.qa import validate_qa_pairs
+from agfsync.steps.cache import UpstreamSignatureMixin
+
+if TYPE_CHECKING:
+    from distilabel.typing import ChatType, StepInput, StepOutput
+
+QA_SYSTEM_PROMPT = """\
+You turn an image description into a checklist for verifying a generated picture.
+Write atomic yes/no questions, each checking exactly one detail that the description
+states explicitly (not common sense, not an inference). The answer to every question
+must be "yes" for a picture that follows the description. Cover the description as
+completely as you can, with at least {min_questions} questions when it has that many
+details, and never repeat a question.
+
+Reply with a JSON list only, no other text. Each item is an object with:
+"question": a general yes/no question, e.g. "Is the car red?";
+"answer": "yes";
+"element_type": one of object, human, animal, food, activity, attribute, counting,
+color, material, spatial, location, shape, other;
+"element": the word or phrase of the description that the question checks, copied exactly;
+"flag": 1, or 0 if the detail is in fact not mentioned in the description."""
+
+
+class QADecomposition(Task, UpstreamSignatureMixin):
+    """Decomposes each prompt into atomic yes/no questions whose answer is "yes".
+
+    The LLM is asked `num_generations` times per prompt (paper: 6 rounds); every
+    round's JSON list is parsed tolerantly (code fences, trailing commas, single
+    quotes, a truncated list keeps its complete items), rounds whose output cannot
+    be parsed are asked again up to `max_format_retries` times, and the items of all
+    rounds are validated and merged by `agfsync.qa.validate_qa_pairs`. Every dropped
+    question is listed in `qa_rejected` with its reason; a prompt whose rounds all
+    failed keeps its row with the reason in `qa_error`.
+
+    Attributes:
+        min_questions: how many questions the instructions ask for (official code: 15).
+        max_format_retries: extra requests for rounds whose output was not JSON.
+
+    Runtime parameters:
+        - `num_generations`: rounds per prompt (paper: 6).
+        - `max_format_retries`.
+
+    Input columns:
+        - prompt (`str`): the text to decompose.
+
+    Output columns:
+        - qa_pairs (`list[dict]`): question, answer, element_type, element, valid.
+        - qa_rejected (`list[dict]`): question and reason of every dropped item.
+        - qa_error (`str`): why no round could be read; None otherwise.
+        - qa_usage (`dict`): input and output tokens spent on this prompt.
+        - qa_model (`str`): the LLM's model name.
+
+    Categories:
+        - text-generation
+    """
+
+    min_questions: int = Field(default=15, ge=1)
+    max_format_retries: RuntimeParameter[int] = Field(
+        default=2, ge=0, description="Extra requests for rounds whose output was not JSON."
+    )
+    num_generations: RuntimeParameter[int] = Field(
+        default=6, description="Decomposition rounds per prompt (paper: 6)."
+    )
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["qa_pairs", "qa_rejected", "qa_error", "qa_usage", "qa_model"]
+
+    def format_input(self, input: dict[str, Any]) -> "ChatType":
+        return [
+            {
+                "role": "system",
+                "content": QA_SYSTEM_PROMPT.format(min_questions=self.min_questions),
+            },
+            {"role": "user", "content": f"Description: {input['prompt']}"},
+        ]
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict:
+        return {"qa_items": parse_json_list(output or "")}
+
+    def process(self, inputs: "StepInput") -> "StepOutput":
+        assert self.llm is not None
+        chats = [self.format_input(row) for row in inputs]
+        rounds: list[list[list[Any]]] = [[] for _ in inputs]
+        failures: list[list[str]] = [[] for _ in inputs]
+        usage = [{"input_tokens": 0, "output_tokens": 0} for _ in inputs]
+        pending = {index: self.num_generations for index in range(len(inputs))}
+        for _attempt in range(1 + self.max_format_retries):
+            # One request per group of prompts missing the same number of rounds.
+            groups: dict[int, list[int]] = {}
+            for index, missing in pending.items():
+                if missing > 0:
+                    groups.setdefault(missing, []).append(index)
+            for missing, indices in groups.items():
+                try:
+                    outputs = self.llm.generate_outputs(
+                        inputs=[chats[index] for index in indices],
+                        num_generations=missing,
+                        **self.llm.get_generation_kwargs(),
+                    )
+                except Exception as error:
+                    # The client has already spent its own retries (429s, 5xx,
+                    # timeouts); the rows record why and the next attempt asks again.
+                    for index in indices:
+                        failures[index].append(f"request failed: {error}")
+                    continue
+                for index, output in zip(indices, outputs, strict=True):
+                    _add_usage(usage[index], output.get("statistics", {}))
+                    for text in output["generations"]:
+                        try:
+                            rounds[index].append(self.format_output(text)["qa_items"])
+                            pending[index] -= 1
+                        except MalformedOutputError as error:
+                            failures[index].append(str(error))
+        for index, row in enumerate(inputs):
+            accepted, rejected = validate_qa_pairs(row["prompt"], rounds[index])
+            row["qa_pairs"] = accepted
+            row["qa_rejected"] = rejected
+            row["qa_error"] = (
+                None
+                if rounds[index]
+                else f"no usable output after {len(failures[index])} failures: "
+                + json.dumps(sorted(set(failures[index])))
+            )
+            row["qa_usage"] = usage[index]
+            row["qa_model"] = self.llm.model_name
+        yield inputs
+
+
+def _add_usage(total: dict[str, int], statistics: dict[str, Any]) -> None:
+    for key in ("input_tokens", "output_tokens"):
+        total[key] += sum(value or 0 for value in statistics.get(key, []))
