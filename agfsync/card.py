@@ -63,6 +63,69 @@ OFFLINE_NOTE = """
 """
 
 
+PROMPT_CARD_TEMPLATE = """---
+{metadata}---
+
+# {title}
+
+Text-to-image prompts written by an LLM per category and decomposed into validated
+yes/no question–answer pairs, made with [agfsync](https://github.com/agfsync/agfsync)
+(AGFSync text stage). Render and judge them with an image preset to get preference pairs.
+
+## Statistics
+
+{report}
+
+## Columns
+
+- `prompt_id`, `prompt`, `category`, `prompt_model`: the prompt stage.
+- `qa_pairs`: `{{question, answer, element_type, element, valid}}` items that passed
+  validation; `qa_rejected`: every dropped item with its reason; `qa_error`: why a
+  prompt got no readable decomposition; `qa_usage`, `prompt_usage`: tokens spent.
+
+## Load it
+
+```python
+from datasets import load_dataset
+
+prompts = load_dataset("{load_path}", split="train")
+```
+"""
+
+
+def _metadata(num_rows: int, data_files: list[str], license_id: str, task: str) -> str:
+    return yaml.safe_dump(
+        {
+            "license": license_id,
+            "task_categories": [task],
+            "tags": ["agfsync", "preference", "dpo", "synthetic", "distilabel"],
+            "size_categories": [_size_category(num_rows)],
+            "configs": [
+                {"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}
+            ],
+        },
+        sort_keys=False,
+    )
+
+
+def render_prompt_card(
+    dataset: datasets.Dataset,
+    *,
+    preset: str,
+    report: list[str],
+    load_path: str,
+    data_files: list[str],
+    license_id: str = "apache-2.0",
+) -> str:
+    """Card of a prompt + QA dataset (the text presets)."""
+    return PROMPT_CARD_TEMPLATE.format(
+        metadata=_metadata(len(dataset), data_files, license_id, "text-generation"),
+        title=f"agfsync prompts with QA pairs ({preset})",
+        report="\n".join(f"- {line}" for line in report),
+        load_path=load_path,
+    )
+
+
 def _size_category(num_rows: int) -> str:
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
         if num_rows < limit:
@@ -81,19 +144,10 @@ def render_dataset_card(
     license_id: str = "apache-2.0",
 ) -> str:
     """Markdown card with Hub YAML metadata, summary statistics and a loading snippet."""
-    metadata = {
-        "license": license_id,
-        "task_categories": ["text-to-image"],
-        "tags": ["agfsync", "preference", "dpo", "synthetic", "distilabel"],
-        "size_categories": [_size_category(len(dataset))],
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}
-        ],
-    }
     categories = Counter(dataset["category"]) if len(dataset) else Counter()
     first = dataset[0] if len(dataset) else {}
     return CARD_TEMPLATE.format(
-        metadata=yaml.safe_dump(metadata, sort_keys=False),
+        metadata=_metadata(len(dataset), data_files, license_id, "text-to-image"),
         title=f"agfsync preference dataset ({preset})",
         num_images=len(first.get("image_paths", [])),
         image_model=first.get("image_model", "unknown"),

@@ -43,30 +43,52 @@ def generate(
         int | None, typer.Option(help="Candidates per prompt [default: the preset's].")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed [default: the preset's].")] = None,
+    categories: Annotated[
+        Path | None,
+        typer.Option(help="Text presets: YAML/JSON categories [default: the 12 AGFSync ones]."),
+    ] = None,
+    prompts_per_category: Annotated[
+        int | None, typer.Option(help="Text presets: prompts to write per category.")
+    ] = None,
+    dedup: Annotated[
+        str | None, typer.Option(help="Text presets: near-duplicate filter, embedding|minhash.")
+    ] = None,
+    prompt_model: Annotated[
+        str | None, typer.Option(help="Text presets: model that writes prompts.")
+    ] = None,
+    qa_model: Annotated[
+        str | None, typer.Option(help="Text presets: model that decomposes prompts.")
+    ] = None,
     use_cache: Annotated[
         bool, typer.Option(help="Resume from distilabel's cache when the same run was started.")
     ] = True,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
-    from agfsync.runs import run_preset
+    from agfsync.runs import RunOptions, run_preset
 
     output_dir = output or Path("agfsync-data") / preset
+    options = RunOptions(
+        prompts_file=prompts,
+        num_prompts=num_prompts,
+        num_images=num_images,
+        seed=seed,
+        categories_file=categories,
+        prompts_per_category=prompts_per_category,
+        dedup_method=dedup,
+        prompt_model=prompt_model,
+        qa_model=qa_model,
+        use_cache=use_cache,
+    )
     try:
-        summary = run_preset(
-            preset,
-            output_dir,
-            prompts_file=prompts,
-            num_prompts=num_prompts,
-            num_images=num_images,
-            seed=seed,
-            use_cache=use_cache,
-        )
+        summary = run_preset(preset, output_dir, options)
     except ConfigurationError as error:
         raise _fail(error) from None
     console.print(
         f"[bold green]Dataset ready:[/] {summary.output_dir} "
-        f"({summary.num_rows} preference pairs, {summary.seconds:.1f} s)"
+        f"({summary.num_rows} {summary.unit}, {summary.seconds:.1f} s)"
     )
+    for line in summary.report:
+        console.print(f"  {line}")
     if summary.num_unpaired:
         console.print(f"{summary.num_unpaired} prompts had no pair; see `pair_error` in the log.")
     if preset == "offline":

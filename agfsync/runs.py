@@ -10,28 +10,63 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agfsync.card import render_dataset_card
+import datasets
+from distilabel.pipeline import Pipeline
+
+from agfsync.card import render_dataset_card, render_prompt_card
+from agfsync.categories import load_categories
 from agfsync.dataset import build_preference_dataset, write_dataset_folder
 from agfsync.errors import ConfigurationError
 from agfsync.prompts import load_prompt_records
+from agfsync.qa import qa_statistics
 
 LOAD_PROMPTS_STEP = "load_prompts"
 GENERATE_IMAGES_STEP = "generate_images"
 JUDGE_IMAGES_STEP = "judge_images"
+LOAD_CATEGORIES_STEP = "load_categories"
+WRITE_PROMPTS_STEP = "write_prompts"
+DEDUPLICATE_STEP = "deduplicate_prompts"
+DECOMPOSE_STEP = "decompose_prompts"
+
+API_KEYS = {
+    "OpenAILLM": ("OPENAI_API_KEY",),
+    "GeminiLLM": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+}
+"""Environment variables that hold each LLM class's key (any one suffices)."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `agfsync generate` lets a user change; None keeps the preset's value."""
+
+    prompts_file: Path | None = None
+    num_prompts: int | None = None
+    num_images: int | None = None
+    seed: int | None = None
+    categories_file: Path | None = None
+    prompts_per_category: int | None = None
+    dedup_method: str | None = None
+    prompt_model: str | None = None
+    qa_model: str | None = None
+    use_cache: bool = True
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What a finished run produced."""
+    """What a finished run produced, and lines worth printing about it."""
 
     output_dir: Path
     num_rows: int
-    num_unpaired: int
     seconds: float
+    num_unpaired: int = 0
+    unit: str = "preference pairs"
+    """What the rows are, for messages."""
+    report: list[str] = field(default_factory=list)
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -47,46 +82,115 @@ def _check_writable(output_dir: Path) -> None:
         ) from error
 
 
-def run_preset(
-    preset: str,
-    output_dir: Path,
-    *,
-    prompts_file: Path | None = None,
-    num_prompts: int | None = None,
-    num_images: int | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-) -> RunSummary:
-    """Run `preset` and write its preference dataset to `output_dir`."""
+def _check_api_keys(pipeline: Pipeline) -> None:
+    """A missing key stops the run before any work, naming the variable to set."""
+    for name in pipeline.dag:
+        llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
+        variables = API_KEYS.get(type(llm).__name__, ())
+        if (
+            variables
+            and getattr(llm, "api_key", None) is None
+            and not any(os.environ.get(variable) for variable in variables)
+        ):
+            raise ConfigurationError(
+                f"Step {name!r} needs {' or '.join(variables)}; export it (any value works "
+                "for a local OpenAI-compatible server)."
+            )
+
+
+def _set_models(pipeline: Pipeline, options: RunOptions) -> None:
+    for step_name, model in (
+        (WRITE_PROMPTS_STEP, options.prompt_model),
+        (DECOMPOSE_STEP, options.qa_model),
+    ):
+        if model is not None and step_name in pipeline.dag:
+            pipeline.dag.get_step(step_name)["step"].llm.model = model
+
+
+def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, Any]]:
+    wanted: dict[str, dict[str, Any]] = {
+        LOAD_PROMPTS_STEP: {
+            "data_files": str(options.prompts_file) if options.prompts_file else None,
+            "num_prompts": options.num_prompts,
+        },
+        GENERATE_IMAGES_STEP: {"num_images": options.num_images, "seed": options.seed},
+        LOAD_CATEGORIES_STEP: {
+            "categories_file": str(options.categories_file) if options.categories_file else None,
+            "prompts_per_category": options.prompts_per_category,
+        },
+        DEDUPLICATE_STEP: {"method": options.dedup_method},
+    }
+    parameters = {}
+    for step_name, values in wanted.items():
+        if step_name in pipeline.dag:
+            parameters[step_name] = {
+                key: value for key, value in values.items() if value is not None
+            }
+    return parameters
+
+
+def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None) -> RunSummary:
+    """Run `preset` and write its dataset to `output_dir`."""
     from agfsync.pipelines import build_preset
 
+    options = options or RunOptions()
     started = time.perf_counter()
     pipeline = build_preset(preset)
-    if num_images is not None and num_images < 2:
+    if options.num_images is not None and options.num_images < 2:
         raise ConfigurationError(
-            f"--num-images {num_images} cannot form a pair; use 2 or more candidates per prompt."
+            f"--num-images {options.num_images} cannot form a pair; use 2 or more candidates "
+            "per prompt."
         )
-    if num_prompts is not None and num_prompts < 1:
-        raise ConfigurationError(f"--num-prompts {num_prompts} must be at least 1.")
-    expected_rows = len(load_prompt_records(prompts_file))
-    if num_prompts is not None:
-        expected_rows = min(expected_rows, num_prompts)
+    for flag, value in (
+        ("--num-prompts", options.num_prompts),
+        ("--prompts-per-category", options.prompts_per_category),
+    ):
+        if value is not None and value < 1:
+            raise ConfigurationError(f"{flag} {value} must be at least 1.")
+    makes_images = GENERATE_IMAGES_STEP in pipeline.dag
+    if makes_images:
+        expected_rows = len(load_prompt_records(options.prompts_file))
+        if options.num_prompts is not None:
+            expected_rows = min(expected_rows, options.num_prompts)
+    else:
+        categories = load_categories(options.categories_file)
     _check_writable(output_dir)
+    _check_api_keys(pipeline)
+    _set_models(pipeline, options)
 
-    parameters: dict[str, dict[str, Any]] = {
-        LOAD_PROMPTS_STEP: {
-            "data_files": str(prompts_file) if prompts_file else None,
-            "num_prompts": num_prompts,
-        },
-        GENERATE_IMAGES_STEP: {},
-    }
-    if num_images is not None:
-        parameters[GENERATE_IMAGES_STEP]["num_images"] = num_images
-    if seed is not None:
-        parameters[GENERATE_IMAGES_STEP]["seed"] = seed
-
-    distiset = pipeline.run(parameters=parameters, use_cache=use_cache)
+    distiset = pipeline.run(parameters=_parameters(pipeline, options), use_cache=options.use_cache)
     rows = distiset["default"]["train"] if "default" in distiset else None
+    extra_files = {
+        "pipeline.yaml": Path(distiset.pipeline_path) if distiset.pipeline_path else Path(),
+        "pipeline.log": Path(distiset.log_filename_path) if distiset.log_filename_path else Path(),
+    }
+    if not makes_images:
+        if rows is None or len(rows) == 0:
+            raise ConfigurationError(
+                "The run wrote no prompts (see the log above); fix the cause and run the same "
+                "command again to resume."
+            )
+        report = _text_report(rows, [category.name for category in categories], pipeline)
+        write_dataset_folder(
+            rows,
+            output_dir,
+            card=lambda data_files: render_prompt_card(
+                rows,
+                preset=preset,
+                report=report,
+                load_path=os.fspath(output_dir),
+                data_files=data_files,
+            ),
+            extra_files=extra_files,
+        )
+        return RunSummary(
+            output_dir=output_dir.resolve(),
+            num_rows=len(rows),
+            seconds=time.perf_counter() - started,
+            unit="prompts with QA pairs",
+            report=report,
+        )
+
     if rows is None or len(rows) != expected_rows:
         found = 0 if rows is None else len(rows)
         raise ConfigurationError(
@@ -109,12 +213,7 @@ def run_preset(
             load_path=os.fspath(output_dir),
             data_files=data_files,
         ),
-        extra_files={
-            "pipeline.yaml": Path(distiset.pipeline_path) if distiset.pipeline_path else Path(),
-            "pipeline.log": Path(distiset.log_filename_path)
-            if distiset.log_filename_path
-            else Path(),
-        },
+        extra_files=extra_files,
         artifacts_dir=artifacts_dir,
     )
     return RunSummary(
@@ -123,3 +222,33 @@ def run_preset(
         num_unpaired=len(unpaired),
         seconds=time.perf_counter() - started,
     )
+
+
+def _text_report(rows: datasets.Dataset, categories: list[str], pipeline: Pipeline) -> list[str]:
+    """Prompt and QA statistics next to the paper's (26.06 words, 9.03 questions per prompt)."""
+    records = list(rows)
+    stats = qa_statistics(records)
+    target = pipeline.dag.get_step(LOAD_CATEGORIES_STEP)["step"].prompts_per_category
+    per_category = Counter(row["category"] for row in records)
+    rejected = Counter(entry["reason"] for row in records for entry in row["qa_rejected"])
+    failed = sum(row["qa_error"] is not None for row in records)
+    tokens: Counter[str] = Counter()
+    for row in records:
+        for usage_column in ("prompt_usage", "qa_usage"):
+            tokens.update(row.get(usage_column) or {})
+    report = [
+        f"prompts: {stats.num_prompts}; words per prompt {stats.words_per_prompt:.2f} "
+        f"(paper 26.06); valid questions per prompt {stats.questions_per_prompt:.2f} "
+        "(paper 9.03)",
+        "question types: " + ", ".join(f"{k} {v}" for k, v in stats.element_types.items()),
+        "rejected questions: " + (", ".join(f"{k} {v}" for k, v in rejected.items()) or "none"),
+        f"prompts whose decomposition failed: {failed}",
+        f"tokens: {tokens.get('input_tokens', 0)} in, {tokens.get('output_tokens', 0)} out",
+    ]
+    short = [
+        f"{name} {per_category[name]}/{target}"
+        for name in categories
+        if per_category[name] < target
+    ]
+    report.append("categories below target: " + (", ".join(short) or "none"))
+    return report

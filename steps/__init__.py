@@ -1,15 +1,20 @@
 """distilabel steps: thin adapters from dataset columns to agfsync's engines."""
 
+from agfsync.steps.dedup import PromptDeduplication
 from agfsync.steps.image_generation import CandidateImageGeneration
 from agfsync.steps.judging import ImageJudging
 from agfsync.steps.pairs import PreferencePairSelection
+from agfsync.steps.prompt_generation import CategoryPromptGeneration, LoadCategories
 from agfsync.steps.prompts import LoadPrompts
 from agfsync.steps.qa_decomposition import QADecomposition
 
 __all__ = [
     "CandidateImageGeneration",
+    "CategoryPromptGeneration",
     "ImageJudging",
+    "LoadCategories",
     "LoadPrompts",
     "PreferencePairSelection",
+    "PromptDeduplication",
     "QADecomposition",
 ]

@@ -4,6 +4,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
+from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field
 
@@ -12,7 +13,7 @@ from agfsync.qa import validate_qa_pairs
 from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
-    from distilabel.typing import ChatType, StepInput, StepOutput
+    from distilabel.typing import ChatType, StepOutput
 
 QA_SYSTEM_PROMPT = """\
 You turn an image description into a checklist for verifying a generated picture.
@@ -92,7 +93,7 @@ class QADecomposition(Task, UpstreamSignatureMixin):
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict:
         return {"qa_items": parse_json_list(output or "")}
 
-    def process(self, inputs: "StepInput") -> "StepOutput":
+    def process(self, inputs: StepInput) -> "StepOutput":
         assert self.llm is not None
         chats = [self.format_input(row) for row in inputs]
         rounds: list[list[list[Any]]] = [[] for _ in inputs]

@@ -1,11 +1,13 @@
 """A loopback server speaking the OpenAI chat-completions API, for tests.
 
 It answers from a script (one entry per request: a completion text, a list of
-texts for `n` choices, or an HTTP error) and keeps every request it received, so
-tests can check what the real `openai` client sent.
+texts for `n` choices, an HTTP error, or a function of the request body returning
+the text) and keeps every request it received, so tests can check what the real
+`openai` client sent.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,9 @@ from werkzeug import Request, Response
 class HTTPError:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+
+
+Responder = Callable[[dict[str, Any]], str]
 
 
 @dataclass
@@ -42,6 +47,8 @@ class ScriptedChatCompletions:
                 headers=step.headers,
                 content_type="application/json",
             )
+        if callable(step):
+            step = step(body)
         texts = step if isinstance(step, list) else [step] * body.get("n", 1)
         payload = {
             "id": f"chatcmpl-{len(self.requests)}",

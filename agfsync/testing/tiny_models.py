@@ -533,6 +533,33 @@ def build_tiny_blip2(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
+    """Save a BERT-shaped sentence encoder (the BGE architecture) and a character-level
+    WordPiece tokenizer to `directory`."""
+    import string
+
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    characters = string.ascii_lowercase + string.digits + string.punctuation
+    pieces += list(characters) + ["##" + char for char in characters]
+    tokenizer = BertTokenizer(vocab={piece: index for index, piece in enumerate(pieces)})
+    torch.manual_seed(seed)
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(pieces),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=512,
+        )
+    )
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion": build_tiny_stable_diffusion,
     "stable-diffusion-xl": build_tiny_stable_diffusion_xl,
@@ -541,6 +568,7 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "flux": build_tiny_flux,
     "clip": build_tiny_clip,
     "blip2": build_tiny_blip2,
+    "bert": build_tiny_bert,
     "clip-vit-large": lambda directory: build_tiny_clip(directory, projection_dim=768),
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""

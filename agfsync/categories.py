@@ -1,0 +1,48 @@
+"""Prompt categories: what the prompt-writing LLM is asked to write about."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from agfsync.errors import ConfigurationError
+
+AGFSYNC_CATEGORIES_PATH = Path(__file__).parent / "data" / "agfsync_categories.yaml"
+"""The 12 AGFSync categories with descriptions (from the official code) and 5 examples each."""
+
+
+class CategorySpec(BaseModel):
+    """One category: its name, what it covers and in-context example prompts."""
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1, description="What the category covers, one line.")
+    examples: list[str] = Field(
+        min_length=1, description="Example prompts shown to the LLM (it must not repeat them)."
+    )
+
+
+def load_categories(path: str | Path | None = None) -> list[CategorySpec]:
+    """Categories from a YAML or JSON list (`None`: the 12 AGFSync categories)."""
+    source = Path(path) if path is not None else AGFSYNC_CATEGORIES_PATH
+    if not source.is_file():
+        raise ConfigurationError(
+            f"Category file {source} does not exist; pass a YAML/JSON list of "
+            "{name, description, examples}."
+        )
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))  # JSON is YAML too
+    if not isinstance(raw, list) or not raw:
+        raise ConfigurationError(f"{source} must hold a non-empty list of categories.")
+    try:
+        categories = [CategorySpec.model_validate(item) for item in raw]
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigurationError(
+            f"{source}: category {first['loc']} is invalid ({first['msg']}); each needs a "
+            "name, a description and a non-empty list of examples."
+        ) from error
+    names = [category.name for category in categories]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"{source} names a category twice; names must be unique.")
+    return categories

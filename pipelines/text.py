@@ -1,0 +1,43 @@
+"""The text presets: category prompts -> near-duplicate filter -> QA decomposition.
+
+`text-openai` uses one OpenAI-compatible endpoint for both LLM stages (OpenAI, or
+vLLM / TGI / llama.cpp / Ollama through `OPENAI_BASE_URL`); `text-gemini` writes
+prompts with it and decomposes them with Gemini, as the paper did.
+"""
+
+from distilabel.models.llms import OpenAILLM
+from distilabel.models.llms.base import LLM
+from distilabel.pipeline import Pipeline
+
+from agfsync.steps import CategoryPromptGeneration, LoadCategories, PromptDeduplication
+from agfsync.steps.qa_decomposition import QADecomposition
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_GEMINI_MODEL = "gemini-2.0-flash"
+GENERATION_KWARGS = {"temperature": 1.0, "max_new_tokens": 2048}
+"""Long enough for 10 prompts or 15+ QA items per call; sampling keeps rounds diverse."""
+
+
+def build_text_pipeline(name: str, qa_llm: LLM) -> Pipeline:
+    """Categories -> prompts (OpenAI-compatible LLM) -> dedup -> QA (`qa_llm`)."""
+    with Pipeline(
+        name=name,
+        description="AGFSync text stage: category prompts and validated yes/no QA pairs.",
+    ) as pipeline:
+        load_categories = LoadCategories(name="load_categories", batch_size=4)
+        write_prompts = CategoryPromptGeneration(
+            name="write_prompts",
+            llm=OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+            input_batch_size=4,
+        )
+        deduplicate = PromptDeduplication(name="deduplicate_prompts")
+        decompose = QADecomposition(name="decompose_prompts", llm=qa_llm, input_batch_size=8)
+        load_categories >> write_prompts >> deduplicate >> decompose
+    return pipeline
+
+
+def build_text_openai_pipeline() -> Pipeline:
+    return build_text_pipeline(
+        "agfsync-text-openai",
+        OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+    )

@@ -1,0 +1,208 @@
+"""The prompt stage: an LLM writes new prompts for each category."""
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from distilabel.mixins.runtime_parameters import RuntimeParameter
+from distilabel.steps import GeneratorStep, StepInput
+from distilabel.steps.tasks import Task
+from pydantic import Field, PrivateAttr
+
+from agfsync.categories import load_categories
+from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.prompts import prompt_id_for
+from agfsync.steps.cache import UpstreamSignatureMixin
+
+if TYPE_CHECKING:
+    from distilabel.typing import ChatType, GeneratorStepOutput, StepOutput
+
+PROMPT_WRITER_SYSTEM_PROMPT = """\
+You write prompts for a text-to-image model. Each prompt describes one picture that
+could be drawn or photographed: concrete, visual and detailed, with several elements
+(objects, people or animals, colors, materials, counts, positions, setting, light).
+Nothing scary, violent or explicit. Vary the length: mix short prompts of about ten
+words with long ones of forty words or more. Every prompt must be new: do not repeat
+or paraphrase the examples or each other. Reply with a JSON list of {count} strings and
+nothing else."""
+
+
+class LoadCategories(GeneratorStep):
+    """Emits one row per prompt category, read from a YAML/JSON file (default: the
+    12 AGFSync categories with 5 examples each).
+
+    Runtime parameters:
+        - `categories_file`: YAML or JSON list of {name, description, examples}.
+        - `prompts_per_category`: target number of prompts per category.
+
+    Output columns:
+        - category, category_description (`str`), category_examples (`list[str]`),
+          prompts_per_category (`int`).
+
+    Categories:
+        - load
+    """
+
+    categories_file: RuntimeParameter[str] | None = Field(
+        default=None, description="YAML/JSON categories; None: the 12 AGFSync categories."
+    )
+    prompts_per_category: RuntimeParameter[int] = Field(
+        default=10, ge=1, description="Target number of prompts per category."
+    )
+
+    _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    def load(self) -> None:
+        super().load()
+        self._rows = [
+            {
+                "category": category.name,
+                "category_description": category.description,
+                "category_examples": category.examples,
+                "prompts_per_category": self.prompts_per_category,
+            }
+            for category in load_categories(self.categories_file)
+        ]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["category", "category_description", "category_examples", "prompts_per_category"]
+
+    def process(self, offset: int = 0) -> "GeneratorStepOutput":
+        start = offset
+        while start < len(self._rows):
+            end = start + self.batch_size
+            yield self._rows[start:end], end >= len(self._rows)
+            start = end
+
+
+class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
+    """Writes `prompts_per_category` new prompts for each category row.
+
+    Each call asks the LLM for `prompts_per_call` prompts (a JSON list), showing the
+    category's description and examples; calls repeat until the target is reached
+    or `max_calls` are spent. Prompts repeating an example or an earlier prompt of
+    the category (normalized text) are skipped. A category that falls short is
+    reported as a warning in the log and in `prompt_generation_notes` of its rows;
+    `agfsync generate` also prints prompts per category against the target.
+
+    Input columns:
+        - category, category_description, category_examples, prompts_per_category.
+
+    Output columns (one row per prompt):
+        - prompt_id, prompt, category, prompt_model.
+        - prompt_generation_notes (`str`): shortfall or failure of the category; None.
+        - prompt_usage (`dict`): tokens spent on the category (on its first row).
+
+    Categories:
+        - text-generation
+    """
+
+    prompts_per_call: RuntimeParameter[int] = Field(
+        default=10, ge=1, description="Prompts asked for in one call."
+    )
+    max_calls: RuntimeParameter[int] = Field(
+        default=5, ge=1, description="Calls per category before giving up on the target."
+    )
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["category", "category_description", "category_examples", "prompts_per_category"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [
+            "prompt_id",
+            "prompt",
+            "category",
+            "prompt_model",
+            "prompt_generation_notes",
+            "prompt_usage",
+        ]
+
+    def format_input(self, input: dict[str, Any]) -> "ChatType":
+        examples = "\n".join(f"- {example}" for example in input["category_examples"])
+        return [
+            {
+                "role": "system",
+                "content": PROMPT_WRITER_SYSTEM_PROMPT.format(count=self.prompts_per_call),
+            },
+            {
+                "role": "user",
+                "content": f"Category: {input['category']} ({input['category_description']})\n"
+                f"Examples:\n{examples}\n"
+                f"Write {self.prompts_per_call} new prompts for this category.",
+            },
+        ]
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict:
+        return {"prompts": [str(item) for item in parse_json_list(output or "", key="prompts")]}
+
+    def process(self, inputs: StepInput) -> "StepOutput":
+        assert self.llm is not None
+        rows: list[dict[str, Any]] = []
+        for category in inputs:
+            rows += self._generate_for(category)
+        yield rows
+
+    def _generate_for(self, category: dict[str, Any]) -> list[dict[str, Any]]:
+        assert self.llm is not None
+        target = category["prompts_per_category"]
+        seen = {_normalized(example) for example in category["category_examples"]}
+        prompts: list[str] = []
+        problems: list[str] = []
+        usage = {"input_tokens": 0, "output_tokens": 0}
+        chat = self.format_input(category)
+        for _call in range(self.max_calls):
+            if len(prompts) >= target:
+                break
+            try:
+                (output,) = self.llm.generate_outputs(
+                    inputs=[chat], num_generations=1, **self.llm.get_generation_kwargs()
+                )
+            except Exception as error:
+                # The client has already spent its own retries; the next call tries again.
+                problems.append(f"request failed: {error}")
+                continue
+            for key in usage:
+                usage[key] += sum(value or 0 for value in output.get("statistics", {}).get(key, []))
+            try:
+                written = self.format_output(output["generations"][0])["prompts"]
+            except MalformedOutputError as error:
+                problems.append(str(error))
+                continue
+            for prompt in written:
+                if prompt.strip() and _normalized(prompt) not in seen:
+                    seen.add(_normalized(prompt))
+                    prompts.append(prompt.strip())
+        prompts = prompts[:target]
+        notes = None
+        if len(prompts) < target:
+            notes = f"{len(prompts)} of {target} prompts after {self.max_calls} calls" + (
+                f"; problems: {json.dumps(sorted(set(problems)))}" if problems else ""
+            )
+            self._logger.warning(f"Category {category['category']!r}: {notes}")
+        base = {"category": category["category"], "prompt_model": self.llm.model_name}
+        if not prompts:
+            return [
+                {
+                    **base,
+                    "prompt_id": None,
+                    "prompt": None,
+                    "prompt_generation_notes": notes,
+                    "prompt_usage": usage,
+                }
+            ]
+        return [
+            {
+                **base,
+                "prompt_id": prompt_id_for(category["category"], prompt),
+                "prompt": prompt,
+                "prompt_generation_notes": notes,
+                "prompt_usage": usage if index == 0 else None,
+            }
+            for index, prompt in enumerate(prompts)
+        ]
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")

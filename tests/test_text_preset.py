@@ -1,0 +1,195 @@
+"""The text-openai preset end to end against a loopback OpenAI-compatible server."""
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from pytest_httpserver import HTTPServer
+from typer.testing import CliRunner
+
+from agfsync.cli import app
+from tests.helpers import REPO_ROOT, run_command
+from tests.openai_server import ScriptedChatCompletions
+
+SECRET = "sk-loopback-never-written"
+CATEGORIES = """
+- name: Animals
+  description: wild animals and pets
+  examples: ["a fox in the snow"]
+- name: Food and Beverages
+  description: dishes and drinks
+  examples: ["a bowl of ramen"]
+"""
+SUBJECTS = {
+    "Animals": ["fox", "heron", "tortoise", "otter", "lynx", "camel"],
+    "Food and Beverages": ["pancakes", "espresso", "dumplings", "lemonade", "tacos", "sushi"],
+}
+
+
+def _respond(counter: itertools.count) -> Any:
+    def respond(body: dict[str, Any]) -> str:
+        system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+        if "text-to-image model" in system:
+            category = re.search(r"Category: (.+?) \(", user).group(1)  # type: ignore[union-attr]
+            call = next(counter)
+            colors = ["red", "green", "blue", "golden"]
+            return json.dumps(
+                [
+                    f"a {colors[(call + i) % 4]} {subject} on a wooden table in soft light"
+                    for i, subject in enumerate(SUBJECTS[category])
+                ][:3]
+            )
+        prompt = user.removeprefix("Description: ")
+        words = [word for word in re.findall(r"[a-z]+", prompt) if len(word) > 3][:4]
+        return json.dumps(
+            [
+                {
+                    "question": f"Is there {word}?",
+                    "answer": "yes",
+                    "element_type": "object",
+                    "element": word,
+                    "flag": 1,
+                }
+                for word in words
+            ]
+            + [
+                {
+                    "question": "Is there a dragon?",
+                    "answer": "yes",
+                    "element_type": "animal",
+                    "element": "dragon",
+                    "flag": 1,
+                }
+            ]
+        )
+
+    return respond
+
+
+@pytest.fixture
+def loopback_openai(httpserver: HTTPServer, tmp_path: Path) -> tuple[dict[str, str], Any]:
+    completions = ScriptedChatCompletions([_respond(itertools.count())])
+    env = {"OPENAI_BASE_URL": completions.install(httpserver), "OPENAI_API_KEY": SECRET}
+    (tmp_path / "categories.yaml").write_text(CATEGORIES)
+    return env, completions
+
+
+class TestTextOpenAIPreset:
+    def test_agfsync_generate_writes_prompts_with_validated_qa(
+        self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
+    ) -> None:
+        env, completions = loopback_openai
+        result = run_command(
+            [
+                "agfsync",
+                "generate",
+                "--preset",
+                "text-openai",
+                "-o",
+                "out",
+                "--categories",
+                "categories.yaml",
+                "--prompts-per-category",
+                "3",
+                "--dedup",
+                "minhash",
+                "--qa-model",
+                "qa-model",
+            ],
+            cwd=tmp_path,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "words per prompt" in result.stdout and "paper 26.06" in result.stdout
+        # 6 prompts x 6 rounds: one foreign element per round, the same 4 questions again.
+        assert "element_not_in_prompt 36, duplicate 120" in result.stdout
+        assert "tokens: 88 in, 56 out" in result.stdout  # 2 prompt + 6 QA requests
+        dataset = datasets.load_dataset(str(tmp_path / "out"), split="train")
+        assert dataset.num_rows == 6
+        assert sorted(set(dataset["category"])) == ["Animals", "Food and Beverages"]
+        for row in dataset:
+            assert len(row["qa_pairs"]) == 4
+            assert all(pair["element"] in row["prompt"] for pair in row["qa_pairs"])
+            assert [entry["reason"] for entry in row["qa_rejected"]].count(
+                "element_not_in_prompt"
+            ) == 6  # one dragon per round, 6 rounds
+            assert row["qa_model"] == "qa-model" and row["prompt_model"] == "gpt-4o-mini"
+        models = {request["body"]["model"] for request in completions.requests}
+        assert models == {"gpt-4o-mini", "qa-model"}
+
+    def test_no_file_it_writes_holds_the_api_key(
+        self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
+    ) -> None:
+        env, _ = loopback_openai
+        result = run_command(
+            [
+                "agfsync",
+                "generate",
+                "--preset",
+                "text-openai",
+                "-o",
+                "out",
+                "--categories",
+                "categories.yaml",
+                "--prompts-per-category",
+                "1",
+                "--dedup",
+                "minhash",
+            ],
+            cwd=tmp_path,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert SECRET not in result.stdout + result.stderr
+        for path in (tmp_path / "out").rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
+
+    def test_distilabel_runs_the_committed_yaml(
+        self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
+    ) -> None:
+        env, _ = loopback_openai
+        cache = tmp_path / "cache"
+        result = run_command(
+            [
+                "distilabel",
+                "pipeline",
+                "run",
+                "--config",
+                str(REPO_ROOT / "pipelines" / "text-openai.yaml"),
+                "--param",
+                "load_categories.categories_file=categories.yaml",
+                "--param",
+                "load_categories.prompts_per_category=2",
+                "--param",
+                "deduplicate_prompts.method=minhash",
+                # The YAML records the endpoint it was exported with; point both LLMs here.
+                "--param",
+                f"write_prompts.llm.base_url={env['OPENAI_BASE_URL']}",
+                "--param",
+                f"decompose_prompts.llm.base_url={env['OPENAI_BASE_URL']}",
+            ],
+            cwd=tmp_path,
+            env={**env, "DISTILABEL_CACHE_DIR": str(cache)},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs = list(cache.rglob("steps_outputs/decompose_prompts/*.parquet"))
+        rows = [row for path in outputs for row in pq.read_table(path).to_pylist()]
+        assert len(rows) == 4
+        assert all(len(row["qa_pairs"]) == 4 for row in rows)
+
+    def test_missing_key_is_a_one_line_error_before_any_work(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        result = CliRunner().invoke(
+            app, ["generate", "--preset", "text-openai", "-o", str(tmp_path / "out")]
+        )
+        assert result.exit_code != 0
+        assert "needs OPENAI_API_KEY" in result.output
+        assert len(result.output.strip().splitlines()) == 1
