@@ -10,6 +10,7 @@ from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
 
 from agfsync.steps import CategoryPromptGeneration, LoadCategories, PromptDeduplication
+from agfsync.steps.gemini import GeminiLLM
 from agfsync.steps.qa_decomposition import QADecomposition
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -40,4 +41,12 @@ def build_text_openai_pipeline() -> Pipeline:
     return build_text_pipeline(
         "agfsync-text-openai",
         OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+    )
+
+
+def build_text_gemini_pipeline() -> Pipeline:
+    """Prompts from an OpenAI-compatible LLM, QA from Gemini (as the paper)."""
+    return build_text_pipeline(
+        "agfsync-text-gemini",
+        GeminiLLM(model=DEFAULT_GEMINI_MODEL, generation_kwargs=GENERATION_KWARGS),
     )

@@ -1,6 +1,7 @@
 """distilabel steps: thin adapters from dataset columns to agfsync's engines."""
 
 from agfsync.steps.dedup import PromptDeduplication
+from agfsync.steps.gemini import GeminiLLM
 from agfsync.steps.image_generation import CandidateImageGeneration
 from agfsync.steps.judging import ImageJudging
 from agfsync.steps.pairs import PreferencePairSelection
@@ -11,6 +12,7 @@ from agfsync.steps.qa_decomposition import QADecomposition
 __all__ = [
     "CandidateImageGeneration",
     "CategoryPromptGeneration",
+    "GeminiLLM",
     "ImageJudging",
     "LoadCategories",
     "LoadPrompts",

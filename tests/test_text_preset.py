@@ -13,6 +13,7 @@ from pytest_httpserver import HTTPServer
 from typer.testing import CliRunner
 
 from agfsync.cli import app
+from tests.gemini_server import ScriptedGemini
 from tests.helpers import REPO_ROOT, run_command
 from tests.openai_server import ScriptedChatCompletions
 
@@ -193,3 +194,56 @@ class TestTextOpenAIPreset:
         assert result.exit_code != 0
         assert "needs OPENAI_API_KEY" in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+class TestTextGeminiPreset:
+    def test_qa_comes_from_gemini(
+        self,
+        loopback_openai: tuple[dict[str, str], Any],
+        httpserver: HTTPServer,
+        tmp_path: Path,
+    ) -> None:
+        env, completions = loopback_openai
+        respond = _respond(itertools.count())
+
+        def gemini_answer(body: dict[str, Any]) -> str:
+            system = body["systemInstruction"]["parts"][0]["text"]
+            user = body["contents"][0]["parts"][0]["text"]
+            return respond({"messages": [{"content": system}, {"content": user}]})
+
+        gemini = ScriptedGemini([gemini_answer])
+        env = {
+            **env,
+            "GOOGLE_GEMINI_BASE_URL": gemini.install(httpserver),
+            "GEMINI_API_KEY": "gemini-loopback-secret",
+        }
+        result = run_command(
+            [
+                "agfsync",
+                "generate",
+                "--preset",
+                "text-gemini",
+                "-o",
+                "out",
+                "--categories",
+                "categories.yaml",
+                "--prompts-per-category",
+                "2",
+                "--dedup",
+                "minhash",
+            ],
+            cwd=tmp_path,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        dataset = datasets.load_dataset(str(tmp_path / "out"), split="train")
+        assert dataset.num_rows == 4
+        assert set(dataset["qa_model"]) == {"gemini-2.0-flash"}
+        assert all(len(pairs) == 4 for pairs in dataset["qa_pairs"])
+        assert {request["model"] for request in gemini.requests} == {"gemini-2.0-flash"}
+        assert all(
+            request["headers"]["X-Goog-Api-Key"] == "gemini-loopback-secret"
+            for request in gemini.requests
+        )
+        # Prompts still come from the OpenAI-compatible endpoint.
+        assert {request["body"]["model"] for request in completions.requests} == {"gpt-4o-mini"}
