@@ -46,3 +46,42 @@ def load_categories(path: str | Path | None = None) -> list[CategorySpec]:
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{source} names a category twice; names must be unique.")
     return categories
+
+
+IMAGE_PREFERENCES_STYLES_PATH = Path(__file__).parent / "data" / "image_preferences_styles.yaml"
+"""The open image-preferences scheme: 12 styles with sub-styles and two complexities."""
+
+
+class StyleSpec(BaseModel):
+    """A visual style a seed prompt is rewritten into."""
+
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    substyles: list[str] = Field(default_factory=list)
+
+
+class ComplexitySpec(BaseModel):
+    """How detailed the rewritten prompt is, with the instruction that says so."""
+
+    name: str = Field(min_length=1)
+    instruction: str = Field(min_length=1)
+
+
+class StyleScheme(BaseModel):
+    styles: list[StyleSpec] = Field(min_length=1)
+    complexities: list[ComplexitySpec] = Field(min_length=1)
+
+
+def load_style_scheme(path: str | Path | None = None) -> StyleScheme:
+    """Styles and complexities from YAML/JSON (`None`: the image-preferences scheme)."""
+    source = Path(path) if path is not None else IMAGE_PREFERENCES_STYLES_PATH
+    if not source.is_file():
+        raise ConfigurationError(f"Style file {source} does not exist.")
+    try:
+        return StyleScheme.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigurationError(
+            f"{source}: {first['loc']} is invalid ({first['msg']}); it needs `styles` "
+            "(name, description, substyles) and `complexities` (name, instruction)."
+        ) from error

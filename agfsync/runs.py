@@ -152,8 +152,10 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         expected_rows = len(load_prompt_records(options.prompts_file))
         if options.num_prompts is not None:
             expected_rows = min(expected_rows, options.num_prompts)
+    elif LOAD_CATEGORIES_STEP in pipeline.dag:
+        load_categories(options.categories_file)  # a bad file fails here, before any call
     else:
-        categories = load_categories(options.categories_file)
+        load_prompt_records(options.prompts_file)
     _check_writable(output_dir)
     _check_api_keys(pipeline)
     _set_models(pipeline, options)
@@ -170,7 +172,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
                 "The run wrote no prompts (see the log above); fix the cause and run the same "
                 "command again to resume."
             )
-        report = _text_report(rows, [category.name for category in categories], pipeline)
+        report = _text_report(rows, pipeline, options)
         write_dataset_folder(
             rows,
             output_dir,
@@ -224,12 +226,10 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     )
 
 
-def _text_report(rows: datasets.Dataset, categories: list[str], pipeline: Pipeline) -> list[str]:
+def _text_report(rows: datasets.Dataset, pipeline: Pipeline, options: RunOptions) -> list[str]:
     """Prompt and QA statistics next to the paper's (26.06 words, 9.03 questions per prompt)."""
-    records = list(rows)
+    records = [row for row in rows if row["prompt"]]
     stats = qa_statistics(records)
-    target = pipeline.dag.get_step(LOAD_CATEGORIES_STEP)["step"].prompts_per_category
-    per_category = Counter(row["category"] for row in records)
     rejected = Counter(entry["reason"] for row in records for entry in row["qa_rejected"])
     failed = sum(row["qa_error"] is not None for row in records)
     tokens: Counter[str] = Counter()
@@ -245,10 +245,16 @@ def _text_report(rows: datasets.Dataset, categories: list[str], pipeline: Pipeli
         f"prompts whose decomposition failed: {failed}",
         f"tokens: {tokens.get('input_tokens', 0)} in, {tokens.get('output_tokens', 0)} out",
     ]
-    short = [
-        f"{name} {per_category[name]}/{target}"
-        for name in categories
-        if per_category[name] < target
-    ]
-    report.append("categories below target: " + (", ".join(short) or "none"))
+    if len(records) < len(rows):
+        report.append(f"rows without a prompt (see rewrite_error): {len(rows) - len(records)}")
+    if LOAD_CATEGORIES_STEP in pipeline.dag:
+        loader = pipeline.dag.get_step(LOAD_CATEGORIES_STEP)["step"]
+        target = options.prompts_per_category or loader.prompts_per_category
+        per_category = Counter(row["category"] for row in records)
+        short = [
+            f"{category.name} {per_category[category.name]}/{target}"
+            for category in load_categories(options.categories_file)
+            if per_category[category.name] < target
+        ]
+        report.append("categories below target: " + (", ".join(short) or "none"))
     return report

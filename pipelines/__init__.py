@@ -12,12 +12,17 @@ from distilabel.pipeline import Pipeline
 
 from agfsync.errors import ConfigurationError
 from agfsync.pipelines.offline import build_offline_pipeline
-from agfsync.pipelines.text import build_text_gemini_pipeline, build_text_openai_pipeline
+from agfsync.pipelines.text import (
+    build_text_gemini_pipeline,
+    build_text_image_preferences_pipeline,
+    build_text_openai_pipeline,
+)
 
 PRESETS: dict[str, Callable[[], Pipeline]] = {
     "offline": build_offline_pipeline,
     "text-openai": build_text_openai_pipeline,
     "text-gemini": build_text_gemini_pipeline,
+    "text-image-preferences": build_text_image_preferences_pipeline,
 }
 """Preset name -> builder of its distilabel pipeline."""
 

@@ -9,7 +9,13 @@ from distilabel.models.llms import OpenAILLM
 from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
 
-from agfsync.steps import CategoryPromptGeneration, LoadCategories, PromptDeduplication
+from agfsync.steps import (
+    CategoryPromptGeneration,
+    LoadCategories,
+    LoadPrompts,
+    PromptDeduplication,
+    StylePromptRewriting,
+)
 from agfsync.steps.gemini import GeminiLLM
 from agfsync.steps.qa_decomposition import QADecomposition
 
@@ -50,3 +56,26 @@ def build_text_gemini_pipeline() -> Pipeline:
         "agfsync-text-gemini",
         GeminiLLM(model=DEFAULT_GEMINI_MODEL, generation_kwargs=GENERATION_KWARGS),
     )
+
+
+def build_text_image_preferences_pipeline() -> Pipeline:
+    """Seed prompts -> one style x {simplified, complex} rewrites -> dedup -> QA, as the
+    open image-preferences project built its prompts."""
+    with Pipeline(
+        name="agfsync-text-image-preferences",
+        description="Seed prompts rewritten per style and complexity, with yes/no QA pairs.",
+    ) as pipeline:
+        load_seeds = LoadPrompts(name="load_prompts", batch_size=8)
+        rewrite = StylePromptRewriting(
+            name="rewrite_prompts",
+            llm=OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+            input_batch_size=8,
+        )
+        deduplicate = PromptDeduplication(name="deduplicate_prompts")
+        decompose = QADecomposition(
+            name="decompose_prompts",
+            llm=OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+            input_batch_size=8,
+        )
+        load_seeds >> rewrite >> deduplicate >> decompose
+    return pipeline

@@ -8,6 +8,7 @@ from agfsync.steps.pairs import PreferencePairSelection
 from agfsync.steps.prompt_generation import CategoryPromptGeneration, LoadCategories
 from agfsync.steps.prompts import LoadPrompts
 from agfsync.steps.qa_decomposition import QADecomposition
+from agfsync.steps.style_rewriting import StylePromptRewriting
 
 __all__ = [
     "CandidateImageGeneration",
@@ -19,4 +20,5 @@ __all__ = [
     "PreferencePairSelection",
     "PromptDeduplication",
     "QADecomposition",
+    "StylePromptRewriting",
 ]

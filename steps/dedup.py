@@ -56,13 +56,16 @@ class PromptDeduplication(GlobalStep, UpstreamSignatureMixin):
         return []
 
     def process(self, inputs: StepInput) -> "StepOutput":
-        prompts = [row["prompt"] for row in inputs]
+        # Rows without a prompt (a failed generation) pass through with their reason.
+        positions = [index for index, row in enumerate(inputs) if row["prompt"]]
+        prompts = [inputs[index]["prompt"] for index in positions]
         if self.method == "minhash":
-            duplicates = set(minhash_duplicates(prompts, threshold=self.threshold))
+            found = minhash_duplicates(prompts, threshold=self.threshold)
         else:
             embedder = SentenceEmbedder(self.embedding_model, device=self.device)
             embedder.load()
-            duplicates = set(embedding_duplicates(embedder.embed(prompts), self.threshold))
+            found = embedding_duplicates(embedder.embed(prompts), self.threshold)
+        duplicates = {positions[index] for index in found}
         removed = Counter(inputs[index]["category"] for index in duplicates)
         for category, count in sorted(removed.items()):
             self._logger.info(f"Near-duplicates removed from {category!r}: {count}")

@@ -99,7 +99,10 @@ class QADecomposition(Task, UpstreamSignatureMixin):
         rounds: list[list[list[Any]]] = [[] for _ in inputs]
         failures: list[list[str]] = [[] for _ in inputs]
         usage = [{"input_tokens": 0, "output_tokens": 0} for _ in inputs]
-        pending = {index: self.num_generations for index in range(len(inputs))}
+        # A row without a prompt (its generation failed upstream) is not sent.
+        pending = {
+            index: self.num_generations if row["prompt"] else 0 for index, row in enumerate(inputs)
+        }
         for _attempt in range(1 + self.max_format_retries):
             # One request per group of prompts missing the same number of rounds.
             groups: dict[int, list[int]] = {}
@@ -128,15 +131,18 @@ class QADecomposition(Task, UpstreamSignatureMixin):
                         except MalformedOutputError as error:
                             failures[index].append(str(error))
         for index, row in enumerate(inputs):
-            accepted, rejected = validate_qa_pairs(row["prompt"], rounds[index])
+            accepted, rejected = validate_qa_pairs(row["prompt"] or "", rounds[index])
             row["qa_pairs"] = accepted
             row["qa_rejected"] = rejected
-            row["qa_error"] = (
-                None
-                if rounds[index]
-                else f"no usable output after {len(failures[index])} failures: "
-                + json.dumps(sorted(set(failures[index])))
-            )
+            if not row["prompt"]:
+                row["qa_error"] = "no prompt to decompose"
+            elif rounds[index]:
+                row["qa_error"] = None
+            else:
+                row["qa_error"] = (
+                    f"no usable output after {len(failures[index])} failures: "
+                    + json.dumps(sorted(set(failures[index])))
+                )
             row["qa_usage"] = usage[index]
             row["qa_model"] = self.llm.model_name
         yield inputs

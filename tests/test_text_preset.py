@@ -247,3 +247,70 @@ class TestTextGeminiPreset:
         )
         # Prompts still come from the OpenAI-compatible endpoint.
         assert {request["body"]["model"] for request in completions.requests} == {"gpt-4o-mini"}
+
+
+class TestImagePreferencesPreset:
+    def test_seeds_are_rewritten_per_style_and_complexity(
+        self, httpserver: HTTPServer, tmp_path: Path
+    ) -> None:
+        qa = _respond(itertools.count())
+
+        def respond(body: dict[str, Any]) -> str:
+            system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+            if "into a given visual style" in system:
+                style = re.search(r"Style: ([^(:]+)", user).group(1).strip()  # type: ignore[union-attr]
+                seed = user.split("Prompt: ")[1]
+                detail = "short" if "10 to 20 words" in system else "richly lit detailed"
+                return f'"{seed.rstrip(".")}, {detail}, {style.lower()} style"'
+            return qa(body)
+
+        completions = ScriptedChatCompletions([respond])
+        seeds = tmp_path / "seeds.jsonl"
+        seeds.write_text(
+            '{"prompt": "a red kite above green hills", "category": "seed"}\n'
+            '{"prompt": "a copper kettle on a stove", "category": "seed"}\n'
+        )
+        result = run_command(
+            [
+                "agfsync",
+                "generate",
+                "--preset",
+                "text-image-preferences",
+                "-o",
+                "out",
+                "--prompts",
+                "seeds.jsonl",
+                "--dedup",
+                "minhash",
+            ],
+            cwd=tmp_path,
+            env={"OPENAI_BASE_URL": completions.install(httpserver), "OPENAI_API_KEY": SECRET},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        dataset = datasets.load_dataset(str(tmp_path / "out"), split="train")
+        assert dataset.num_rows == 4
+        assert sorted(dataset["complexity"]) == ["complex", "complex", "simplified", "simplified"]
+        styles = {
+            "Cinematic",
+            "Photographic",
+            "Anime",
+            "Manga",
+            "Digital art",
+            "Pixel art",
+            "Fantasy art",
+            "Neonpunk",
+            "3D Model",
+            "Painting",
+            "Animation",
+            "Illustration",
+        }
+        for row in dataset:
+            assert row["category"] in styles
+            assert row["prompt"].startswith(row["seed_prompt"])
+            assert row["prompt"].endswith(f"{row['category'].lower()} style")
+            assert len(row["qa_pairs"]) == 4 and row["rewrite_error"] is None
+        # Both complexities of a seed share its style.
+        by_seed: dict[str, set[str]] = {}
+        for row in dataset:
+            by_seed.setdefault(row["seed_prompt"], set()).add(row["category"])
+        assert all(len(found) == 1 for found in by_seed.values())

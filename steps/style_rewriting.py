@@ -1,0 +1,132 @@
+"""The image-preferences prompt scheme: seed prompts rewritten per style and complexity."""
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from distilabel.mixins.runtime_parameters import RuntimeParameter
+from distilabel.steps import StepInput
+from distilabel.steps.tasks import Task
+from pydantic import Field, PrivateAttr
+
+from agfsync.categories import StyleScheme, StyleSpec, load_style_scheme
+from agfsync.prompts import prompt_id_for
+from agfsync.steps.cache import UpstreamSignatureMixin
+
+if TYPE_CHECKING:
+    from distilabel.typing import ChatType, StepOutput
+
+STYLE_REWRITER_SYSTEM_PROMPT = """\
+You rewrite prompts for a text-to-image model into a given visual style. Keep the
+subject and every element of the original prompt, describe the scene so that the
+style is unmistakable, and keep it safe (nothing scary, violent or explicit).
+{instruction}
+Reply with the rewritten prompt only: no quotes, no preamble."""
+
+
+class StylePromptRewriting(Task, UpstreamSignatureMixin):
+    """Rewrites each seed prompt in one style, once per complexity (the open
+    image-preferences scheme: Cinematic, Photographic, Anime, ... x simplified/complex).
+
+    The style of a seed is picked deterministically from its `prompt_id`, so styles
+    spread evenly and a re-run assigns the same ones. Each complexity is one LLM
+    call; a call that fails or returns nothing yields a row with `prompt` None and
+    the reason in `rewrite_error`, so no seed disappears silently.
+
+    Runtime parameters:
+        - `styles_file`: YAML/JSON scheme; None: the shipped image-preferences one.
+
+    Input columns:
+        - prompt_id, prompt (`str`): the seed prompt.
+
+    Output columns (one row per complexity):
+        - prompt_id, prompt, category (the style), complexity, seed_prompt,
+          prompt_model, rewrite_error.
+
+    Categories:
+        - text-generation
+    """
+
+    styles_file: RuntimeParameter[str] | None = Field(
+        default=None, description="Style scheme file; None: the image-preferences scheme."
+    )
+
+    _scheme: StyleScheme | None = PrivateAttr(default=None)
+
+    def load(self) -> None:
+        super().load()
+        self._scheme = load_style_scheme(self.styles_file)
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["prompt_id", "prompt"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [
+            "prompt_id",
+            "prompt",
+            "category",
+            "complexity",
+            "seed_prompt",
+            "prompt_model",
+            "rewrite_error",
+        ]
+
+    def style_for(self, prompt_id: str) -> StyleSpec:
+        assert self._scheme is not None, "load() must run first"
+        digest = int(hashlib.sha256(prompt_id.encode()).hexdigest(), 16)
+        return self._scheme.styles[digest % len(self._scheme.styles)]
+
+    def format_input(self, input: dict[str, Any]) -> "ChatType":
+        style = self.style_for(input["prompt_id"])
+        substyles = f" (for example {', '.join(style.substyles)})" if style.substyles else ""
+        return [
+            {
+                "role": "system",
+                "content": STYLE_REWRITER_SYSTEM_PROMPT.format(instruction=input["instruction"]),
+            },
+            {
+                "role": "user",
+                "content": f"Style: {style.name}{substyles}: {style.description}\n"
+                f"Prompt: {input['prompt']}",
+            },
+        ]
+
+    def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict:
+        text = (output or "").strip().strip('"').strip()
+        return {"prompt": text or None}
+
+    def process(self, inputs: StepInput) -> "StepOutput":
+        assert self.llm is not None and self._scheme is not None
+        jobs = [
+            {**row, "instruction": complexity.instruction, "complexity": complexity.name}
+            for row in inputs
+            for complexity in self._scheme.complexities
+        ]
+        try:
+            outputs = self.llm.generate_outputs(
+                inputs=[self.format_input(job) for job in jobs],
+                num_generations=1,
+                **self.llm.get_generation_kwargs(),
+            )
+            texts = [output["generations"][0] for output in outputs]
+            error = None
+        except Exception as failure:
+            # The client has already spent its own retries; the rows say why.
+            texts, error = [None] * len(jobs), f"request failed: {failure}"
+        rows = []
+        for job, text in zip(jobs, texts, strict=True):
+            style = self.style_for(job["prompt_id"]).name
+            prompt = self.format_output(text)["prompt"]
+            rows.append(
+                {
+                    "prompt_id": prompt_id_for(f"{style}/{job['complexity']}", job["prompt"]),
+                    "prompt": prompt,
+                    "category": style,
+                    "complexity": job["complexity"],
+                    "seed_prompt": job["prompt"],
+                    "prompt_model": self.llm.model_name,
+                    "rewrite_error": error or (None if prompt else "empty rewrite"),
+                }
+            )
+        yield rows
