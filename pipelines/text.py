@@ -17,7 +17,7 @@ from agfsync.steps import (
     StylePromptRewriting,
 )
 from agfsync.steps.gemini import GeminiLLM
-from agfsync.steps.qa_decomposition import QADecomposition
+from agfsync.steps.qa_decomposition import QA_ITEMS_SCHEMA, QADecomposition
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_GEMINI_MODEL = "gemini-2.0-flash"
@@ -54,7 +54,11 @@ def build_text_gemini_pipeline() -> Pipeline:
     """Prompts from an OpenAI-compatible LLM, QA from Gemini (as the paper)."""
     return build_text_pipeline(
         "agfsync-text-gemini",
-        GeminiLLM(model=DEFAULT_GEMINI_MODEL, generation_kwargs=GENERATION_KWARGS),
+        GeminiLLM(
+            model=DEFAULT_GEMINI_MODEL,
+            # Gemini's native structured output; the tolerant parser still reads the reply.
+            generation_kwargs={**GENERATION_KWARGS, "response_schema": QA_ITEMS_SCHEMA},
+        ),
     )
 
 

@@ -32,6 +32,23 @@ color, material, spatial, location, shape, other;
 "flag": 1, or 0 if the detail is in fact not mentioned in the description."""
 
 
+QA_ITEMS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "question": {"type": "string"},
+            "answer": {"type": "string", "enum": ["yes"]},
+            "element_type": {"type": "string"},
+            "element": {"type": "string"},
+            "flag": {"type": "integer"},
+        },
+        "required": ["question", "answer", "element_type", "element", "flag"],
+    },
+}
+"""JSON schema of a decomposition round, for providers with native structured output."""
+
+
 class QADecomposition(Task, UpstreamSignatureMixin):
     """Decomposes each prompt into atomic yes/no questions whose answer is "yes".
 

@@ -241,6 +241,9 @@ class TestTextGeminiPreset:
         assert set(dataset["qa_model"]) == {"gemini-2.0-flash"}
         assert all(len(pairs) == 4 for pairs in dataset["qa_pairs"])
         assert {request["model"] for request in gemini.requests} == {"gemini-2.0-flash"}
+        config = gemini.requests[0]["body"]["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        assert config["responseSchema"]["type"] == "ARRAY"
         assert all(
             request["headers"]["X-Goog-Api-Key"] == "gemini-loopback-secret"
             for request in gemini.requests
