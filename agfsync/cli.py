@@ -59,6 +59,10 @@ def generate(
     qa_model: Annotated[
         str | None, typer.Option(help="Text presets: model that decomposes prompts.")
     ] = None,
+    structured_output: Annotated[
+        bool,
+        typer.Option(help="Text presets: ask the LLM for JSON matching a schema (native)."),
+    ] = True,
     use_cache: Annotated[
         bool, typer.Option(help="Resume from distilabel's cache when the same run was started.")
     ] = True,
@@ -77,6 +81,7 @@ def generate(
         dedup_method=dedup,
         prompt_model=prompt_model,
         qa_model=qa_model,
+        structured_output=structured_output,
         use_cache=use_cache,
     )
     try:

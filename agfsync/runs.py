@@ -53,6 +53,8 @@ class RunOptions:
     dedup_method: str | None = None
     prompt_model: str | None = None
     qa_model: str | None = None
+    structured_output: bool = True
+    """False drops the presets' JSON-schema requests, for servers without support."""
     use_cache: bool = True
 
 
@@ -98,13 +100,24 @@ def _check_api_keys(pipeline: Pipeline) -> None:
             )
 
 
-def _set_models(pipeline: Pipeline, options: RunOptions) -> None:
+def _configure_llms(pipeline: Pipeline, options: RunOptions) -> None:
+    """Apply `--prompt-model`, `--qa-model` and `--no-structured-output`."""
     for step_name, model in (
         (WRITE_PROMPTS_STEP, options.prompt_model),
         (DECOMPOSE_STEP, options.qa_model),
     ):
         if model is not None and step_name in pipeline.dag:
             pipeline.dag.get_step(step_name)["step"].llm.model = model
+    if options.structured_output:
+        return
+    for name in pipeline.dag:
+        llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
+        if llm is not None and llm.generation_kwargs:
+            llm.generation_kwargs = {
+                key: value
+                for key, value in llm.generation_kwargs.items()
+                if key not in ("extra_body", "response_schema")
+            }
 
 
 def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, Any]]:
@@ -158,7 +171,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         load_prompt_records(options.prompts_file)
     _check_writable(output_dir)
     _check_api_keys(pipeline)
-    _set_models(pipeline, options)
+    _configure_llms(pipeline, options)
 
     distiset = pipeline.run(parameters=_parameters(pipeline, options), use_cache=options.use_cache)
     rows = distiset["default"]["train"] if "default" in distiset else None

@@ -17,12 +17,28 @@ from agfsync.steps import (
     StylePromptRewriting,
 )
 from agfsync.steps.gemini import GeminiLLM
-from agfsync.steps.qa_decomposition import QA_ITEMS_SCHEMA, QADecomposition
+from agfsync.steps.prompt_generation import PROMPTS_RESPONSE_SCHEMA
+from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA, QADecomposition
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_GEMINI_MODEL = "gemini-2.0-flash"
 GENERATION_KWARGS = {"temperature": 1.0, "max_new_tokens": 2048}
 """Long enough for 10 prompts or 15+ QA items per call; sampling keeps rounds diverse."""
+
+
+def openai_json_schema(name: str, schema: dict) -> dict:
+    """Generation kwargs asking an OpenAI-compatible server for JSON matching `schema`.
+
+    distilabel's `response_format` argument only takes string values, so the schema
+    travels in `extra_body`, which the client merges into the request (OpenAI, vLLM
+    and llama.cpp honour it; `--no-structured-output` drops it for servers that don't).
+    """
+    response_format = {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+    return {**GENERATION_KWARGS, "extra_body": {"response_format": response_format}}
+
+
+def openai_llm(name: str, schema: dict) -> OpenAILLM:
+    return OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=openai_json_schema(name, schema))
 
 
 def build_text_pipeline(name: str, qa_llm: LLM) -> Pipeline:
@@ -34,7 +50,7 @@ def build_text_pipeline(name: str, qa_llm: LLM) -> Pipeline:
         load_categories = LoadCategories(name="load_categories", batch_size=4)
         write_prompts = CategoryPromptGeneration(
             name="write_prompts",
-            llm=OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+            llm=openai_llm("prompts", PROMPTS_RESPONSE_SCHEMA),
             input_batch_size=4,
         )
         deduplicate = PromptDeduplication(name="deduplicate_prompts")
@@ -44,10 +60,7 @@ def build_text_pipeline(name: str, qa_llm: LLM) -> Pipeline:
 
 
 def build_text_openai_pipeline() -> Pipeline:
-    return build_text_pipeline(
-        "agfsync-text-openai",
-        OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
-    )
+    return build_text_pipeline("agfsync-text-openai", openai_llm("qa_pairs", QA_RESPONSE_SCHEMA))
 
 
 def build_text_gemini_pipeline() -> Pipeline:
@@ -57,7 +70,7 @@ def build_text_gemini_pipeline() -> Pipeline:
         GeminiLLM(
             model=DEFAULT_GEMINI_MODEL,
             # Gemini's native structured output; the tolerant parser still reads the reply.
-            generation_kwargs={**GENERATION_KWARGS, "response_schema": QA_ITEMS_SCHEMA},
+            generation_kwargs={**GENERATION_KWARGS, "response_schema": QA_RESPONSE_SCHEMA},
         ),
     )
 
@@ -78,7 +91,7 @@ def build_text_image_preferences_pipeline() -> Pipeline:
         deduplicate = PromptDeduplication(name="deduplicate_prompts")
         decompose = QADecomposition(
             name="decompose_prompts",
-            llm=OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
+            llm=openai_llm("qa_pairs", QA_RESPONSE_SCHEMA),
             input_batch_size=8,
         )
         load_seeds >> rewrite >> deduplicate >> decompose

@@ -22,8 +22,15 @@ could be drawn or photographed: concrete, visual and detailed, with several elem
 (objects, people or animals, colors, materials, counts, positions, setting, light).
 Nothing scary, violent or explicit. Vary the length: mix short prompts of about ten
 words with long ones of forty words or more. Every prompt must be new: do not repeat
-or paraphrase the examples or each other. Reply with a JSON list of {count} strings and
-nothing else."""
+or paraphrase the examples or each other. Reply with JSON only: an object
+{{"prompts": [...]}} holding a list of {count} strings."""
+
+PROMPTS_RESPONSE_SCHEMA = {
+    "type": "object",
+    "properties": {"prompts": {"type": "array", "items": {"type": "string"}}},
+    "required": ["prompts"],
+}
+"""JSON schema of a prompt-writing reply, for providers with native structured output."""
 
 
 class LoadCategories(GeneratorStep):

@@ -23,7 +23,8 @@ must be "yes" for a picture that follows the description. Cover the description 
 completely as you can, with at least {min_questions} questions when it has that many
 details, and never repeat a question.
 
-Reply with a JSON list only, no other text. Each item is an object with:
+Reply with JSON only, no other text: an object {{"questions": [...]}} whose list
+holds one object per question, with:
 "question": a general yes/no question, e.g. "Is the car red?";
 "answer": "yes";
 "element_type": one of object, human, animal, food, activity, attribute, counting,
@@ -32,19 +33,25 @@ color, material, spatial, location, shape, other;
 "flag": 1, or 0 if the detail is in fact not mentioned in the description."""
 
 
-QA_ITEMS_SCHEMA = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "properties": {
-            "question": {"type": "string"},
-            "answer": {"type": "string", "enum": ["yes"]},
-            "element_type": {"type": "string"},
-            "element": {"type": "string"},
-            "flag": {"type": "integer"},
-        },
-        "required": ["question", "answer", "element_type", "element", "flag"],
+QA_RESPONSE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "questions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "question": {"type": "string"},
+                    "answer": {"type": "string", "enum": ["yes"]},
+                    "element_type": {"type": "string"},
+                    "element": {"type": "string"},
+                    "flag": {"type": "integer"},
+                },
+                "required": ["question", "answer", "element_type", "element", "flag"],
+            },
+        }
     },
+    "required": ["questions"],
 }
 """JSON schema of a decomposition round, for providers with native structured output."""
 
@@ -108,7 +115,7 @@ class QADecomposition(Task, UpstreamSignatureMixin):
         ]
 
     def format_output(self, output: str | None, input: dict[str, Any] | None = None) -> dict:
-        return {"qa_items": parse_json_list(output or "")}
+        return {"qa_items": parse_json_list(output or "", key="questions")}
 
     def process(self, inputs: StepInput) -> "StepOutput":
         assert self.llm is not None

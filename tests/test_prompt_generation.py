@@ -58,7 +58,7 @@ class TestCategoryPromptGeneration:
             httpserver, [json.dumps(["a"] * 1)], prompts_per_call=4, max_calls=1
         )
         system, user = (message["content"] for message in requests[0]["body"]["messages"])
-        assert "JSON list of 4 strings" in system and "not repeat" in system
+        assert "a list of 4 strings" in system and "not repeat" in system
         assert "Category: Animals (wild animals and pets)" in user
         assert "- a fox in the snow\n- a parrot on a branch" in user
 

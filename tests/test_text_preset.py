@@ -122,6 +122,37 @@ class TestTextOpenAIPreset:
             assert row["qa_model"] == "qa-model" and row["prompt_model"] == "gpt-4o-mini"
         models = {request["body"]["model"] for request in completions.requests}
         assert models == {"gpt-4o-mini", "qa-model"}
+        formats = {
+            request["body"]["response_format"]["json_schema"]["name"]
+            for request in completions.requests
+        }
+        assert formats == {"prompts", "qa_pairs"}
+
+    def test_structured_output_can_be_turned_off(
+        self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
+    ) -> None:
+        env, completions = loopback_openai
+        result = run_command(
+            [
+                "agfsync",
+                "generate",
+                "--preset",
+                "text-openai",
+                "-o",
+                "out",
+                "--categories",
+                "categories.yaml",
+                "--prompts-per-category",
+                "1",
+                "--dedup",
+                "minhash",
+                "--no-structured-output",
+            ],
+            cwd=tmp_path,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert all("response_format" not in request["body"] for request in completions.requests)
 
     def test_no_file_it_writes_holds_the_api_key(
         self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
@@ -243,7 +274,7 @@ class TestTextGeminiPreset:
         assert {request["model"] for request in gemini.requests} == {"gemini-2.0-flash"}
         config = gemini.requests[0]["body"]["generationConfig"]
         assert config["responseMimeType"] == "application/json"
-        assert config["responseSchema"]["type"] == "ARRAY"
+        assert config["responseSchema"]["type"] == "OBJECT"
         assert all(
             request["headers"]["X-Goog-Api-Key"] == "gemini-loopback-secret"
             for request in gemini.requests
