@@ -161,14 +161,17 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         if value is not None and value < 1:
             raise ConfigurationError(f"{flag} {value} must be at least 1.")
     makes_images = GENERATE_IMAGES_STEP in pipeline.dag
-    if makes_images:
+    # Prompts from a file are counted up front (every one must come out); prompts an
+    # LLM writes are as many as it wrote. Bad input files fail here, before any call.
+    expected_rows = None
+    if LOAD_CATEGORIES_STEP in pipeline.dag:
+        load_categories(options.categories_file)
+    else:
         expected_rows = len(load_prompt_records(options.prompts_file))
         if options.num_prompts is not None:
             expected_rows = min(expected_rows, options.num_prompts)
-    elif LOAD_CATEGORIES_STEP in pipeline.dag:
-        load_categories(options.categories_file)  # a bad file fails here, before any call
-    else:
-        load_prompt_records(options.prompts_file)
+        if not makes_images:
+            expected_rows = None
     _check_writable(output_dir)
     _check_api_keys(pipeline)
     _configure_llms(pipeline, options)
@@ -206,11 +209,12 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
             report=report,
         )
 
-    if rows is None or len(rows) != expected_rows:
-        found = 0 if rows is None else len(rows)
+    found = 0 if rows is None else len(rows)
+    if rows is None or found == 0 or (expected_rows is not None and found != expected_rows):
+        expected = "" if expected_rows is None else f" of {expected_rows}"
         raise ConfigurationError(
-            f"The run stopped with {found} of {expected_rows} prompts done (see the log "
-            f"above); fix the cause and run the same command again to resume."
+            f"The run stopped with {found}{expected} prompts done (see the log above); fix "
+            "the cause and run the same command again to resume."
         )
     artifacts_dir = Path(distiset.artifacts_path) if distiset.artifacts_path else None
     if artifacts_dir is None:

@@ -11,6 +11,11 @@ from pathlib import Path
 from distilabel.pipeline import Pipeline
 
 from agfsync.errors import ConfigurationError
+from agfsync.pipelines.full import (
+    build_agfsync_sd15_pipeline,
+    build_agfsync_sdxl_pipeline,
+    build_local_llm_pipeline,
+)
 from agfsync.pipelines.offline import build_offline_pipeline
 from agfsync.pipelines.text import (
     build_text_gemini_pipeline,
@@ -23,6 +28,9 @@ PRESETS: dict[str, Callable[[], Pipeline]] = {
     "text-openai": build_text_openai_pipeline,
     "text-gemini": build_text_gemini_pipeline,
     "text-image-preferences": build_text_image_preferences_pipeline,
+    "agfsync-sd15": build_agfsync_sd15_pipeline,
+    "agfsync-sdxl": build_agfsync_sdxl_pipeline,
+    "local-llm": build_local_llm_pipeline,
 }
 """Preset name -> builder of its distilabel pipeline."""
 

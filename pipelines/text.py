@@ -41,21 +41,36 @@ def openai_llm(name: str, schema: dict) -> OpenAILLM:
     return OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=openai_json_schema(name, schema))
 
 
+def add_text_steps(qa_llm: LLM) -> QADecomposition:
+    """Inside a `Pipeline` context: categories -> prompts (OpenAI-compatible LLM) ->
+    dedup -> QA (`qa_llm`); returns the last step, to chain more stages after it."""
+    load_categories = LoadCategories(name="load_categories", batch_size=4)
+    write_prompts = CategoryPromptGeneration(
+        name="write_prompts",
+        llm=openai_llm("prompts", PROMPTS_RESPONSE_SCHEMA),
+        input_batch_size=4,
+    )
+    deduplicate = PromptDeduplication(name="deduplicate_prompts")
+    decompose = QADecomposition(name="decompose_prompts", llm=qa_llm, input_batch_size=8)
+    load_categories >> write_prompts >> deduplicate >> decompose
+    return decompose
+
+
+def gemini_qa_llm() -> GeminiLLM:
+    """Gemini for the QA rounds, as the paper, with its native structured output."""
+    return GeminiLLM(
+        model=DEFAULT_GEMINI_MODEL,
+        generation_kwargs={**GENERATION_KWARGS, "response_schema": QA_RESPONSE_SCHEMA},
+    )
+
+
 def build_text_pipeline(name: str, qa_llm: LLM) -> Pipeline:
-    """Categories -> prompts (OpenAI-compatible LLM) -> dedup -> QA (`qa_llm`)."""
+    """The text stage alone."""
     with Pipeline(
         name=name,
         description="AGFSync text stage: category prompts and validated yes/no QA pairs.",
     ) as pipeline:
-        load_categories = LoadCategories(name="load_categories", batch_size=4)
-        write_prompts = CategoryPromptGeneration(
-            name="write_prompts",
-            llm=openai_llm("prompts", PROMPTS_RESPONSE_SCHEMA),
-            input_batch_size=4,
-        )
-        deduplicate = PromptDeduplication(name="deduplicate_prompts")
-        decompose = QADecomposition(name="decompose_prompts", llm=qa_llm, input_batch_size=8)
-        load_categories >> write_prompts >> deduplicate >> decompose
+        add_text_steps(qa_llm)
     return pipeline
 
 
@@ -65,14 +80,7 @@ def build_text_openai_pipeline() -> Pipeline:
 
 def build_text_gemini_pipeline() -> Pipeline:
     """Prompts from an OpenAI-compatible LLM, QA from Gemini (as the paper)."""
-    return build_text_pipeline(
-        "agfsync-text-gemini",
-        GeminiLLM(
-            model=DEFAULT_GEMINI_MODEL,
-            # Gemini's native structured output; the tolerant parser still reads the reply.
-            generation_kwargs={**GENERATION_KWARGS, "response_schema": QA_RESPONSE_SCHEMA},
-        ),
-    )
+    return build_text_pipeline("agfsync-text-gemini", gemini_qa_llm())
 
 
 def build_text_image_preferences_pipeline() -> Pipeline:

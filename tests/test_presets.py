@@ -15,5 +15,5 @@ class TestPresetYaml:
         )
 
     def test_unknown_preset_names_the_choices(self) -> None:
-        with pytest.raises(ConfigurationError, match="choose one of: offline"):
+        with pytest.raises(ConfigurationError, match=r"choose one of: .*offline, text-gemini"):
             build_preset("does-not-exist")
