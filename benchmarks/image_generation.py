@@ -29,8 +29,6 @@ import argparse
 import gc
 import json
 import logging
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +37,7 @@ from typing import Any
 import diffusers
 import torch
 import transformers
+from machine import machine_settings, synchronize
 
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
 from agfsync.models import resolve_device, resolve_dtype
@@ -266,23 +265,6 @@ def benchmark_prompts(count: int) -> tuple[list[str], list[str]]:
     return ids, [record["prompt"] for record in picked]
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model from /proc/cpuinfo where there is one."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_batch_size(
     generator: CandidateImageGenerator,
     prompts: list[str],
@@ -426,11 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     ratio = largest["images_per_second"] / smallest["images_per_second"]
     settings = {
         "architecture": args.architecture,
-        "device": str(device),
-        "device_name": device_name(device),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "dtype": str(dtype).removeprefix("torch."),
+        **machine_settings(device, dtype),
         "resolution": resolution,
         "steps": steps,
         "guidance_scale": config.guidance_scale,

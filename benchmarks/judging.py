@@ -53,8 +53,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import re
 import string
 import tempfile
@@ -65,6 +63,7 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from machine import machine_settings, synchronize
 from PIL import Image
 
 from agfsync.models import resolve_device, resolve_dtype
@@ -227,23 +226,6 @@ def sample_question_texts() -> list[str]:
     for record in load_prompt_records():
         texts += [pair["question"] for pair in record["qa_pairs"]]
     return texts
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU model from /proc/cpuinfo where there is one."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 MODES: dict[str, dict[str, Any]] = {
@@ -477,12 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         "architecture": args.architecture,
         "model": model if args.architecture == "tiny" else "blip2-flan-t5-xl (random weights)",
         "parameters": parameters,
-        "device": str(device),
-        "device_name": device_name(device),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        **machine_settings(device, dtype),
         "transformers": transformers.__version__,
-        "dtype": str(dtype).removeprefix("torch."),
         "num_images": args.num_images,
         "questions_per_image": args.questions_per_image,
         "image_size": args.image_size,

@@ -30,32 +30,8 @@ CHAT = [
     {"role": "assistant", "content": "Red."},
     {"role": "user", "content": "Another one."},
 ]
-PROMPT = "A red lighthouse on a rocky cliff at sunset."
-QA_ITEMS = json.dumps(
-    [
-        {
-            "question": "Is there a lighthouse?",
-            "answer": "yes",
-            "element_type": "object",
-            "element": "lighthouse",
-            "flag": 1,
-        },
-        {
-            "question": "Is the lighthouse red?",
-            "answer": "yes",
-            "element_type": "color",
-            "element": "red",
-            "flag": 1,
-        },
-        {
-            "question": "Is there a boat?",
-            "answer": "yes",
-            "element_type": "object",
-            "element": "boat",
-            "flag": 1,
-        },
-    ]
-)
+from tests.test_qa_decomposition import GOOD as QA_ITEMS  # noqa: E402
+from tests.test_qa_decomposition import PROMPT  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

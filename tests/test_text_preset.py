@@ -3,6 +3,7 @@
 import itertools
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,19 @@ def _respond(counter: itertools.count) -> Any:
     return respond
 
 
+def _generate_text(
+    preset: str, tmp_path: Path, env: dict[str, str], *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`agfsync generate --preset PRESET -o out --dedup minhash OPTIONS` in tmp_path."""
+    result = run_command(
+        ["agfsync", "generate", "--preset", preset, "-o", "out", "--dedup", "minhash", *options],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 @pytest.fixture
 def loopback_openai(httpserver: HTTPServer, tmp_path: Path) -> tuple[dict[str, str], Any]:
     completions = ScriptedChatCompletions([_respond(itertools.count())])
@@ -85,27 +99,17 @@ class TestTextOpenAIPreset:
         self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
     ) -> None:
         env, completions = loopback_openai
-        result = run_command(
-            [
-                "agfsync",
-                "generate",
-                "--preset",
-                "text-openai",
-                "-o",
-                "out",
-                "--categories",
-                "categories.yaml",
-                "--prompts-per-category",
-                "3",
-                "--dedup",
-                "minhash",
-                "--qa-model",
-                "qa-model",
-            ],
-            cwd=tmp_path,
-            env=env,
+        result = _generate_text(
+            "text-openai",
+            tmp_path,
+            env,
+            "--categories",
+            "categories.yaml",
+            "--prompts-per-category",
+            "3",
+            "--qa-model",
+            "qa-model",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         assert "words per prompt" in result.stdout and "paper 26.06" in result.stdout
         # 6 prompts x 6 rounds: one foreign element per round, the same 4 questions again.
         assert "element_not_in_prompt 36, duplicate 120" in result.stdout
@@ -132,51 +136,31 @@ class TestTextOpenAIPreset:
         self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
     ) -> None:
         env, completions = loopback_openai
-        result = run_command(
-            [
-                "agfsync",
-                "generate",
-                "--preset",
-                "text-openai",
-                "-o",
-                "out",
-                "--categories",
-                "categories.yaml",
-                "--prompts-per-category",
-                "1",
-                "--dedup",
-                "minhash",
-                "--no-structured-output",
-            ],
-            cwd=tmp_path,
-            env=env,
+        _generate_text(
+            "text-openai",
+            tmp_path,
+            env,
+            "--categories",
+            "categories.yaml",
+            "--prompts-per-category",
+            "1",
+            "--no-structured-output",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         assert all("response_format" not in request["body"] for request in completions.requests)
 
     def test_no_file_it_writes_holds_the_api_key(
         self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
     ) -> None:
         env, _ = loopback_openai
-        result = run_command(
-            [
-                "agfsync",
-                "generate",
-                "--preset",
-                "text-openai",
-                "-o",
-                "out",
-                "--categories",
-                "categories.yaml",
-                "--prompts-per-category",
-                "1",
-                "--dedup",
-                "minhash",
-            ],
-            cwd=tmp_path,
-            env=env,
+        result = _generate_text(
+            "text-openai",
+            tmp_path,
+            env,
+            "--categories",
+            "categories.yaml",
+            "--prompts-per-category",
+            "1",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         assert SECRET not in result.stdout + result.stderr
         for path in (tmp_path / "out").rglob("*"):
             if path.is_file():
@@ -248,25 +232,15 @@ class TestTextGeminiPreset:
             "GOOGLE_GEMINI_BASE_URL": gemini.install(httpserver),
             "GEMINI_API_KEY": "gemini-loopback-secret",
         }
-        result = run_command(
-            [
-                "agfsync",
-                "generate",
-                "--preset",
-                "text-gemini",
-                "-o",
-                "out",
-                "--categories",
-                "categories.yaml",
-                "--prompts-per-category",
-                "2",
-                "--dedup",
-                "minhash",
-            ],
-            cwd=tmp_path,
-            env=env,
+        _generate_text(
+            "text-gemini",
+            tmp_path,
+            env,
+            "--categories",
+            "categories.yaml",
+            "--prompts-per-category",
+            "2",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         dataset = datasets.load_dataset(str(tmp_path / "out"), split="train")
         assert dataset.num_rows == 4
         assert set(dataset["qa_model"]) == {"gemini-2.0-flash"}
@@ -304,23 +278,13 @@ class TestImagePreferencesPreset:
             '{"prompt": "a red kite above green hills", "category": "seed"}\n'
             '{"prompt": "a copper kettle on a stove", "category": "seed"}\n'
         )
-        result = run_command(
-            [
-                "agfsync",
-                "generate",
-                "--preset",
-                "text-image-preferences",
-                "-o",
-                "out",
-                "--prompts",
-                "seeds.jsonl",
-                "--dedup",
-                "minhash",
-            ],
-            cwd=tmp_path,
-            env={"OPENAI_BASE_URL": completions.install(httpserver), "OPENAI_API_KEY": SECRET},
+        _generate_text(
+            "text-image-preferences",
+            tmp_path,
+            {"OPENAI_BASE_URL": completions.install(httpserver), "OPENAI_API_KEY": SECRET},
+            "--prompts",
+            "seeds.jsonl",
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         dataset = datasets.load_dataset(str(tmp_path / "out"), split="train")
         assert dataset.num_rows == 4
         assert sorted(dataset["complexity"]) == ["complex", "complex", "simplified", "simplified"]
