@@ -118,23 +118,27 @@ def tiny_t5_tokenizer() -> Any:
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=300)
 
 
+def _tiny_t5_config(tokenizer: Any, d_model: int = TINY_TEXT_HIDDEN_SIZE) -> Any:
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_ff=37,
+        d_kv=8,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
 def _tiny_t5_encoder(tokenizer: Any, seed: int, d_model: int = TINY_TEXT_HIDDEN_SIZE) -> Any:
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5EncoderModel
 
     torch.manual_seed(seed)
-    return T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=d_model,
-            d_ff=37,
-            d_kv=8,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
+    return T5EncoderModel(_tiny_t5_config(tokenizer, d_model))
 
 
 def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
@@ -481,7 +485,6 @@ def build_tiny_blip2(directory: Path, seed: int = 0) -> Path:
         Blip2QFormerConfig,
         Blip2VisionConfig,
         BlipImageProcessor,
-        T5Config,
     )
 
     num_query_tokens = 4
@@ -491,17 +494,7 @@ def build_tiny_blip2(directory: Path, seed: int = 0) -> Path:
         num_query_tokens=num_query_tokens,
     )
     tokenizer = processor.tokenizer
-    text_config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=TINY_TEXT_HIDDEN_SIZE,
-        d_ff=37,
-        d_kv=8,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    text_config = _tiny_t5_config(tokenizer)
     # T5 starts decoding from its pad token, as flan-T5 checkpoints record.
     text_config.decoder_start_token_id = tokenizer.pad_token_id
     config = Blip2Config(
