@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
+
+from agfsync.text import normalize_text
 
 ElementType = Literal[
     "object",
@@ -56,11 +57,6 @@ REJECTION_REASONS = (
 """Why a generated question is dropped, in the order the checks run."""
 
 _ELEMENT_TYPES = set(get_args(ElementType))
-_SPACES = re.compile(r"\s+")
-
-
-def _normalized(text: str) -> str:
-    return _SPACES.sub(" ", text.lower()).strip().rstrip("?.!").strip()
 
 
 def _rejection_reason(prompt: str, item: Any) -> str | None:
@@ -77,7 +73,7 @@ def _rejection_reason(prompt: str, item: Any) -> str | None:
         return "answer_not_yes"
     if item.get("element_type") not in _ELEMENT_TYPES:
         return "unknown_element_type"
-    if _normalized(element) not in _normalized(prompt):
+    if normalize_text(element) not in normalize_text(prompt):
         return "element_not_in_prompt"
     return None
 
@@ -97,12 +93,12 @@ def validate_qa_pairs(
     for item in (item for round_items in rounds for item in round_items):
         reason = _rejection_reason(prompt, item)
         question = str(item.get("question", "")) if isinstance(item, dict) else str(item)
-        if reason is None and _normalized(question) in seen:
+        if reason is None and normalize_text(question) in seen:
             reason = "duplicate"
         if reason is not None:
             rejected.append({"question": question, "reason": reason})
             continue
-        seen.add(_normalized(question))
+        seen.add(normalize_text(question))
         accepted.append(
             QAPair(
                 question=question.strip(),

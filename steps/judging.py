@@ -114,18 +114,21 @@ class ImageJudging(Step, UpstreamSignatureMixin):
             judged, details = self._judges[spec.name].score_with_details(images, prompts, **context)
             results[spec.name] = (judged.tolist(), details)
         weights = {spec.name: spec.weight for spec in self.scorers}
+        judged_images: list[list[tuple[int, int]]] = [[] for _ in inputs]
+        for position, (row_index, image_index) in enumerate(positions):
+            judged_images[row_index].append((position, image_index))
+        details_columns = self._details_columns()
         for row_index, row in enumerate(inputs):
             count = len(row["image_paths"])
             row_scores = {}
-            for spec, details_column in zip(self.scorers, self._details_columns(), strict=True):
+            for spec, details_column in zip(self.scorers, details_columns, strict=True):
                 scores, details = results[spec.name]
                 row_scores[spec.name] = [math.nan] * count
                 row_details: list[Any] = [None] * count
-                for position, (owner, image_index) in enumerate(positions):
-                    if owner == row_index:
-                        row_scores[spec.name][image_index] = scores[position]
-                        if details is not None:
-                            row_details[image_index] = details[position]
+                for position, image_index in judged_images[row_index]:
+                    row_scores[spec.name][image_index] = scores[position]
+                    if details is not None:
+                        row_details[image_index] = details[position]
                 row[spec.column] = row_scores[spec.name]
                 if details_column is not None:
                     row[details_column] = row_details

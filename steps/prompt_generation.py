@@ -12,6 +12,8 @@ from agfsync.categories import load_categories
 from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.prompts import prompt_id_for
 from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.usage import add_token_usage
+from agfsync.text import normalize_text
 
 if TYPE_CHECKING:
     from distilabel.typing import ChatType, GeneratorStepOutput, StepOutput
@@ -154,7 +156,7 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
     def _generate_for(self, category: dict[str, Any]) -> list[dict[str, Any]]:
         assert self.llm is not None
         target = category["prompts_per_category"]
-        seen = {_normalized(example) for example in category["category_examples"]}
+        seen = {normalize_text(example) for example in category["category_examples"]}
         prompts: list[str] = []
         problems: list[str] = []
         usage = {"input_tokens": 0, "output_tokens": 0}
@@ -170,16 +172,15 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
                 # The client has already spent its own retries; the next call tries again.
                 problems.append(f"request failed: {error}")
                 continue
-            for key in usage:
-                usage[key] += sum(value or 0 for value in output.get("statistics", {}).get(key, []))
+            add_token_usage(usage, output.get("statistics", {}))
             try:
                 written = self.format_output(output["generations"][0])["prompts"]
             except MalformedOutputError as error:
                 problems.append(str(error))
                 continue
             for prompt in written:
-                if prompt.strip() and _normalized(prompt) not in seen:
-                    seen.add(_normalized(prompt))
+                if prompt.strip() and normalize_text(prompt) not in seen:
+                    seen.add(normalize_text(prompt))
                     prompts.append(prompt.strip())
         prompts = prompts[:target]
         notes = None
@@ -209,7 +210,3 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
             }
             for index, prompt in enumerate(prompts)
         ]
-
-
-def _normalized(text: str) -> str:
-    return " ".join(text.lower().split()).rstrip(".")

@@ -11,6 +11,7 @@ from pydantic import Field
 from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.qa import validate_qa_pairs
 from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.usage import add_token_usage
 
 if TYPE_CHECKING:
     from distilabel.typing import ChatType, StepOutput
@@ -147,7 +148,7 @@ class QADecomposition(Task, UpstreamSignatureMixin):
                         failures[index].append(f"request failed: {error}")
                     continue
                 for index, output in zip(indices, outputs, strict=True):
-                    _add_usage(usage[index], output.get("statistics", {}))
+                    add_token_usage(usage[index], output.get("statistics", {}))
                     for text in output["generations"]:
                         try:
                             rounds[index].append(self.format_output(text)["qa_items"])
@@ -170,8 +171,3 @@ class QADecomposition(Task, UpstreamSignatureMixin):
             row["qa_usage"] = usage[index]
             row["qa_model"] = self.llm.model_name
         yield inputs
-
-
-def _add_usage(total: dict[str, int], statistics: dict[str, Any]) -> None:
-    for key in ("input_tokens", "output_tokens"):
-        total[key] += sum(value or 0 for value in statistics.get(key, []))
