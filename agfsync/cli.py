@@ -95,13 +95,63 @@ def generate(
     for line in summary.report:
         console.print(f"  {line}")
     if summary.num_unpaired:
-        console.print(f"{summary.num_unpaired} prompts had no pair; see `pair_error` in the log.")
+        console.print(
+            f"{summary.num_unpaired} prompts had no pair; their reasons are in "
+            f"{summary.output_dir / 'run.json'}."
+        )
     if preset == "offline":
         console.print(
             "The offline preset uses tiny random models: its images and scores are "
             "meaningless by design; it proves the wiring."
         )
     console.print(f"Load it with: datasets.load_dataset({str(summary.output_dir)!r})")
+
+
+@app.command()
+def publish(
+    run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
+    repo_id: Annotated[str, typer.Option(help="Dataset repo to create or update, ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
+    split: Annotated[str, typer.Option(help="Split name of these rows in the repo.")] = "train",
+    token: Annotated[
+        str | None, typer.Option(help="Hub token with write access [default: $HF_TOKEN].")
+    ] = None,
+    dry_run: Annotated[
+        Path | None,
+        typer.Option(help="Write the files that would be uploaded to this folder instead."),
+    ] = None,
+    include_artifacts: Annotated[
+        bool, typer.Option(help="Also upload every candidate image (artifacts/).")
+    ] = False,
+    commit_message: Annotated[str | None, typer.Option(help="Message of the commit.")] = None,
+    retries: Annotated[
+        int, typer.Option(help="Retries of transient Hub failures (exponential back-off).")
+    ] = 3,
+) -> None:
+    """Publish a generated dataset to the Hugging Face Hub in one commit, with its card."""
+    from agfsync.publish import publish_run
+
+    try:
+        result = publish_run(
+            run_dir,
+            repo_id,
+            token=token,
+            private=private,
+            split=split,
+            include_artifacts=include_artifacts,
+            dry_run_dir=dry_run,
+            commit_message=commit_message,
+            retries=retries,
+        )
+    except ConfigurationError as error:
+        raise _fail(error) from None
+    if dry_run is not None:
+        console.print(f"[bold green]Dry run:[/] {len(result.files)} files written to {dry_run}")
+        return
+    console.print(
+        f"[bold green]Published[/] {result.repo_id}: {len(result.files)} files uploaded, "
+        f"{len(result.deleted)} stale files deleted, in one commit ({result.commit_url})."
+    )
 
 
 @presets_app.command("list")

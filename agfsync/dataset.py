@@ -78,12 +78,15 @@ def write_dataset_folder(
     dataset: datasets.Dataset,
     output_dir: Path,
     *,
-    card: Callable[[list[str]], str],
+    card: Callable[[list[str], Path], str],
     extra_files: dict[str, Path] | None = None,
     artifacts_dir: Path | None = None,
+    split: str = "train",
 ) -> None:
-    """Write `data/train-*.parquet`, `README.md` (`card(shard paths)`), extra files and
-    `artifacts/`.
+    """Write `data/<split>-*.parquet`, `README.md`, extra files and `artifacts/`.
+
+    `card(shard paths, folder)` returns the card's text; it may write files the card
+    refers to (figures) into `folder`.
 
     Shard names end in a digest of their bytes and the card lists them by name:
     `datasets` keys its local cache by the card's config, not by file contents, so a
@@ -111,10 +114,10 @@ def write_dataset_folder(
         written = staging / "data" / "shard.parquet"
         shard.to_parquet(written)
         digest = hashlib.sha256(written.read_bytes()).hexdigest()[:12]
-        name = f"data/train-{index:05d}-of-{num_shards:05d}-{digest}.parquet"
+        name = f"data/{split}-{index:05d}-of-{num_shards:05d}-{digest}.parquet"
         written.rename(staging / name)
         shard_paths.append(name)
-    (staging / "README.md").write_text(card(shard_paths), encoding="utf-8")
+    (staging / "README.md").write_text(card(shard_paths, staging), encoding="utf-8")
     for name, source in (extra_files or {}).items():
         if source.is_file():
             shutil.copyfile(source, staging / name)

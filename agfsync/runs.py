@@ -18,12 +18,13 @@ from typing import Any
 import datasets
 from distilabel.pipeline import Pipeline
 
-from agfsync.card import render_dataset_card, render_prompt_card
+from agfsync.card import preference_card, render_prompt_card
 from agfsync.categories import load_categories
 from agfsync.dataset import build_preference_dataset, write_dataset_folder
 from agfsync.errors import ConfigurationError
 from agfsync.prompts import load_prompt_records
 from agfsync.qa import qa_statistics
+from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 
 LOAD_PROMPTS_STEP = "load_prompts"
 GENERATE_IMAGES_STEP = "generate_images"
@@ -192,7 +193,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         write_dataset_folder(
             rows,
             output_dir,
-            card=lambda data_files: render_prompt_card(
+            card=lambda data_files, _folder: render_prompt_card(
                 rows,
                 preset=preset,
                 report=report,
@@ -220,18 +221,18 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     if artifacts_dir is None:
         raise ConfigurationError("The run produced no images; see the log above.")
     dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
-    judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
+    run = _run_info(preset, pipeline, options, unpaired)
+
+    def write_card(data_files: list[str], folder: Path) -> str:
+        run.save(folder)
+        return preference_card(
+            dataset, run, folder, load_path=os.fspath(output_dir), data_files={"train": data_files}
+        )
+
     write_dataset_folder(
         dataset,
         output_dir,
-        card=lambda data_files: render_dataset_card(
-            dataset,
-            preset=preset,
-            num_unpaired=len(unpaired),
-            judges={spec.name: spec.weight for spec in judging.scorers},
-            load_path=os.fspath(output_dir),
-            data_files=data_files,
-        ),
+        card=write_card,
         extra_files=extra_files,
         artifacts_dir=artifacts_dir,
     )
@@ -240,6 +241,33 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         num_rows=len(dataset),
         num_unpaired=len(unpaired),
         seconds=time.perf_counter() - started,
+    )
+
+
+def _run_info(
+    preset: str, pipeline: Pipeline, options: RunOptions, unpaired: list[dict[str, Any]]
+) -> RunInfo:
+    generation = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
+    judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
+    llm_models = {}
+    for name in pipeline.dag:
+        llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
+        if llm is not None:
+            llm_models[name] = str(getattr(llm, "model", None) or getattr(llm, "model_id", ""))
+    return RunInfo(
+        preset=preset,
+        seed=options.seed if options.seed is not None else generation.seed,
+        llm_models=llm_models,
+        judges=[JudgeInfo(name=s.name, model=s.model, weight=s.weight) for s in judging.scorers],
+        unpaired=[
+            UnpairedPrompt(
+                prompt_id=row["prompt_id"],
+                prompt=row["prompt"],
+                category=row.get("category"),
+                reason=row["pair_error"],
+            )
+            for row in unpaired
+        ],
     )
 
 

@@ -1,0 +1,244 @@
+"""Publishing a finished run to the Hugging Face Hub as a dataset repository.
+
+The repo gets exactly what `--dry-run` writes to a folder: the parquet shards with
+embedded images, the card (README.md) with its figures and sample images under
+`assets/`, `pipeline.yaml` and `run.json`. Everything goes up in ONE commit, built
+against the repo's current head: a re-publish replaces this split's shards and the
+card's assets (stale files are deleted in the same commit), keeps other splits,
+and a failed publish leaves the repo as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import httpx
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+from PIL import Image, UnidentifiedImageError
+
+from agfsync.card import ASSETS_DIR, preference_card
+from agfsync.dataset import IMAGE_COLUMNS, write_dataset_folder
+from agfsync.errors import ConfigurationError
+from agfsync.run_info import RunInfo
+
+PUBLISHED_RUN_FILES = ("pipeline.yaml",)
+"""Files of the run folder uploaded as they are (besides data, card and run.json).
+`pipeline.log` stays local: it holds machine paths and is for debugging."""
+SHARD_PATTERN = re.compile(r"data/(?P<split>[A-Za-z0-9_.]+)-\d{5}-of-\d{5}-[0-9a-f]+\.parquet")
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    repo_id: str
+    files: list[str]
+    """Paths written (dry run) or uploaded, relative to the repo root."""
+    deleted: list[str]
+    """Stale files removed from the repo by the same commit."""
+    commit_url: str | None = None
+
+
+def load_run(run_dir: Path) -> tuple[datasets.Dataset, RunInfo]:
+    """The preference rows and run record of an `agfsync generate` output folder,
+    checked: at least one pair, and every image present and decodable."""
+    run = RunInfo.load(run_dir)
+    shards = sorted((run_dir / "data").glob("*.parquet"))
+    if not shards:
+        raise ConfigurationError(
+            f"{run_dir} has no data/*.parquet shards; point at the output folder of "
+            "`agfsync generate`."
+        )
+    dataset = datasets.load_dataset(
+        "parquet", data_files=[os.fspath(path) for path in shards], split="train"
+    )
+    if len(dataset) == 0:
+        reasons = sorted({item.reason for item in run.unpaired})
+        raise ConfigurationError(
+            f"{run_dir} holds no preference pairs ({len(run.unpaired)} prompts without a "
+            f"pair: {'; '.join(reasons) or 'no prompts'}); nothing to publish."
+        )
+    _check_images(dataset)
+    return dataset, run
+
+
+def _check_images(dataset: datasets.Dataset) -> None:
+    raw = dataset.select_columns(["prompt_id", *IMAGE_COLUMNS])
+    for column in IMAGE_COLUMNS:
+        raw = raw.cast_column(column, datasets.Image(decode=False))
+    for row in raw:
+        for column in IMAGE_COLUMNS:
+            image = row[column]
+            try:
+                if image is None or not image["bytes"]:
+                    raise UnidentifiedImageError("no image bytes")
+                Image.open(io.BytesIO(image["bytes"])).verify()
+            except (UnidentifiedImageError, OSError, SyntaxError) as error:
+                raise ConfigurationError(
+                    f"Image `{column}` of prompt {row['prompt_id']!r} is missing or "
+                    f"unreadable ({error}); regenerate the dataset (`agfsync generate` "
+                    "with the same arguments reuses finished work). Nothing was published."
+                ) from error
+
+
+def stage_publication(
+    run_dir: Path,
+    folder: Path,
+    *,
+    repo_id: str,
+    split: str = "train",
+    other_splits: dict[str, list[str]] | None = None,
+    include_artifacts: bool = False,
+) -> list[str]:
+    """Write the files to upload into `folder` and return their repo paths.
+
+    `other_splits` are shards of other splits already in the repo; the card's config
+    lists them so that publishing one split does not hide the others.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", split):
+        raise ConfigurationError(f"--split {split!r}: use letters, digits, '_' and '.' only.")
+    dataset, run = load_run(run_dir)
+
+    def write_card(data_files: list[str], staging: Path) -> str:
+        run.save(staging)
+        return preference_card(
+            dataset,
+            run,
+            staging,
+            load_path=repo_id,
+            data_files={split: data_files, **(other_splits or {})},
+        )
+
+    write_dataset_folder(
+        dataset,
+        folder,
+        card=write_card,
+        extra_files={name: run_dir / name for name in PUBLISHED_RUN_FILES},
+        artifacts_dir=run_dir / "artifacts" if include_artifacts else None,
+        split=split,
+    )
+    return sorted(
+        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+    )
+
+
+def publish_run(
+    run_dir: Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool = False,
+    split: str = "train",
+    include_artifacts: bool = False,
+    dry_run_dir: Path | None = None,
+    commit_message: str | None = None,
+    retries: int = 3,
+) -> PublishResult:
+    """Publish `run_dir` to the dataset repo `repo_id` (or stage it in `dry_run_dir`)."""
+    if dry_run_dir is not None:
+        files = stage_publication(
+            run_dir, dry_run_dir, repo_id=repo_id, split=split, include_artifacts=include_artifacts
+        )
+        return PublishResult(repo_id=repo_id, files=files, deleted=[])
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise ConfigurationError(
+            "No Hugging Face token: set HF_TOKEN or pass --token (a token with write access "
+            "to the repo)."
+        )
+    return _with_retries(
+        lambda: _upload(
+            run_dir,
+            repo_id,
+            token=token,
+            private=private,
+            split=split,
+            include_artifacts=include_artifacts,
+            commit_message=commit_message or f"Publish agfsync run ({split} split)",
+        ),
+        repo_id=repo_id,
+        retries=retries,
+    )
+
+
+def _upload(
+    run_dir: Path,
+    repo_id: str,
+    *,
+    token: str,
+    private: bool,
+    split: str,
+    include_artifacts: bool,
+    commit_message: str,
+) -> PublishResult:
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    info = api.dataset_info(repo_id)
+    existing = [sibling.rfilename for sibling in info.siblings or []]
+    other_splits: dict[str, list[str]] = {}
+    for path in existing:
+        match = SHARD_PATTERN.fullmatch(path)
+        if match and match["split"] != split:
+            other_splits.setdefault(match["split"], []).append(path)
+    with tempfile.TemporaryDirectory(prefix="agfsync-publish-") as tmp:
+        staging = Path(tmp) / "repo"
+        files = stage_publication(
+            run_dir,
+            staging,
+            repo_id=repo_id,
+            split=split,
+            other_splits=other_splits,
+            include_artifacts=include_artifacts,
+        )
+        managed = (f"data/{split}-", f"{ASSETS_DIR}/", "artifacts/" if include_artifacts else None)
+        stale = [
+            path
+            for path in existing
+            if path not in files and any(prefix and path.startswith(prefix) for prefix in managed)
+        ]
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=staging / path) for path in files
+        ]
+        operations += [CommitOperationDelete(path_in_repo=path) for path in stale]
+        commit = api.create_commit(
+            repo_id,
+            operations=list(operations),
+            commit_message=commit_message,
+            repo_type="dataset",
+            parent_commit=info.sha,
+        )
+    return PublishResult(
+        repo_id=repo_id, files=files, deleted=stale, commit_url=str(commit.commit_url)
+    )
+
+
+def _with_retries(
+    upload: Callable[[], PublishResult], *, repo_id: str, retries: int
+) -> PublishResult:
+    """Retry transient failures (network, 5xx, 429) with exponential back-off. Any
+    failure leaves the repo unchanged: the commit is the last call, and atomic."""
+    attempt = 0
+    while True:
+        try:
+            return upload()
+        except (HfHubHTTPError, httpx.HTTPError, OSError) as error:
+            response = getattr(error, "response", None)
+            status = getattr(response, "status_code", None)
+            transient = status is None or status == 429 or status >= 500
+            if not transient or attempt >= retries:
+                reason = f"HTTP {status}: {error}" if status else f"{type(error).__name__}: {error}"
+                raise ConfigurationError(
+                    f"Publishing to {repo_id} failed after {attempt + 1} attempt(s) "
+                    f"({reason.splitlines()[0]}). No commit was made: the repository is "
+                    "unchanged. Check the token's write access, the repo id and the network "
+                    "(HF_ENDPOINT), then run the same command again."
+                ) from error
+            time.sleep(2**attempt)
+            attempt += 1
