@@ -18,7 +18,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,gemini]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,gemini,argilla]"
 	touch $@
 
 demo: setup

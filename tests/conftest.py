@@ -16,6 +16,8 @@ import torch
 
 from agfsync.models import resolve_model
 
+pytest_plugins = ["tests.argilla_server.fixture"]
+
 # Set before any test module imports `datasets`, which reads its cache location at import.
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="agfsync-tests-"))
 CACHE_OVERRIDES = {
