@@ -174,3 +174,14 @@ def export(
 
     for path in export_presets(directory or PRESETS_DIR):
         console.print(f"wrote {path}")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def train(ctx: typer.Context) -> None:
+    """Fine-tune SD 1.x/2.x or SDXL with Diffusion-DPO (options: `agfsync train --help`)."""
+    from agfsync.train.dpo import main
+
+    raise typer.Exit(code=main(ctx.args))

@@ -1,0 +1,521 @@
+"""The Diffusion-DPO training loop on accelerate.
+
+Order of work: open the dataset and check its columns, read the base model's
+configuration, resolve the per-family defaults, then load weights and train. So a
+wrong dataset fails in seconds, not after minutes of model loading.
+
+Reproducibility and resume: data order and augmentation are a function of (seed,
+epoch, row); the VAE sample, noise and timesteps of a micro-batch are drawn from a
+generator seeded by (seed, micro-batch index, process). A checkpoint
+(`accelerator.save_state`) holds the weights (LoRA: the adapter only), optimizer,
+LR schedule, RNG states and the data position; a resumed run skips the micro-batches
+already consumed and continues with the same losses an uninterrupted run would see.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agfsync.errors import ConfigurationError
+from agfsync.train.config import DPOTrainingConfig
+from agfsync.train.data import (
+    BatchPlan,
+    DataCounts,
+    PairBatch,
+    PairedTransform,
+    PairReader,
+    PreferencePairs,
+    epoch_batches,
+    open_preference_pairs,
+)
+from agfsync.train.latents_cache import LatentsCache
+from agfsync.train.loss import diffusion_dpo_loss, sft_loss
+from agfsync.train.models import (
+    AdapterDisabledReference,
+    DiffusionComponents,
+    FrozenCopyReference,
+    add_lora,
+    inspect_base_model,
+    load_components,
+    predict_noise,
+)
+from agfsync.train.outputs import push_to_hub, save_lora, write_model_card
+
+logger = logging.getLogger("agfsync.train")
+
+LORA_CHECKPOINT_FILE = "lora_adapter.safetensors"
+CHECKPOINT_PREFIX = "checkpoint-"
+_WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainingProgress:
+    """Where the run is; checkpointed with the weights so a resume continues exactly."""
+
+    global_step: int = 0
+    epoch: int = 0
+    batches_done_in_epoch: int = 0
+    micro_batches_done: int = 0
+    """Over all epochs: seeds the noise of the next micro-batch."""
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+@dataclass
+class TrainingResult:
+    config: DPOTrainingConfig
+    """The configuration with every per-family default resolved."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    """Metrics of each optimizer step of this invocation (`step` included)."""
+    data_counts: DataCounts = field(default_factory=DataCounts)
+    validation_grids: list[Path] = field(default_factory=list)
+    hub_url: str | None = None
+
+
+def find_checkpoint(output_dir: Path, requested: str) -> Path | None:
+    """`latest`: the newest `checkpoint-N` in the output folder (None if there is none);
+    anything else must be a checkpoint folder."""
+    if requested != "latest":
+        path = Path(requested)
+        if not path.is_dir():
+            raise ConfigurationError(f"Checkpoint {path} does not exist.")
+        return path
+    checkpoints = sorted(
+        output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
+        key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)),
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+def _optimizer_class(config: DPOTrainingConfig) -> Any:
+    if not config.use_8bit_adam:
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise ConfigurationError(
+            "--use-8bit-adam needs bitsandbytes (pip install bitsandbytes, CUDA only); "
+            "or leave it off."
+        ) from None
+    return bitsandbytes.optim.AdamW8bit
+
+
+def _noise_generator(seed: int, micro_batch: int, process: int, processes: int) -> torch.Generator:
+    """A CPU generator that depends only on the run seed and the micro-batch's place."""
+    position = micro_batch * processes + process
+    return torch.Generator().manual_seed((seed * 1_000_003 + position) % 2**63)
+
+
+def _tracker_config(config: DPOTrainingConfig) -> dict[str, Any]:
+    """Hyper-parameters as trackers accept them (TensorBoard: scalars and strings only)."""
+    return {
+        name: value if isinstance(value, int | float | str | bool) else str(value)
+        for name, value in config.model_dump(mode="json").items()
+    }
+
+
+class DPOTrainer:
+    """One training run; `run()` trains, saves and returns the metrics."""
+
+    def __init__(self, config: DPOTrainingConfig, *, hub_token: str | None = None) -> None:
+        self.hub_token = hub_token
+        # Cheap checks first: dataset columns, base model family, optional packages.
+        self.pairs: PreferencePairs = open_preference_pairs(
+            config.dataset,
+            split=config.split,
+            caption_column=config.caption_column,
+            streaming=config.streaming,
+            shuffle_seed=config.seed,
+            shuffle_buffer_size=config.shuffle_buffer_size,
+        )
+        if self.pairs.num_pairs == 0:
+            raise ConfigurationError(
+                f"Dataset {config.dataset!r} has no pairs left to train on "
+                f"({self.pairs.ties_removed} ties removed)."
+            )
+        info = inspect_base_model(config.pretrained_model)
+        self.config = config = config.resolved(info.family, info.native_resolution)
+        self.optimizer_class = _optimizer_class(config)
+
+        from accelerate import Accelerator, PartialState
+        from accelerate.utils import ProjectConfiguration, set_seed
+
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps(
+                PartialState().num_processes
+            ),
+            mixed_precision=config.mixed_precision,
+            log_with=None if config.report_to == "none" else config.report_to,
+            project_config=ProjectConfiguration(
+                project_dir=str(config.output_dir), logging_dir=str(config.output_dir / "logs")
+            ),
+        )
+        self.weight_dtype = _WEIGHT_DTYPES[self.accelerator.mixed_precision]
+        set_seed(config.seed)  # LoRA's initial A matrices
+        self.components: DiffusionComponents = load_components(
+            info,
+            vae_model=config.vae_model,
+            device=self.accelerator.device,
+            frozen_dtype=self.weight_dtype,
+        )
+        self.reference = self._set_up_policy()
+        self.data_counts = DataCounts(ties=self.pairs.ties_removed)
+        self.progress = TrainingProgress()
+        self.latents_cache = (
+            LatentsCache(
+                config.latents_cache_dir or config.output_dir / "latents-cache",
+                f"{config.vae_model or info.path}:{self.components.vae.dtype}",
+            )
+            if config.cache_latents
+            else None
+        )
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def _set_up_policy(self) -> AdapterDisabledReference | FrozenCopyReference | None:
+        """Make the UNet trainable (LoRA or full), then prepare it with its optimizer and
+        LR schedule; return the reference model (None for SFT, which needs none)."""
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import cast_training_params
+
+        config, unet = self.config, self.components.unet
+        reference: AdapterDisabledReference | FrozenCopyReference | None = None
+        if config.use_lora:
+            unet.to(dtype=self.weight_dtype)  # the frozen base in the compute dtype
+            assert config.lora_alpha is not None
+            add_lora(
+                unet,
+                rank=config.lora_rank,
+                alpha=config.lora_alpha,
+                target_modules=config.lora_target_modules,
+            )
+            cast_training_params(unet, dtype=torch.float32)
+            reference = AdapterDisabledReference(unet) if config.loss == "dpo" else None
+        elif config.loss == "dpo":
+            reference = FrozenCopyReference(unet, self.weight_dtype)
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+        self.trainable = [p for p in unet.parameters() if p.requires_grad]
+        assert config.learning_rate is not None
+        optimizer = self.optimizer_class(
+            self.trainable,
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            weight_decay=config.adam_weight_decay,
+            eps=config.adam_epsilon,
+        )
+        # Prepared schedulers step once per process per optimizer step.
+        processes = self.accelerator.num_processes
+        lr_scheduler = get_scheduler(
+            config.lr_scheduler,
+            optimizer,
+            num_warmup_steps=config.lr_warmup_steps * processes,
+            num_training_steps=config.max_train_steps * processes,
+        )
+        self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
+            unet, optimizer, lr_scheduler
+        )
+        if config.use_lora:
+            self.accelerator.register_save_state_pre_hook(self._save_lora_state)
+            self.accelerator.register_load_state_pre_hook(self._load_lora_state)
+        return reference
+
+    def _save_lora_state(self, models: list[Any], weights: list[Any], output_dir: str) -> None:
+        """Checkpoint only the adapter, not the frozen base UNet."""
+        from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
+
+        if self.accelerator.is_main_process:
+            state = get_peft_model_state_dict(self.accelerator.unwrap_model(models[0]))
+            save_file(
+                {k: v.contiguous() for k, v in state.items()},
+                Path(output_dir) / LORA_CHECKPOINT_FILE,
+            )
+        weights.clear()
+
+    def _load_lora_state(self, models: list[Any], input_dir: str) -> None:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        unet = self.accelerator.unwrap_model(models.pop())
+        state = load_file(Path(input_dir) / LORA_CHECKPOINT_FILE, device=str(unet.device))
+        set_peft_model_state_dict(unet, state)
+
+    # -- one micro-batch -----------------------------------------------------------------
+
+    def _latents(self, batch: PairBatch, generator: torch.Generator) -> torch.Tensor:
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        vae = self.components.vae
+        pixels = batch.pixel_values.to(self.accelerator.device, vae.dtype)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            return vae.encode(images).latent_dist.parameters
+
+        with torch.no_grad():
+            parameters = (
+                self.latents_cache.distribution_parameters(pixels, batch.image_keys, encode)
+                if self.latents_cache
+                else encode(pixels)
+            )
+            sample = DiagonalGaussianDistribution(parameters).sample(generator)
+        return sample.float() * vae.config.scaling_factor
+
+    def _loss(self, batch: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch: winners and losers noised with the same noise at the
+        same timestep, scored by policy and reference."""
+        config, scheduler = self.config, self.components.noise_scheduler
+        device, pairs = self.accelerator.device, batch.num_pairs
+        generator = _noise_generator(
+            config.seed,
+            self.progress.micro_batches_done,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
+        latents = self._latents(batch, generator)
+        noise = torch.randn((pairs, *latents.shape[1:]), generator=generator).to(device)
+        timesteps = torch.randint(
+            0, scheduler.config.num_train_timesteps, (pairs,), generator=generator
+        ).to(device)
+        noise, timesteps = noise.repeat(2, 1, 1, 1), timesteps.repeat(2)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        assert config.resolution is not None
+        conditioning = self.components.conditioning(
+            batch.captions, batch.original_sizes, batch.crop_top_lefts, config.resolution
+        )
+        with self.accelerator.autocast():
+            if self.reference is None:  # SFT baseline: the winners only
+                prediction = predict_noise(
+                    self.unet, noisy[:pairs], timesteps[:pairs], conditioning
+                )
+                loss = sft_loss(prediction, target[:pairs])
+                return loss, {"loss": loss.item(), "mse_w": loss.item()}
+            conditioning = conditioning.repeated(2)
+            prediction = predict_noise(self.unet, noisy, timesteps, conditioning)
+            reference = self.reference(noisy, timesteps, conditioning)
+        output = diffusion_dpo_loss(
+            prediction[:pairs],
+            prediction[pairs:],
+            reference[:pairs],
+            reference[pairs:],
+            target[:pairs],
+            target[pairs:],
+            beta=config.beta,
+        )
+        return output.loss, output.metrics()
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self) -> TrainingResult:
+        config, accelerator = self.config, self.accelerator
+        accelerator.register_for_checkpointing(self.progress)
+        accelerator.register_for_checkpointing(self.data_counts)
+        if config.resume_from_checkpoint:
+            checkpoint = find_checkpoint(config.output_dir, config.resume_from_checkpoint)
+            if checkpoint is None:
+                logger.info("No checkpoint in %s yet: starting from scratch.", config.output_dir)
+            else:
+                accelerator.load_state(str(checkpoint))
+                logger.info("Resumed from %s at step %d.", checkpoint, self.progress.global_step)
+        accelerator.init_trackers("agfsync-dpo", config=_tracker_config(config))
+        self._log_plan()
+        result = TrainingResult(config=config, data_counts=self.data_counts)
+        assert config.resolution is not None
+        reader = PairReader(
+            self.pairs.columns,
+            PairedTransform(config.resolution, config.random_flip, config.random_crop),
+            config.seed,
+        )
+        plan = BatchPlan(
+            batch_size=config.train_batch_size,
+            seed=config.seed,
+            process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes,
+            num_workers=config.dataloader_num_workers,
+        )
+        dataset_images = None if self.pairs.num_pairs is None else 2 * self.pairs.num_pairs
+        window: list[dict[str, float]] = []
+        while self.progress.global_step < config.max_train_steps:
+            trained_this_epoch = False
+            for batch in epoch_batches(
+                self.pairs,
+                reader,
+                plan,
+                epoch=self.progress.epoch,
+                skip_batches=self.progress.batches_done_in_epoch,
+            ):
+                self.data_counts.record(batch)
+                self.data_counts.check_bad_images(config.max_bad_image_fraction, dataset_images)
+                if batch.num_pairs:
+                    window.append(self._train_micro_batch(batch))
+                    trained_this_epoch = True
+                self.progress.micro_batches_done += 1
+                self.progress.batches_done_in_epoch += 1
+                if batch.num_pairs and accelerator.sync_gradients:
+                    self._end_optimizer_step(window, result)
+                    window = []
+                    if self.progress.global_step >= config.max_train_steps:
+                        break
+            else:
+                if not trained_this_epoch:
+                    raise ConfigurationError(
+                        "A whole pass over the dataset produced no trainable pair "
+                        f"(skipped: {self.data_counts.state_dict()})."
+                    )
+                self.progress.epoch += 1
+                self.progress.batches_done_in_epoch = 0
+        self._finish(result)
+        return result
+
+    def _train_micro_batch(self, batch: PairBatch) -> dict[str, float]:
+        with self.accelerator.accumulate(self.unet):
+            loss, metrics = self._loss(batch)
+            self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients:
+                self.accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+            self.optimizer.step()
+            self.lr_scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return metrics
+
+    def _end_optimizer_step(self, window: list[dict[str, float]], result: TrainingResult) -> None:
+        accelerator, config = self.accelerator, self.config
+        self.progress.global_step += 1
+        step = self.progress.global_step
+        names = list(window[0])
+        means = torch.tensor(
+            [sum(m[name] for m in window) / len(window) for name in names],
+            device=accelerator.device,
+        )
+        values = accelerator.reduce(means, reduction="mean").tolist()
+        metrics = dict(zip(names, values, strict=True))
+        metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
+        accelerator.log(
+            metrics | {f"data/{k}": v for k, v in self.data_counts.state_dict().items()},
+            step=step,
+        )
+        result.history.append({"step": step, **metrics})
+        logger.info(
+            "step %d/%d %s",
+            step,
+            config.max_train_steps,
+            " ".join(f"{name} {value:.6g}" for name, value in metrics.items()),
+        )
+        if step % config.checkpointing_steps == 0:
+            self._save_checkpoint(step)
+        if config.validation_steps and step % config.validation_steps == 0:
+            result.validation_grids += self._validate(step)
+
+    def _save_checkpoint(self, step: int) -> None:
+        config = self.config
+        if self.accelerator.is_main_process and config.checkpoints_total_limit:
+            existing = sorted(
+                config.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
+                key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)),
+            )
+            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
+                shutil.rmtree(old)
+        path = config.output_dir / f"{CHECKPOINT_PREFIX}{step}"
+        self.accelerator.save_state(str(path))
+        logger.info("Saved checkpoint %s", path)
+
+    def _validate(self, step: int) -> list[Path]:
+        """Render the fixed validation prompts with their fixed seeds into one grid PNG."""
+        config, accelerator = self.config, self.accelerator
+        if not accelerator.is_main_process or not config.validation_prompts:
+            return []
+        from diffusers.utils import make_image_grid
+
+        pipeline = self.components.inference_pipeline(accelerator.unwrap_model(self.unet))
+        pipeline.set_progress_bar_config(disable=True)
+        images = []
+        with torch.no_grad(), accelerator.autocast():
+            for index, prompt in enumerate(config.validation_prompts):
+                generator = torch.Generator().manual_seed(config.validation_seed + index)
+                images += pipeline(
+                    prompt,
+                    num_inference_steps=config.validation_inference_steps,
+                    height=config.resolution,
+                    width=config.resolution,
+                    generator=generator,
+                ).images
+        path = config.output_dir / "validation" / f"step-{step:06d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_image_grid(images, rows=1, cols=len(images)).save(path)
+        self.unet.train()
+        logger.info("Validation images: %s", path)
+        return [path]
+
+    def _log_plan(self) -> None:
+        config, accelerator = self.config, self.accelerator
+        per_step = config.train_batch_size * accelerator.num_processes
+        logger.info(
+            "Training %s (%s, %s) on %s: %s pairs, %d ties removed; %d steps of %d pairs "
+            "(%d per pass x %d accumulation), lr %g, beta %g, %d px, mixed precision %s.",
+            config.pretrained_model,
+            self.components.info.family.value,
+            "LoRA" if config.use_lora else "full fine-tuning",
+            config.dataset,
+            "unknown" if self.pairs.num_pairs is None else self.pairs.num_pairs,
+            self.pairs.ties_removed,
+            config.max_train_steps,
+            config.effective_batch_size,
+            per_step,
+            accelerator.gradient_accumulation_steps,
+            config.learning_rate,
+            config.beta,
+            config.resolution,
+            accelerator.mixed_precision,
+        )
+
+    def _finish(self, result: TrainingResult) -> None:
+        config, accelerator = self.config, self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unet = accelerator.unwrap_model(self.unet)
+            if config.use_lora:
+                save_lora(unet, self.components.info.family, config.output_dir)
+            else:
+                self.components.inference_pipeline(unet).save_pretrained(config.output_dir)
+            step = self.progress.global_step
+            if config.validation_steps and step % config.validation_steps:
+                result.validation_grids += self._validate(step)
+            repo = config.hub_model_id or config.output_dir.resolve().name
+            write_model_card(
+                config.output_dir,
+                config=config,
+                final_metrics=result.history[-1] if result.history else {},
+                data_summary={
+                    "pairs": self.pairs.num_pairs,
+                    "ties skipped": self.data_counts.ties,
+                    "undecodable images skipped": self.data_counts.bad_images,
+                    "images read": self.data_counts.images_read,
+                },
+                validation_grid=result.validation_grids[-1] if result.validation_grids else None,
+                repo=repo if config.push_to_hub else None,
+            )
+            if config.push_to_hub:
+                result.hub_url = push_to_hub(config.output_dir, repo, self.hub_token)
+        accelerator.end_training()
+
+
+def train(config: DPOTrainingConfig, *, hub_token: str | None = None) -> TrainingResult:
+    """Train with Diffusion-DPO (or the SFT baseline) and save the result."""
+    return DPOTrainer(config, hub_token=hub_token).run()
