@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import httpx
+import httpx2
+import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image, UnidentifiedImageError
@@ -56,15 +57,15 @@ def load_run(run_dir: Path) -> tuple[datasets.Dataset, RunInfo]:
             f"{run_dir} has no data/*.parquet shards; point at the output folder of "
             "`agfsync generate`."
         )
-    dataset = datasets.load_dataset(
-        "parquet", data_files=[os.fspath(path) for path in shards], split="train"
-    )
-    if len(dataset) == 0:
+    if sum(pq.read_metadata(path).num_rows for path in shards) == 0:
         reasons = sorted({item.reason for item in run.unpaired})
         raise ConfigurationError(
             f"{run_dir} holds no preference pairs ({len(run.unpaired)} prompts without a "
             f"pair: {'; '.join(reasons) or 'no prompts'}); nothing to publish."
         )
+    dataset = datasets.load_dataset(
+        "parquet", data_files=[os.fspath(path) for path in shards], split="train"
+    )
     _check_images(dataset)
     return dataset, run
 
@@ -228,7 +229,7 @@ def _with_retries(
     while True:
         try:
             return upload()
-        except (HfHubHTTPError, httpx.HTTPError, OSError) as error:
+        except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
             response = getattr(error, "response", None)
             status = getattr(response, "status_code", None)
             transient = status is None or status == 429 or status >= 500

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -86,8 +87,10 @@ class HubServer:
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
         self.unhandled: list[tuple[str, str]] = []
+        self.failing_commits = 0
+        """Answer this many next commit requests with HTTP 500 (fault injection)."""
         self._lock = threading.Lock()
-        self._routes = [
+        self._routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("GET", r"/api/agent-harnesses", self._agent_harnesses),
             ("POST", r"/api/repos/create", self._create_repo),
             ("POST", r"/api/validate-yaml", self._validate_yaml),
@@ -252,6 +255,9 @@ class HubServer:
         found = self._repo(repo)
         if isinstance(found, Response):
             return found
+        if self.failing_commits:
+            self.failing_commits -= 1
+            return _error(500, "InternalError", "scripted failure")
         lines = [json.loads(line) for line in request.get_data().splitlines() if line.strip()]
         header = next(line["value"] for line in lines if line["key"] == "header")
         parent = header.get("parentCommit")

@@ -1,0 +1,312 @@
+"""`agfsync publish` against a loopback Hub, read back with the real clients.
+
+Publishing and loading run in fresh processes: `datasets` and `huggingface_hub`
+read `HF_ENDPOINT` at import, and this test process has them imported offline.
+"""
+
+import hashlib
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+
+from agfsync.dataset import write_dataset_folder
+from agfsync.run_info import RunInfo, UnpairedPrompt
+from tests.helpers import run_command
+from tests.hub_server import HubServer
+
+TOKEN = "hf_test_secret_token_4242"
+NUM_PROMPTS = 4
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("publish") / "run"
+    result = run_command(
+        ["agfsync", "generate", "-o", str(output), "--num-prompts", str(NUM_PROMPTS)],
+        cwd=output.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    server = HubServer().start()
+    yield server
+    server.stop()
+
+
+def hub_env(endpoint: str, home: Path) -> dict[str, str]:
+    return {
+        "HF_ENDPOINT": endpoint,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(home),
+        "HF_TOKEN": TOKEN,
+    }
+
+
+def publish(run_dir: Path, hub: HubServer, tmp_path: Path, *args: str) -> str:
+    result = run_command(
+        ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0", *args],
+        cwd=tmp_path,
+        env=hub_env(hub.url, tmp_path / "hf"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+LOAD_BACK = """
+import hashlib, json, sys
+import datasets
+from huggingface_hub import DatasetCard
+
+split = sys.argv[1]
+rows = datasets.load_dataset("org/pairs", split=split)
+raw = rows.cast_column("jpg_0", datasets.Image(decode=False))
+print(json.dumps({
+    "num_rows": len(rows),
+    "columns": rows.column_names,
+    "image_features": [type(rows.features[c]).__name__ for c in ("jpg_0", "jpg_1", "chosen")],
+    "size": list(rows[0]["jpg_0"].size),
+    "jpg_0_sha": [hashlib.sha256(r["jpg_0"]["bytes"]).hexdigest() for r in raw],
+    "prompt_ids": list(rows["prompt_id"]),
+    "card": DatasetCard.load("org/pairs", repo_type="dataset").data.to_dict(),
+}))
+"""
+
+
+def load_back(hub: HubServer, tmp_path: Path, split: str = "train") -> dict:
+    result = run_command(
+        ["python", "-c", LOAD_BACK, split], cwd=tmp_path, env=hub_env(hub.url, tmp_path / "hf-load")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def local_rows(run_dir: Path) -> datasets.Dataset:
+    files = [str(path) for path in sorted((run_dir / "data").glob("*.parquet"))]
+    rows = datasets.load_dataset("parquet", data_files=files, split="train")
+    return rows.cast_column("jpg_0", datasets.Image(decode=False))
+
+
+class TestPublish:
+    def test_published_dataset_loads_back_with_images_scores_and_card(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        publish(run_dir, hub, tmp_path)
+        loaded = load_back(hub, tmp_path)
+
+        local = local_rows(run_dir)
+        assert loaded["num_rows"] == NUM_PROMPTS == len(local)
+        assert loaded["prompt_ids"] == list(local["prompt_id"])
+        assert loaded["jpg_0_sha"] == [
+            hashlib.sha256(row["jpg_0"]["bytes"]).hexdigest() for row in local
+        ]
+        assert loaded["image_features"] == ["Image"] * 3
+        assert loaded["size"] == [32, 32]
+        for column in ("caption", "label_0", "qa_pairs", "image_seeds", "noise_sigmas"):
+            assert column in loaded["columns"]
+        for column in ("vqa_scores", "clip_scores", "aesthetic_scores", "weighted_scores"):
+            assert column in loaded["columns"]
+
+        card = loaded["card"]
+        assert card["license"] == "apache-2.0"
+        assert card["task_categories"] == ["text-to-image"]
+        assert card["size_categories"] == ["n<1K"]
+        assert card["configs"][0]["data_files"][0]["split"] == "train"
+
+        files = hub.files("org/pairs")
+        assert {"README.md", "pipeline.yaml", "run.json"} <= set(files)
+        readme = files["README.md"].decode()
+        for figure in ("score_distributions.png", "score_margins.png", "categories.png"):
+            assert f"assets/{figure}" in readme
+            assert files[f"assets/{figure}"].startswith(b"\x89PNG")
+        assert "accelerate launch -m agfsync.train.dpo" in readme
+        assert 'load_dataset("org/pairs"' in readme
+        assert "conversion rate" in readme and "Limitations and biases" in readme
+
+    def test_republishing_makes_one_commit_and_replaces_stale_shards(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        publish(run_dir, hub, tmp_path)
+        first = hub.files("org/pairs")
+        commits = hub.commit_count("org/pairs")
+
+        publish(run_dir, hub, tmp_path)
+        assert hub.commit_count("org/pairs") == commits + 1
+        assert hub.files("org/pairs") == first
+
+        smaller = tmp_path / "smaller"
+        result = run_command(
+            ["agfsync", "generate", "-o", str(smaller), "--num-prompts", "2"], cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        output = publish(smaller, hub, tmp_path)
+        # the old shard and the third sample pair (two prompts give two samples)
+        assert "3 stale files deleted" in output
+        assert not any(path.startswith("assets/samples/pair-2") for path in hub.files("org/pairs"))
+        shards = [path for path in hub.files("org/pairs") if path.startswith("data/")]
+        assert len(shards) == 1 and shards[0] not in first
+        assert load_back(hub, tmp_path)["num_rows"] == 2
+
+    def test_another_split_keeps_the_first(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        publish(run_dir, hub, tmp_path)
+        publish(run_dir, hub, tmp_path, "--split", "test")
+        card = yaml.safe_load(hub.files("org/pairs")["README.md"].decode().split("---")[1])
+        splits = {entry["split"] for entry in card["configs"][0]["data_files"]}
+        assert splits == {"train", "test"}
+        assert load_back(hub, tmp_path, "test")["num_rows"] == NUM_PROMPTS
+        assert load_back(hub, tmp_path, "train")["num_rows"] == NUM_PROMPTS
+
+    def test_dry_run_writes_exactly_the_uploaded_files_and_no_token(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        dry = tmp_path / "dry"
+        result = run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--dry-run", str(dry)],
+            cwd=tmp_path,
+            env={"HF_TOKEN": TOKEN},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert hub.requests == []
+        publish(run_dir, hub, tmp_path)
+        uploaded = hub.files("org/pairs")
+        written = {
+            path.relative_to(dry).as_posix(): path.read_bytes()
+            for path in dry.rglob("*")
+            if path.is_file()
+        }
+        assert set(written) == set(uploaded)
+        for path in ("README.md", "run.json", "pipeline.yaml"):
+            assert written[path] == uploaded[path]
+        for content in [*written.values(), *uploaded.values()]:
+            assert TOKEN.encode() not in content
+
+
+class TestPublishFailures:
+    def test_without_a_token_nothing_is_sent(self, run_dir: Path, tmp_path: Path) -> None:
+        hub = HubServer().start()
+        try:
+            env = hub_env(hub.url, tmp_path / "hf")
+            env["HF_TOKEN"] = ""
+            result = run_command(
+                ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs"], tmp_path, env
+            )
+        finally:
+            hub.stop()
+        assert result.returncode == 2
+        assert "set HF_TOKEN or pass --token" in result.stderr
+        assert hub.requests == []
+
+    def test_unreachable_hub_gives_a_clear_message(self, run_dir: Path, tmp_path: Path) -> None:
+        with socket.socket() as probe:  # a port nothing listens on once closed
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = hub_env(f"http://127.0.0.1:{port}", tmp_path / "hf")
+        result = run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"],
+            tmp_path,
+            env,
+        )
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert "Publishing to org/pairs failed after 1 attempt(s)" in result.stderr
+        assert "the repository is unchanged" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_a_failed_commit_leaves_the_repo_unchanged_and_a_retry_succeeds(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        publish(run_dir, hub, tmp_path)
+        before = hub.commit_count("org/pairs")
+        hub.failing_commits = 1
+        failed = run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"],
+            tmp_path,
+            hub_env(hub.url, tmp_path / "hf"),
+        )
+        assert failed.returncode == 2
+        assert "HTTP 500" in failed.stderr and "No commit was made" in failed.stderr
+        assert hub.commit_count("org/pairs") == before
+        hub.failing_commits = 1
+        publish(run_dir, hub, tmp_path, "--retries", "1")
+        assert hub.commit_count("org/pairs") == before + 1
+
+    def test_a_run_without_pairs_is_refused(self, run_dir: Path, tmp_path: Path) -> None:
+        empty = tmp_path / "empty"
+        rows = local_rows(run_dir).select([])
+        write_dataset_folder(rows, empty, card=lambda files, folder: "card")
+        RunInfo(
+            preset="offline",
+            seed=0,
+            unpaired=[UnpairedPrompt(prompt_id="p", prompt="x", category=None, reason="tie")],
+        ).save(empty)
+        result = run_command(
+            [
+                "agfsync",
+                "publish",
+                str(empty),
+                "--repo-id",
+                "o/n",
+                "--dry-run",
+                str(tmp_path / "d"),
+            ],
+            tmp_path,
+        )
+        assert result.returncode == 2
+        assert "holds no preference pairs (1 prompts without a pair: tie)" in result.stderr
+
+    def test_an_unreadable_image_names_its_prompt(self, run_dir: Path, tmp_path: Path) -> None:
+        broken = tmp_path / "broken"
+        shutil.copytree(run_dir, broken)
+        rows = local_rows(broken)
+        bad_id = rows[1]["prompt_id"]
+
+        def corrupt(row: dict, index: int) -> dict:
+            if index == 1:
+                row["jpg_0"] = {"bytes": b"not an image", "path": row["jpg_0"]["path"]}
+            return row
+
+        rows = rows.map(corrupt, with_indices=True)
+        shutil.rmtree(broken / "data")
+        (broken / "data").mkdir()
+        rows.to_parquet(broken / "data" / "train-00000-of-00001-0.parquet")
+        result = run_command(
+            [
+                "agfsync",
+                "publish",
+                str(broken),
+                "--repo-id",
+                "o/n",
+                "--dry-run",
+                str(tmp_path / "d"),
+            ],
+            tmp_path,
+        )
+        assert result.returncode == 2
+        assert f"Image `jpg_0` of prompt {bad_id!r} is missing or unreadable" in result.stderr
+        assert "Nothing was published" in result.stderr
+
+    def test_a_folder_that_is_not_a_run_is_refused(self, tmp_path: Path) -> None:
+        result = run_command(
+            [
+                "agfsync",
+                "publish",
+                str(tmp_path),
+                "--repo-id",
+                "o/n",
+                "--dry-run",
+                str(tmp_path / "d"),
+            ],
+            tmp_path,
+        )
+        assert result.returncode == 2
+        assert "has no run.json" in result.stderr
