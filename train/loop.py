@@ -169,10 +169,14 @@ class DPOTrainer:
             vae_model=config.vae_model,
             device=self.accelerator.device,
             frozen_dtype=self.weight_dtype,
+            # LoRA: the frozen base computes in the mixed-precision dtype.
+            unet_dtype=self.weight_dtype if config.use_lora else torch.float32,
         )
         self.reference = self._set_up_policy()
         self.data_counts = DataCounts(ties=self.pairs.ties_removed)
         self.progress = TrainingProgress()
+        self._window: list[dict[str, float]] = []
+        """Metrics of the micro-batches of the optimizer step in progress."""
         self.latents_cache = (
             LatentsCache(
                 config.latents_cache_dir or config.output_dir / "latents-cache",
@@ -193,7 +197,6 @@ class DPOTrainer:
         config, unet = self.config, self.components.unet
         reference: AdapterDisabledReference | FrozenCopyReference | None = None
         if config.use_lora:
-            unet.to(dtype=self.weight_dtype)  # the frozen base in the compute dtype
             assert config.lora_alpha is not None
             add_lora(
                 unet,
@@ -350,43 +353,51 @@ class DPOTrainer:
             num_processes=accelerator.num_processes,
             num_workers=config.dataloader_num_workers,
         )
-        dataset_images = None if self.pairs.num_pairs is None else 2 * self.pairs.num_pairs
-        window: list[dict[str, float]] = []
         while self.progress.global_step < config.max_train_steps:
-            trained_this_epoch = False
-            for batch in epoch_batches(
-                self.pairs,
-                reader,
-                plan,
-                epoch=self.progress.epoch,
-                skip_batches=self.progress.batches_done_in_epoch,
-            ):
-                self.data_counts.record(batch)
-                self.data_counts.check_bad_images(config.max_bad_image_fraction, dataset_images)
-                if batch.num_pairs:
-                    window.append(self._train_micro_batch(batch))
-                    trained_this_epoch = True
-                self.progress.micro_batches_done += 1
-                self.progress.batches_done_in_epoch += 1
-                if batch.num_pairs and accelerator.sync_gradients:
-                    self._end_optimizer_step(window, result)
-                    window = []
-                    if self.progress.global_step >= config.max_train_steps:
-                        break
-            else:
-                if not trained_this_epoch:
-                    raise ConfigurationError(
-                        "A whole pass over the dataset produced no trainable pair "
-                        f"(skipped: {self.data_counts.state_dict()})."
-                    )
-                self.progress.epoch += 1
-                self.progress.batches_done_in_epoch = 0
+            whole_pass = self.progress.batches_done_in_epoch == 0
+            trained = self._train_epoch(reader, plan, result)
+            if self.progress.global_step >= config.max_train_steps:
+                break
+            if whole_pass and not trained:
+                raise ConfigurationError(
+                    "A whole pass over the dataset produced no trainable pair "
+                    f"(skipped: {self.data_counts.state_dict()})."
+                )
+            self.progress.epoch += 1
+            self.progress.batches_done_in_epoch = 0
         self._finish(result)
         return result
+
+    def _train_epoch(self, reader: PairReader, plan: BatchPlan, result: TrainingResult) -> bool:
+        """Train on the rest of the current epoch, or until the last step; return whether
+        any pair was trained on."""
+        config = self.config
+        dataset_images = None if self.pairs.num_pairs is None else 2 * self.pairs.num_pairs
+        trained = False
+        for batch in epoch_batches(
+            self.pairs,
+            reader,
+            plan,
+            epoch=self.progress.epoch,
+            skip_batches=self.progress.batches_done_in_epoch,
+        ):
+            self.data_counts.record(batch)
+            self.data_counts.check_bad_images(config.max_bad_image_fraction, dataset_images)
+            if batch.num_pairs:
+                self._window.append(self._train_micro_batch(batch))
+                trained = True
+            self.progress.micro_batches_done += 1
+            self.progress.batches_done_in_epoch += 1
+            if batch.num_pairs and self.accelerator.sync_gradients:
+                self._end_optimizer_step(result)
+                if self.progress.global_step >= config.max_train_steps:
+                    break
+        return trained
 
     def _train_micro_batch(self, batch: PairBatch) -> dict[str, float]:
         with self.accelerator.accumulate(self.unet):
             loss, metrics = self._loss(batch)
+            metrics["lr"] = self.lr_scheduler.get_last_lr()[0]  # the rate this step uses
             self.accelerator.backward(loss)
             if self.accelerator.sync_gradients:
                 self.accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
@@ -395,8 +406,10 @@ class DPOTrainer:
             self.optimizer.zero_grad(set_to_none=True)
         return metrics
 
-    def _end_optimizer_step(self, window: list[dict[str, float]], result: TrainingResult) -> None:
+    def _end_optimizer_step(self, result: TrainingResult) -> None:
+        """Average the accumulated micro-batches' metrics, log, checkpoint, validate."""
         accelerator, config = self.accelerator, self.config
+        window, self._window = self._window, []
         self.progress.global_step += 1
         step = self.progress.global_step
         names = list(window[0])
@@ -406,7 +419,6 @@ class DPOTrainer:
         )
         values = accelerator.reduce(means, reduction="mean").tolist()
         metrics = dict(zip(names, values, strict=True))
-        metrics["lr"] = self.lr_scheduler.get_last_lr()[0]
         accelerator.log(
             metrics | {f"data/{k}": v for k, v in self.data_counts.state_dict().items()},
             step=step,

@@ -174,35 +174,39 @@ def load_components(
     vae_model: str | None,
     device: torch.device,
     frozen_dtype: torch.dtype,
+    unet_dtype: torch.dtype = torch.float32,
 ) -> DiffusionComponents:
     """Load tokenizers, text encoders, VAE, UNet and the DDPM training scheduler.
 
     Text encoders and VAE are frozen in `frozen_dtype` (the mixed-precision dtype), except
-    SDXL's own VAE, which overflows in fp16 and stays in float32. The UNet is returned
-    in float32 on `device`, trainable.
+    SDXL's own VAE, which overflows in fp16 and stays in float32. The UNet comes in
+    `unet_dtype`: float32 when all of it trains, the compute dtype when only LoRA
+    adapters (added later, in float32) train.
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
     path = info.path
+    sdxl = info.family is ModelFamily.STABLE_DIFFUSION_XL
     tokenizers = [AutoTokenizer.from_pretrained(path, subfolder="tokenizer")]
-    text_encoders: list[Any] = [CLIPTextModel.from_pretrained(path, subfolder="text_encoder")]
-    if info.family is ModelFamily.STABLE_DIFFUSION_XL:
+    text_encoders: list[Any] = [
+        CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=frozen_dtype)
+    ]
+    if sdxl:
         tokenizers.append(AutoTokenizer.from_pretrained(path, subfolder="tokenizer_2"))
         text_encoders.append(
-            CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2")
+            CLIPTextModelWithProjection.from_pretrained(
+                path, subfolder="text_encoder_2", dtype=frozen_dtype
+            )
         )
+    vae_dtype = torch.float32 if sdxl and not vae_model else frozen_dtype
     if vae_model:
-        vae = AutoencoderKL.from_pretrained(resolve_model(vae_model))
+        vae = AutoencoderKL.from_pretrained(resolve_model(vae_model), torch_dtype=vae_dtype)
     else:
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae")
-    sdxl_own_vae = info.family is ModelFamily.STABLE_DIFFUSION_XL and not vae_model
-    vae.to(device, torch.float32 if sdxl_own_vae else frozen_dtype)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=vae_dtype)
     for module in [vae, *text_encoders]:
-        module.requires_grad_(False).eval()
-    for encoder in text_encoders:
-        encoder.to(device, frozen_dtype)
-    unet: Any = UNet2DConditionModel.from_pretrained(path, subfolder="unet")
+        module.requires_grad_(False).eval().to(device)
+    unet: Any = UNet2DConditionModel.from_pretrained(path, subfolder="unet", torch_dtype=unet_dtype)
     return DiffusionComponents(
         info=info,
         tokenizers=tokenizers,

@@ -1,0 +1,513 @@
+"""The Diffusion-DPO trainer end to end on tiny SD-1.x- and SDXL-shaped models."""
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from agfsync.errors import ConfigurationError
+from agfsync.models import resolve_model
+from agfsync.train.config import DPOTrainingConfig, ModelFamily
+from agfsync.train.data import BatchPlan, PairedTransform, PairReader, epoch_batches
+from agfsync.train.data import open_preference_pairs as open_pairs
+from agfsync.train.dpo import build_parser, main, parse_config
+from agfsync.train.loop import TrainingResult, train
+from agfsync.train.models import (
+    AdapterDisabledReference,
+    add_lora,
+    inspect_base_model,
+    load_components,
+    predict_noise,
+)
+from tests.helpers import run_command
+from tests.test_train_data import (
+    LABELLED_FEATURES,
+    RED,
+    write_colour_preference_dataset,
+    write_parquet_dataset,
+)
+
+LN2 = math.log(2.0)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def sharp_sd_path(tiny_sd_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny SD model with a VAE whose latents keep colours apart.
+
+    The random tiny VAE encodes every image to nearly the same distribution (mean
+    differences ~0.15 against a standard deviation ~1, then scaled by 0.18), so no
+    preference between two flat colours survives into its latents and nothing can be
+    learnt through it. Here the log-variance is pinned to -20 (a near-deterministic
+    encoder), the mean amplified 10x and the scaling factor set to 1.
+    """
+    from diffusers import AutoencoderKL
+
+    target = tmp_path_factory.mktemp("sharp") / "sd"
+    shutil.copytree(tiny_sd_path, target)
+    vae: Any = AutoencoderKL.from_pretrained(target / "vae")
+    channels = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[:channels] *= 10
+        vae.quant_conv.bias[:channels] *= 10
+        vae.quant_conv.weight[channels:] = 0
+        vae.quant_conv.bias[channels:] = -20
+    vae.register_to_config(scaling_factor=1.0)
+    vae.save_pretrained(target / "vae")
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def colour_dataset(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(write_colour_preference_dataset(tmp_path_factory.mktemp("colours") / "ds"))
+
+
+def _config(model: str, dataset: str, output_dir: Path, **overrides: Any) -> DPOTrainingConfig:
+    """A tiny, fast run: 4 pairs per step, no trackers, no validation unless asked."""
+    values: dict[str, Any] = {
+        "pretrained_model": model,
+        "dataset": dataset,
+        "output_dir": output_dir,
+        "train_batch_size": 4,
+        "effective_batch_size": 4,
+        "max_train_steps": 1,
+        "report_to": "none",
+        "validation_steps": 0,
+        "validation_inference_steps": 2,
+        "lr_scheduler": "constant",
+    }
+    return DPOTrainingConfig(**(values | overrides))
+
+
+def _losses(result: TrainingResult) -> list[float]:
+    return [metrics["loss"] for metrics in result.history]
+
+
+# -- the loss at the start, learning, outputs ---------------------------------------------
+
+
+@pytest.mark.parametrize("use_lora", [True, False], ids=["lora", "full"])
+def test_first_step_loss_is_ln2_because_policy_equals_reference(
+    use_lora: bool, tiny_sd_path: str, colour_dataset: str, tmp_path: Path
+) -> None:
+    config = _config(tiny_sd_path, colour_dataset, tmp_path / "out", use_lora=use_lora)
+    [first] = train(config).history
+    assert abs(first["loss"] - LN2) < 1e-6
+    assert first["reward_margin"] == 0.0
+    assert first["mse_w"] == pytest.approx(first["ref_mse_w"], abs=0.0)
+    if not use_lora:  # full fine-tuning saves a whole pipeline
+        from diffusers import StableDiffusionPipeline
+
+        pipeline = StableDiffusionPipeline.from_pretrained(tmp_path / "out", safety_checker=None)
+        assert pipeline.unet.config.sample_size == 16
+
+
+@pytest.fixture(scope="module")
+def trained_lora(
+    sharp_sd_path: str, colour_dataset: str, tmp_path_factory: pytest.TempPathFactory
+) -> TrainingResult:
+    """24 steps of LoRA DPO, 2 micro-batches of 2 pairs per step, with tensorboard and a
+    validation grid at the end."""
+    output = tmp_path_factory.mktemp("trained") / "lora"
+    config = _config(
+        sharp_sd_path,
+        colour_dataset,
+        output,
+        max_train_steps=24,
+        train_batch_size=2,
+        learning_rate=1e-2,
+        beta=1000.0,
+        report_to="tensorboard",
+        validation_steps=24,
+        validation_prompts=["a red square", "a blue square"],
+    )
+    return train(config)
+
+
+def test_dpo_lowers_the_loss_and_raises_implicit_accuracy(trained_lora: TrainingResult) -> None:
+    losses = _losses(trained_lora)
+    accuracies = [metrics["implicit_accuracy"] for metrics in trained_lora.history]
+    assert len(losses) == 24 and abs(losses[0] - LN2) < 1e-6
+    assert np.mean(losses[-6:]) < 0.5 * np.mean(losses[:6])
+    assert np.mean(accuracies[-6:]) > np.mean(accuracies[:6])
+    assert np.mean(accuracies[-6:]) >= 0.9
+    # The policy moved away from the reference in the preferred direction.
+    last = trained_lora.history[-1]
+    assert last["reward_margin"] > 0
+    assert last["mse_w"] - last["ref_mse_w"] < last["mse_l"] - last["ref_mse_l"]
+
+
+def test_run_writes_tensorboard_logs_grid_and_model_card(trained_lora: TrainingResult) -> None:
+    output = trained_lora.config.output_dir
+    assert list((output / "logs").rglob("events.out.tfevents.*"))
+    [grid] = trained_lora.validation_grids
+    assert grid == output / "validation" / "step-000024.png"
+    assert Image.open(grid).size == (2 * 32, 32)  # two prompts side by side
+    card = (output / "README.md").read_text()
+    assert f"base_model: {trained_lora.config.pretrained_model}" in card
+    assert "| learning_rate | `0.01` |" in card
+    assert "| ties skipped | 0 |" in card
+    assert f"| loss | {trained_lora.history[-1]['loss']} |" in card
+    assert "pipe.load_lora_weights(" in card
+
+
+def test_saved_lora_loads_into_a_pipeline_and_reproduces_the_trained_model(
+    trained_lora: TrainingResult, sharp_sd_path: str
+) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    config = trained_lora.config
+    pipeline: Any = StableDiffusionPipeline.from_pretrained(sharp_sd_path, safety_checker=None)
+    pipeline.set_progress_bar_config(disable=True)
+
+    def render() -> np.ndarray:
+        image = pipeline(
+            config.validation_prompts[0],
+            num_inference_steps=config.validation_inference_steps,
+            height=32,
+            width=32,
+            generator=torch.Generator().manual_seed(config.validation_seed),
+        ).images[0]
+        return np.asarray(image, dtype=np.int16)
+
+    before = render()
+    pipeline.load_lora_weights(config.output_dir)
+    after = render()
+    assert np.abs(after - before).max() > 10
+    # The trainer rendered the same prompt and seed with its in-memory model.
+    grid = np.asarray(Image.open(trained_lora.validation_grids[0]), dtype=np.int16)
+    assert np.abs(after - grid[:, :32]).max() <= 1
+
+
+def test_lora_reference_equals_the_base_model(tiny_sd_path: str) -> None:
+    from diffusers import UNet2DConditionModel
+
+    info = inspect_base_model(tiny_sd_path)
+    components = load_components(info, vae_model=None, device=CPU, frozen_dtype=torch.float32)
+    unet = components.unet
+    add_lora(unet, rank=4, alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a LoRA that has learnt something
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+    base: Any = UNet2DConditionModel.from_pretrained(tiny_sd_path, subfolder="unet")
+    conditioning = components.conditioning(
+        ["a cat", "a dog"], torch.zeros(2, 2), torch.zeros(2, 2), 32
+    )
+    noisy = torch.randn(2, 4, 16, 16, generator=generator)
+    timesteps = torch.tensor([10, 700])
+
+    with torch.no_grad():
+        expected = predict_noise(base, noisy, timesteps, conditioning)
+        policy = predict_noise(unet, noisy, timesteps, conditioning)
+    reference = AdapterDisabledReference(unet)(noisy, timesteps, conditioning)
+
+    torch.testing.assert_close(reference, expected, rtol=0, atol=1e-6)
+    assert (policy - expected).abs().max() > 1e-2
+    with torch.no_grad():  # the adapters are back on afterwards
+        torch.testing.assert_close(predict_noise(unet, noisy, timesteps, conditioning), policy)
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("use_lora", "checkpoint_step"),
+    [(True, 3), (False, 2)],
+    ids=["lora-mid-epoch", "full-epoch-boundary"],
+)
+def test_resume_continues_with_the_same_losses(
+    use_lora: bool, checkpoint_step: int, sharp_sd_path: str, colour_dataset: str, tmp_path: Path
+) -> None:
+    # 8 pairs, 2 per micro-batch, 2 micro-batches per step: an epoch is 2 steps, so
+    # checkpoint 3 lies mid-epoch and checkpoint 2 at an epoch's end. Order, augmentation,
+    # noise, optimizer state and the warm-up + cosine schedule all have to resume.
+    settings: dict[str, Any] = {
+        "use_lora": use_lora,
+        "max_train_steps": 6,
+        "train_batch_size": 2,
+        "learning_rate": 1e-3 if use_lora else 1e-4,
+        "beta": 1000.0,
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 2,
+        "checkpointing_steps": checkpoint_step,
+    }
+    whole = train(_config(sharp_sd_path, colour_dataset, tmp_path / "whole", **settings))
+    checkpoint = tmp_path / "whole" / f"checkpoint-{checkpoint_step}"
+    assert checkpoint.is_dir()
+    if use_lora:  # the adapter only, not the frozen base UNet
+        assert (checkpoint / "lora_adapter.safetensors").is_file()
+        assert not list(checkpoint.glob("model*.safetensors"))
+
+    resumed = train(
+        _config(
+            sharp_sd_path,
+            colour_dataset,
+            tmp_path / "resumed",
+            resume_from_checkpoint=str(checkpoint),
+            **settings,
+        )
+    )
+    expected = whole.history[checkpoint_step:]
+    assert [m["step"] for m in resumed.history] == list(range(checkpoint_step + 1, 7))
+    np.testing.assert_allclose(_losses(resumed), _losses(whole)[checkpoint_step:], rtol=1e-6)
+    np.testing.assert_allclose(
+        [m["lr"] for m in resumed.history], [m["lr"] for m in expected], rtol=1e-9
+    )
+    assert len({round(m["loss"], 6) for m in expected}) == len(expected)  # not trivial
+
+
+def test_resume_latest_without_checkpoints_starts_fresh(
+    tiny_sd_path: str, colour_dataset: str, tmp_path: Path
+) -> None:
+    result = train(
+        _config(tiny_sd_path, colour_dataset, tmp_path / "out", resume_from_checkpoint="latest")
+    )
+    assert [m["step"] for m in result.history] == [1]
+
+
+# -- SDXL, SFT, latent cache ---------------------------------------------------------------
+
+
+def test_sdxl_conditions_on_pooled_embeddings_and_size_crop_time_ids(
+    tmp_path: Path, isolated_caches: dict[str, str]
+) -> None:
+    sdxl = resolve_model("tiny:stable-diffusion-xl")
+    wide = [Image.new("RGB", (96, 64), RED), Image.new("RGB", (96, 64), (0, 0, 255))]
+    dataset = write_parquet_dataset(
+        tmp_path / "ds",
+        {
+            "caption": ["red", "blue"],
+            "jpg_0": wide,
+            "jpg_1": wide[::-1],
+            "label_0": [1.0, 0.0],
+        },
+        LABELLED_FEATURES,
+    )
+    info = inspect_base_model(sdxl)
+    assert (info.family, info.native_resolution) == (ModelFamily.STABLE_DIFFUSION_XL, 64)
+    components = load_components(info, vae_model=None, device=CPU, frozen_dtype=torch.float32)
+    pairs = open_pairs(str(dataset))
+    reader = PairReader(pairs.columns, PairedTransform(64, False, False), seed=0)
+    [batch] = epoch_batches(pairs, reader, BatchPlan(batch_size=2, seed=0), epoch=0)
+    conditioning = components.conditioning(
+        batch.captions, batch.original_sizes, batch.crop_top_lefts, 64
+    )
+    assert conditioning.added_cond_kwargs is not None
+    # original (h, w) = (64, 96); centre crop of the 96-wide image starts at x = 16.
+    assert conditioning.added_cond_kwargs["time_ids"].tolist() == [[64, 96, 0, 16, 64, 64]] * 2
+    assert conditioning.added_cond_kwargs["text_embeds"].shape == (2, 32)
+    assert conditioning.encoder_hidden_states.shape == (2, 77, 64)  # two encoders side by side
+
+    result = train(
+        _config(
+            sdxl,
+            str(dataset),
+            tmp_path / "out",
+            train_batch_size=2,
+            effective_batch_size=2,
+            max_train_steps=2,
+            learning_rate=1e-2,
+        )
+    )
+    assert abs(result.history[0]["loss"] - LN2) < 1e-6
+    assert result.history[1]["loss"] != pytest.approx(LN2, abs=1e-6)  # the LoRA moved
+
+    from diffusers import StableDiffusionXLPipeline
+
+    pipeline: Any = StableDiffusionXLPipeline.from_pretrained(sdxl)
+    pipeline.load_lora_weights(tmp_path / "out")
+    assert any("lora" in name for name, _ in pipeline.unet.named_parameters())
+
+
+def test_sft_baseline_trains_on_winners_only(
+    tiny_sd_path: str, colour_dataset: str, tmp_path: Path
+) -> None:
+    result = train(
+        _config(tiny_sd_path, colour_dataset, tmp_path / "out", loss="sft", max_train_steps=2)
+    )
+    for metrics in result.history:
+        assert set(metrics) == {"step", "loss", "mse_w", "lr"}
+        assert metrics["loss"] == metrics["mse_w"] > 0
+
+
+def test_cached_latents_train_exactly_like_uncached(
+    sharp_sd_path: str, colour_dataset: str, tmp_path: Path
+) -> None:
+    settings: dict[str, Any] = {"max_train_steps": 4, "learning_rate": 1e-3, "beta": 1000.0}
+    plain = train(_config(sharp_sd_path, colour_dataset, tmp_path / "plain", **settings))
+    cached = train(
+        _config(sharp_sd_path, colour_dataset, tmp_path / "cached", cache_latents=True, **settings)
+    )
+    np.testing.assert_allclose(_losses(cached), _losses(plain), rtol=1e-4)
+    entries = list((tmp_path / "cached" / "latents-cache").rglob("*.safetensors"))
+    # Two colours, each flipped or not: at most 4 distinct VAE inputs over 2 epochs.
+    assert 2 <= len(entries) <= 4
+
+
+def test_cache_latents_refuses_random_crops() -> None:
+    with pytest.raises(ValueError, match="cache_latents needs a deterministic crop"):
+        DPOTrainingConfig(pretrained_model="m", dataset="d", cache_latents=True, random_crop=True)
+
+
+# -- configuration and command line ------------------------------------------------------
+
+
+def test_defaults_resolve_per_model_family() -> None:
+    config = DPOTrainingConfig(pretrained_model="m", dataset="d")
+    sd = config.resolved(ModelFamily.STABLE_DIFFUSION, 512)
+    assert (sd.learning_rate, sd.effective_batch_size, sd.resolution) == (1e-5, 128, 512)
+    assert sd.lora_alpha == 8 and sd.max_train_steps == 1000 and sd.beta == 5000.0
+    full = config.model_copy(update={"use_lora": False})
+    assert full.resolved(ModelFamily.STABLE_DIFFUSION, 512).learning_rate == 5e-7
+    sdxl = full.resolved(ModelFamily.STABLE_DIFFUSION_XL, 1024)
+    assert (sdxl.learning_rate, sdxl.effective_batch_size, sdxl.resolution) == (1e-6, 64, 1024)
+    assert sdxl.gradient_accumulation_steps(num_processes=8) == 8
+    with pytest.raises(ConfigurationError, match="not a multiple"):
+        sdxl.model_copy(update={"train_batch_size": 3}).gradient_accumulation_steps(1)
+
+
+def test_help_documents_every_option_with_default_and_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in DPOTrainingConfig.model_fields:
+        assert f"--{name.replace('_', '-')}" in text
+    assert text.count("[default: ") >= len(DPOTrainingConfig.model_fields)
+    for source in ("AGFSync", "Diffusion-DPO", "diffusers' DPO example"):
+        assert source in text
+    assert "[default: 1000]" in text and "[default: 5000.0]" in text
+
+
+def test_yaml_config_with_command_line_overrides(tmp_path: Path) -> None:
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "pretrained_model": "tiny:stable-diffusion",
+                "dataset": "my/dataset",
+                "max_train_steps": 50,
+                "beta": 2500,
+                "validation_prompts": ["a", "b"],
+            }
+        )
+    )
+    config, token = parse_config(
+        [
+            "--config",
+            str(config_file),
+            "--max-train-steps",
+            "7",
+            "--no-use-lora",
+            "--hub-token",
+            "hf_test_token",
+        ]
+    )
+    assert (config.max_train_steps, config.beta, config.use_lora) == (7, 2500.0, False)
+    assert config.validation_prompts == ["a", "b"] and config.dataset == "my/dataset"
+    assert token == "hf_test_token" and "hf_test_token" not in config.model_dump_json()
+    with pytest.raises(ConfigurationError, match="max_train_steps"):
+        parse_config(["--config", str(config_file), "--max-train-steps", "0"])
+    config_file.write_text("pretrained_model: m\ndataset: d\nlearning_rat: 1\n")
+    with pytest.raises(ConfigurationError, match="learning_rat"):
+        parse_config(["--config", str(config_file)])
+    assert build_parser().parse_args([]) is not None
+
+
+def test_push_to_hub_uploads_without_writing_the_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import huggingface_hub
+
+    from agfsync.train.outputs import push_to_hub
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    class RecordingApi:
+        def __init__(self, token: str | None = None) -> None:
+            calls.append(("init", {"token": token}))
+
+        def create_repo(self, repo_id: str, **kwargs: Any) -> Any:
+            calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, **kwargs: Any) -> None:
+            calls.append(("upload_folder", kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    (tmp_path / "README.md").write_text("card")
+    url = push_to_hub(tmp_path, "me/dpo", token="hf_secret")
+    assert url == "https://huggingface.co/me/dpo"
+    assert calls[0] == ("init", {"token": "hf_secret"})
+    upload = dict(calls)["upload_folder"]
+    assert upload["repo_id"] == "me/dpo" and "checkpoint-*" in upload["ignore_patterns"]
+    assert not any(
+        "hf_secret" in path.read_text() for path in tmp_path.rglob("*") if path.is_file()
+    )
+
+
+def test_eight_bit_adam_without_bitsandbytes_is_a_clear_error() -> None:
+    from importlib.util import find_spec
+
+    from agfsync.train.loop import _optimizer_class
+
+    if find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed")
+    config = DPOTrainingConfig(pretrained_model="m", dataset="d", use_8bit_adam=True)
+    with pytest.raises(ConfigurationError, match="pip install bitsandbytes"):
+        _optimizer_class(config)
+
+
+# -- a dataset published by the offline preset, through `agfsync train` --------------------
+
+
+def test_offline_preset_dataset_trains_with_agfsync_train(
+    tmp_path: Path, tiny_sd_path: str
+) -> None:
+    generated = run_command(
+        ["agfsync", "generate", "--preset", "offline", "--num-prompts", "4", "-o", "ds"],
+        cwd=tmp_path,
+    )
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    trained = run_command(
+        [
+            "agfsync",
+            "train",
+            "--pretrained-model",
+            "tiny:stable-diffusion",
+            "--dataset",
+            "ds",
+            "--max-train-steps",
+            "2",
+            "--train-batch-size",
+            "2",
+            "--effective-batch-size",
+            "2",
+            "--validation-steps",
+            "0",
+            "--report-to",
+            "none",
+            "--output-dir",
+            "out",
+        ],
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Training finished" in trained.stdout
+    assert "4 pairs, 0 ties removed" in trained.stderr
+
+    from diffusers import StableDiffusionPipeline
+
+    pipeline: Any = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None)
+    pipeline.load_lora_weights(tmp_path / "out")
+    assert any("lora" in name for name, _ in pipeline.unet.named_parameters())
