@@ -17,6 +17,11 @@ app = typer.Typer(
 )
 presets_app = typer.Typer(help="List and export the pipeline presets.", no_args_is_help=True)
 app.add_typer(presets_app, name="presets")
+argilla_app = typer.Typer(
+    help="Spot-check preference pairs in Argilla and pull the verdicts back.",
+    no_args_is_help=True,
+)
+app.add_typer(argilla_app, name="argilla")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True)
 
@@ -152,6 +157,95 @@ def publish(
         f"[bold green]Published[/] {result.repo_id}: {len(result.files)} files uploaded, "
         f"{len(result.deleted)} stale files deleted, in one commit ({result.commit_url})."
     )
+
+
+ArgillaWorkspace = Annotated[
+    str | None, typer.Option(help="Argilla workspace [default: the only one].")
+]
+ArgillaUrl = Annotated[str | None, typer.Option(help="Argilla URL [default: $ARGILLA_API_URL].")]
+ArgillaKey = Annotated[str | None, typer.Option(help="API key [default: $ARGILLA_API_KEY].")]
+ArgillaRetries = Annotated[int, typer.Option(help="Connection retries before giving up.")]
+ReviewSeed = Annotated[int, typer.Option(help="Seed of the per-record image order.")]
+
+
+@argilla_app.command("push")
+def argilla_push(
+    source: Annotated[str, typer.Argument(help="Dataset folder or Hub dataset repo id.")],
+    dataset: Annotated[str, typer.Option(help="Argilla dataset to create or update.")],
+    workspace: ArgillaWorkspace = None,
+    sample: Annotated[int | None, typer.Option(help="Push only N pairs.")] = None,
+    by: Annotated[
+        str | None, typer.Option(help="Stratify the sample by this column, e.g. category.")
+    ] = None,
+    seed: ReviewSeed = 0,
+    api_url: ArgillaUrl = None,
+    api_key: ArgillaKey = None,
+    retries: ArgillaRetries = 3,
+) -> None:
+    """Push preference pairs to Argilla for human review (re-pushing updates by id)."""
+    from rich.progress import Progress
+
+    from agfsync.argilla_review import ArgillaTarget, push_for_review
+
+    target = ArgillaTarget(dataset, workspace, api_url, api_key, retries)
+    try:
+        with Progress(console=console) as bar:
+            task = bar.add_task("logging records", total=None)
+            result = push_for_review(
+                source,
+                target,
+                sample=sample,
+                by=by,
+                seed=seed,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    except ConfigurationError as error:
+        raise _fail(error) from None
+    state = "created" if result.created else "updated"
+    console.print(
+        f"[bold green]Pushed[/] {result.pushed} pairs to Argilla dataset {result.dataset} "
+        f"({state})."
+    )
+
+
+@argilla_app.command("pull")
+def argilla_pull(
+    name: Annotated[str, typer.Argument(help="Argilla dataset made by `agfsync argilla push`.")],
+    source: Annotated[str, typer.Option(help="The dataset folder or Hub repo that was pushed.")],
+    out: Annotated[Path, typer.Option(help="Folder of the reviewed dataset.")],
+    repo_id: Annotated[
+        str | None, typer.Option(help="Also publish the reviewed dataset to this Hub repo.")
+    ] = None,
+    workspace: ArgillaWorkspace = None,
+    seed: ReviewSeed = 0,
+    api_url: ArgillaUrl = None,
+    api_key: ArgillaKey = None,
+    retries: ArgillaRetries = 3,
+) -> None:
+    """Pull submitted reviews, write the reviewed dataset and print AI-human agreement."""
+    from agfsync.argilla_review import ArgillaTarget, agreement_rows, pull_reviews
+    from agfsync.publish import publish_run
+
+    target = ArgillaTarget(name, workspace, api_url, api_key, retries)
+    try:
+        report = pull_reviews(name, target, source=source, output_dir=out, seed=seed)
+        published = publish_run(out, repo_id) if repo_id else None
+    except ConfigurationError as error:
+        raise _fail(error) from None
+    console.print(
+        f"[bold green]Reviewed dataset:[/] {out} ({report.records} pairs in Argilla, "
+        f"{report.reviewed} answered, {report.resolved} resolved by the reviewers)"
+    )
+    if report.unknown_records:
+        console.print(
+            f"{len(report.unknown_records)} Argilla records match no row of the source: "
+            + ", ".join(report.unknown_records[:10])
+        )
+    console.print("AI vs human agreement (group, value, pairs, agreement, Cohen's kappa):")
+    for group, key, value in agreement_rows(report):
+        console.print(f"  {group}\t{key}\t{value.count}\t{value.raw:.3f}\t{value.kappa:.3f}")
+    if published is not None:
+        console.print(f"Published to {published.repo_id} ({published.commit_url}).")
 
 
 @presets_app.command("list")
