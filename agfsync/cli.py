@@ -241,9 +241,12 @@ def argilla_pull(
             f"{len(report.unknown_records)} Argilla records match no row of the source: "
             + ", ".join(report.unknown_records[:10])
         )
-    console.print("AI vs human agreement (group, value, pairs, agreement, Cohen's kappa):")
+    console.print(f"  {'AI vs human':<13} {'':<28} {'pairs':>5} {'agreement':>9} {'kappa':>7}")
     for group, key, value in agreement_rows(report):
-        console.print(f"  {group}\t{key}\t{value.count}\t{value.raw:.3f}\t{value.kappa:.3f}")
+        console.print(
+            f"  {group:<13} {key:<28} {value.count:>5} {value.raw:>9.3f} {value.kappa:>7.3f}",
+            highlight=False,
+        )
     if published is not None:
         console.print(f"Published to {published.repo_id} ({published.commit_url}).")
 

@@ -147,7 +147,7 @@ def margin_buckets(margins: Sequence[float], count: int = 3) -> list[float]:
     ordered = sorted(margins)
     if not ordered:
         return []
-    edges = [ordered[min(len(ordered) - 1, (len(ordered) * k) // count)] for k in range(1, count)]
+    edges = [ordered[max(0, (len(ordered) * k) // count - 1)] for k in range(1, count)]
     return [*edges, math.inf]
 
 

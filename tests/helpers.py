@@ -23,3 +23,13 @@ def run_command(
         timeout=600,
         check=False,
     )
+
+
+def generate_offline_run(output: Path, num_prompts: int) -> Path:
+    """`agfsync generate` on the offline preset's first `num_prompts` prompts."""
+    result = run_command(
+        ["agfsync", "generate", "-o", str(output), "--num-prompts", str(num_prompts)],
+        cwd=output.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output

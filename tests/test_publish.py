@@ -17,7 +17,7 @@ import yaml
 
 from agfsync.dataset import write_dataset_folder
 from agfsync.run_info import RunInfo, UnpairedPrompt
-from tests.helpers import run_command
+from tests.helpers import generate_offline_run, run_command
 from tests.hub_server import HubServer
 
 TOKEN = "hf_test_secret_token_4242"
@@ -26,13 +26,7 @@ NUM_PROMPTS = 4
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("publish") / "run"
-    result = run_command(
-        ["agfsync", "generate", "-o", str(output), "--num-prompts", str(NUM_PROMPTS)],
-        cwd=output.parent,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output
+    return generate_offline_run(tmp_path_factory.mktemp("publish") / "run", NUM_PROMPTS)
 
 
 @pytest.fixture
@@ -143,11 +137,7 @@ class TestPublish:
         assert hub.commit_count("org/pairs") == commits + 1
         assert hub.files("org/pairs") == first
 
-        smaller = tmp_path / "smaller"
-        result = run_command(
-            ["agfsync", "generate", "-o", str(smaller), "--num-prompts", "2"], cwd=tmp_path
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        smaller = generate_offline_run(tmp_path / "smaller", 2)
         output = publish(smaller, hub, tmp_path)
         # the old shard and the third sample pair (two prompts give two samples)
         assert "3 stale files deleted" in output

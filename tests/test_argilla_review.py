@@ -1,0 +1,258 @@
+"""`agfsync argilla push` / `pull` against a real Argilla 2.8 server (in-memory search
+engine, see tests/argilla_server/), with two annotators answering through the REST
+endpoint the web UI uses, and the merge and agreement checked by hand."""
+
+import io
+import math
+import re
+import socket
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import argilla as rg
+import datasets
+import pytest
+from PIL import Image
+
+from agfsync.review import shows_rejected_first
+from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
+from tests.helpers import generate_offline_run, run_command
+
+NUM_PROMPTS = 6
+AGREEMENT_LINE = re.compile(
+    r"^\s*(overall|category|score margin)\s+(.*?)\s+(\d+)\s+(\S+)\s+(\S+)$", re.MULTILINE
+)
+SEED = 0
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_offline_run(tmp_path_factory.mktemp("review") / "run", NUM_PROMPTS)
+
+
+@pytest.fixture
+def workspace(argilla_server: ArgillaServer) -> str:
+    client = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    name = f"ws-{uuid.uuid4().hex[:8]}"
+    rg.Workspace(name=name, client=client).create()
+    return name
+
+
+def argilla_env(server: ArgillaServer) -> dict[str, str]:
+    return {"ARGILLA_API_URL": server.url, "ARGILLA_API_KEY": server.api_key}
+
+
+def agfsync(server: ArgillaServer, tmp_path: Path, *args: str) -> Any:
+    return run_command(["agfsync", "argilla", *args], tmp_path, argilla_env(server))
+
+
+def rows_of(folder: Path) -> list[dict[str, Any]]:
+    files = [str(path) for path in sorted((folder / "data").glob("*.parquet"))]
+    rows = datasets.load_dataset("parquet", data_files=files, split="train")
+    for column in ("chosen", "rejected"):
+        rows = rows.cast_column(column, datasets.Image(decode=False))
+    return list(rows)
+
+
+def records_of(server: ArgillaServer, name: str, workspace: str) -> dict[str, Any]:
+    client = rg.Argilla(api_url=server.url, api_key=server.api_key)
+    dataset = client.datasets(name=name, workspace=workspace)
+    return {record.id: record for record in dataset.records(with_suggestions=True)}
+
+
+def answer(agrees: bool | str | None, prompt_id: str) -> str:
+    """The label a reviewer clicks to agree (True) or disagree (False) with the AI,
+    given where the AI's chosen image is shown; strings are passed through."""
+    if isinstance(agrees, str):
+        return agrees
+    assert agrees is not None
+    ai = "image_b" if shows_rejected_first(prompt_id, SEED) else "image_a"
+    other = "image_a" if ai == "image_b" else "image_b"
+    return ai if agrees else other
+
+
+def test_push_review_and_pull_round_trip(
+    argilla_server: ArgillaServer, workspace: str, run_dir: Path, tmp_path: Path
+) -> None:
+    source = rows_of(run_dir)
+    ids = [row["prompt_id"] for row in source]
+    push = ["push", str(run_dir), "--dataset", "pairs", "--workspace", workspace]
+    first = agfsync(argilla_server, tmp_path, *push)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"Pushed {NUM_PROMPTS} pairs" in first.stdout and "(created)" in first.stdout
+    again = agfsync(argilla_server, tmp_path, *push)
+    assert again.returncode == 0 and "(updated)" in again.stdout
+
+    records = records_of(argilla_server, "pairs", workspace)
+    assert sorted(records) == sorted(ids)  # stable ids: the re-push updated, not duplicated
+    orders = {prompt_id: shows_rejected_first(prompt_id, SEED) for prompt_id in ids}
+    assert len(set(orders.values())) == 2, "the fixed seed should show both orders"
+    for row in source:
+        record = records[row["prompt_id"]]
+        rejected_first = orders[row["prompt_id"]]
+        shown_a = record.fields["image_a"].convert("RGB")
+        expected_a = row["rejected"] if rejected_first else row["chosen"]
+        assert (
+            shown_a.tobytes()
+            == Image.open(io.BytesIO(expected_a["bytes"])).convert("RGB").tobytes()
+        )
+        assert record.metadata["image_a_is"] == ("rejected" if rejected_first else "chosen")
+        assert record.metadata["category"] == row["category"]
+        assert record.metadata["score_margin"] == pytest.approx(row["score_margin"])
+        a_index = row["rejected_index"] if rejected_first else row["chosen_index"]
+        assert record.metadata["clip_a"] == pytest.approx(row["clip_scores"][a_index])
+        suggestion = record.suggestions["preference"].value
+        assert suggestion == ("image_b" if rejected_first else "image_a")
+        assert record.fields["prompt"] == row["caption"]
+        assert row["qa_pairs"][0]["question"] in record.fields["qa_pairs"]
+
+    # Two reviewers. Per prompt: (reviewer 1, reviewer 2); True = agrees with the AI.
+    script: dict[str, tuple[bool | str | None, bool | str | None]] = {
+        ids[0]: (True, True),  # resolved, agrees
+        ids[1]: (True, False),  # tie: unresolved
+        ids[2]: (False, False),  # resolved, disagrees
+        ids[3]: ("both_good", True),  # 2 votes vs 1: resolved, agrees
+        ids[4]: ("both_bad", "toxic"),  # answered, votes for neither image
+        ids[5]: (None, None),  # not answered
+    }
+    for reviewer in (0, 1):
+        key = create_annotator(argilla_server, f"reviewer-{reviewer}", workspaces=[workspace])
+        for prompt_id, answers in script.items():
+            if answers[reviewer] is not None:
+                submit_response(
+                    argilla_server,
+                    key,
+                    records[prompt_id]._server_id,
+                    {"preference": answer(answers[reviewer], prompt_id)},
+                )
+
+    out = tmp_path / "reviewed"
+    pulled = agfsync(
+        argilla_server,
+        tmp_path,
+        "pull",
+        "pairs",
+        "--source",
+        str(run_dir),
+        "--out",
+        str(out),
+        "--workspace",
+        workspace,
+    )
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert f"({NUM_PROMPTS} pairs in Argilla, 5 answered, 3 resolved" in pulled.stdout
+
+    reviewed = {row["prompt_id"]: row for row in rows_of(out)}
+    original = {row["prompt_id"]: row for row in source}
+    expected = {ids[0]: ("human", 1.0), ids[2]: ("human", 0.0), ids[3]: ("human", 1.0)}
+    for prompt_id in ids:
+        source_label, label = expected.get(prompt_id, ("ai", 1.0))
+        row = reviewed[prompt_id]
+        assert (row["label_source"], row["label_0"]) == (source_label, label), prompt_id
+        assert row["jpg_0"] is not None
+        swapped = label == 0.0
+        want_chosen = original[prompt_id]["rejected" if swapped else "chosen"]["bytes"]
+        assert row["chosen"]["bytes"] == want_chosen
+    assert reviewed[ids[3]]["human_votes"]["both_good"] == 1
+    assert reviewed[ids[4]]["human_votes"]["toxic"] == 1
+    assert "## Human review" in (out / "README.md").read_text()
+
+    # Agreement, by hand: resolved pairs ids[0] (agree), ids[2] (disagree), ids[3] (agree).
+    resolved = [(ids[0], True), (ids[2], False), (ids[3], True)]
+    ai_sides = ["b" if orders[p] else "a" for p, _ in resolved]
+    human_sides = [
+        s if agree else ("a" if s == "b" else "b")
+        for s, (_, agree) in zip(ai_sides, resolved, strict=True)
+    ]
+    p_o = 2 / 3
+    p_e = sum((ai_sides.count(side) / 3) * (human_sides.count(side) / 3) for side in ("a", "b"))
+    kappa = (p_o - p_e) / (1 - p_e) if p_e != 1 else math.nan
+    table = {
+        (match[1], match[2]): (int(match[3]), float(match[4]), match[5])
+        for match in AGREEMENT_LINE.finditer(pulled.stdout)
+    }
+    count, raw, reported_kappa = table[("overall", "all")]
+    assert count == 3 and float(raw) == pytest.approx(p_o, abs=1e-3)
+    if math.isnan(kappa):
+        assert reported_kappa == "nan"
+    else:
+        assert float(reported_kappa) == pytest.approx(kappa, abs=1e-3)
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for prompt_id, agrees in resolved:
+        by_category[original[prompt_id]["category"]].append(agrees)
+    reported = {
+        key: (n, agreed) for (group, key), (n, agreed, _) in table.items() if group == "category"
+    }
+    assert reported == {
+        name: (len(votes), pytest.approx(sum(votes) / len(votes), abs=1e-3))
+        for name, votes in by_category.items()
+    }
+
+
+def test_sampled_push_is_stratified_by_category(
+    argilla_server: ArgillaServer, workspace: str, run_dir: Path, tmp_path: Path
+) -> None:
+    result = agfsync(
+        argilla_server,
+        tmp_path,
+        "push",
+        str(run_dir),
+        "--dataset",
+        "sample",
+        "--workspace",
+        workspace,
+        "--sample",
+        "3",
+        "--by",
+        "category",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = records_of(argilla_server, "sample", workspace)
+    assert len(records) == 3
+    assert len({record.metadata["category"] for record in records.values()}) == 3
+
+
+def test_a_dataset_with_other_settings_is_refused_with_the_difference(
+    argilla_server: ArgillaServer, workspace: str, run_dir: Path, tmp_path: Path
+) -> None:
+    client = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    rg.Dataset(
+        name="foreign",
+        workspace=workspace,
+        settings=rg.Settings(
+            fields=[rg.TextField(name="prompt")],
+            questions=[rg.LabelQuestion(name="preference", labels=["left", "right"])],
+        ),
+        client=client,
+    ).create()
+    result = agfsync(
+        argilla_server,
+        tmp_path,
+        "push",
+        str(run_dir),
+        "--dataset",
+        "foreign",
+        "--workspace",
+        workspace,
+    )
+    assert result.returncode == 2
+    assert "exists with settings that differ from agfsync's" in result.stderr
+    assert "unexpected `LabelQuestion preference ['left', 'right']`" in result.stderr
+    assert "fields: expected `ImageField image_a`" in result.stderr
+
+
+def test_unreachable_server_gives_a_clear_message(run_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_command(
+        ["agfsync", "argilla", "push", str(run_dir), "--dataset", "x", "--retries", "1"],
+        tmp_path,
+        {"ARGILLA_API_URL": f"http://127.0.0.1:{port}", "ARGILLA_API_KEY": "secret-key-123"},
+    )
+    assert result.returncode == 2
+    assert "Argilla push failed (ConnectError" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "secret-key-123" not in result.stderr + result.stdout
