@@ -315,10 +315,12 @@ def test_sdxl_conditions_on_pooled_embeddings_and_size_crop_time_ids(
             effective_batch_size=2,
             max_train_steps=2,
             learning_rate=1e-2,
+            gradient_checkpointing=True,
         )
     )
     assert abs(result.history[0]["loss"] - LN2) < 1e-6
-    assert result.history[1]["loss"] != pytest.approx(LN2, abs=1e-6)  # the LoRA moved
+    # The LoRA moved: gradients reach it through the checkpointed blocks.
+    assert result.history[1]["loss"] != pytest.approx(LN2, abs=1e-6)
 
     from diffusers import StableDiffusionXLPipeline
 

@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
     output = result.config.output_dir
     weights = "LoRA (pipe.load_lora_weights)" if result.config.use_lora else "pipeline folder"
     print(f"Training finished: {output} ({weights}, model card README.md)")

@@ -14,13 +14,13 @@ already consumed and continues with the same losses an uninterrupted run would s
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.logging import get_logger
 
 from agfsync.errors import ConfigurationError
 from agfsync.train.config import DPOTrainingConfig
@@ -47,7 +47,8 @@ from agfsync.train.models import (
 )
 from agfsync.train.outputs import push_to_hub, save_lora, write_model_card
 
-logger = logging.getLogger("agfsync.train")
+logger = get_logger("agfsync.train")
+"""Logs on the main process only (accelerate's adapter), once the Accelerator exists."""
 
 LORA_CHECKPOINT_FILE = "lora_adapter.safetensors"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -148,19 +149,20 @@ class DPOTrainer:
         self.config = config = config.resolved(info.family, info.native_resolution)
         self.optimizer_class = _optimizer_class(config)
 
-        from accelerate import Accelerator, PartialState
+        from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration, set_seed
 
         config.output_dir.mkdir(parents=True, exist_ok=True)
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=config.gradient_accumulation_steps(
-                PartialState().num_processes
-            ),
             mixed_precision=config.mixed_precision,
             log_with=None if config.report_to == "none" else config.report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(config.output_dir), logging_dir=str(config.output_dir / "logs")
             ),
+        )
+        # Known only once accelerate has counted the processes.
+        self.accelerator.gradient_accumulation_steps = config.gradient_accumulation_steps(
+            self.accelerator.num_processes
         )
         self.weight_dtype = _WEIGHT_DTYPES[self.accelerator.mixed_precision]
         set_seed(config.seed)  # LoRA's initial A matrices
