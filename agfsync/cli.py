@@ -48,6 +48,10 @@ def generate(
         int | None, typer.Option(help="Candidates per prompt [default: the preset's].")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed [default: the preset's].")] = None,
+    min_margin: Annotated[
+        float | None,
+        typer.Option(help="Refuse pairs whose weighted-score margin is below this [default: 0]."),
+    ] = None,
     categories: Annotated[
         Path | None,
         typer.Option(help="Text presets: YAML/JSON categories [default: the 12 AGFSync ones]."),
@@ -81,6 +85,7 @@ def generate(
         num_prompts=num_prompts,
         num_images=num_images,
         seed=seed,
+        min_margin=min_margin,
         categories_file=categories,
         prompts_per_category=prompts_per_category,
         dedup_method=dedup,

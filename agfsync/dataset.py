@@ -35,37 +35,42 @@ def _image_bytes(artifacts_dir: Path, relative_path: str, prompt_id: str) -> dic
     return {"bytes": path.read_bytes(), "path": relative_path}
 
 
+def preference_columns(row: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
+    """The Diffusion-DPO columns of a row with a pair: `caption`, `label_0` and the
+    chosen and rejected images read from the artifacts folder, in `datasets.Image`'s
+    storage layout (`{"bytes", "path"}`). `jpg_0` is the chosen image and
+    `label_0 = 1.0` (trainers read the label, not the position). Raises
+    ConfigurationError when an image file is missing.
+    """
+    chosen = _image_bytes(artifacts_dir, row["image_paths"][row["chosen_index"]], row["prompt_id"])
+    rejected = _image_bytes(
+        artifacts_dir, row["image_paths"][row["rejected_index"]], row["prompt_id"]
+    )
+    return {
+        "caption": row["prompt"],
+        "label_0": 1.0,
+        "jpg_0": chosen,
+        "jpg_1": rejected,
+        "chosen": chosen,
+        "rejected": rejected,
+    }
+
+
 def build_preference_dataset(
     rows: datasets.Dataset, artifacts_dir: Path
 ) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
-    """Add the pair columns to every row that has a pair.
+    """Add the pair columns, with the images read from `artifacts_dir`, to every row
+    that has a pair.
 
-    Returns the dataset and the rows left out (those whose `pair_error` says why
-    no pair could be formed), so callers can report them. `jpg_0` is the chosen
-    image and `label_0 = 1.0` (the trainer reads the label, not the position).
+    Returns the dataset and the rows left out (those whose `pair_error` says why no
+    pair could be formed), so callers can report them.
     """
     paired, unpaired = [], []
     for row in rows:
         if row.get("pair_error"):
             unpaired.append(row)
             continue
-        chosen = _image_bytes(
-            artifacts_dir, row["image_paths"][row["chosen_index"]], row["prompt_id"]
-        )
-        rejected = _image_bytes(
-            artifacts_dir, row["image_paths"][row["rejected_index"]], row["prompt_id"]
-        )
-        paired.append(
-            {
-                **row,
-                "caption": row["prompt"],
-                "jpg_0": chosen,
-                "jpg_1": rejected,
-                "label_0": 1.0,
-                "chosen": chosen,
-                "rejected": rejected,
-            }
-        )
+        paired.append({**row, **preference_columns(row, artifacts_dir)})
     features = rows.features.copy()
     features["caption"] = datasets.Value("string")
     features["label_0"] = datasets.Value("float64")

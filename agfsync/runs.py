@@ -25,10 +25,13 @@ from agfsync.errors import ConfigurationError
 from agfsync.prompts import load_prompt_records
 from agfsync.qa import qa_statistics
 from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
+from agfsync.steps.artifacts import carry_over_artifacts
+from agfsync.steps.image_generation import IMAGES_ARTIFACT
 
 LOAD_PROMPTS_STEP = "load_prompts"
 GENERATE_IMAGES_STEP = "generate_images"
 JUDGE_IMAGES_STEP = "judge_images"
+SELECT_PAIRS_STEP = "select_pairs"
 LOAD_CATEGORIES_STEP = "load_categories"
 WRITE_PROMPTS_STEP = "write_prompts"
 DEDUPLICATE_STEP = "deduplicate_prompts"
@@ -49,6 +52,8 @@ class RunOptions:
     num_prompts: int | None = None
     num_images: int | None = None
     seed: int | None = None
+    min_margin: float | None = None
+    """Refuse pairs whose weighted-score margin is below this (pair step)."""
     categories_file: Path | None = None
     prompts_per_category: int | None = None
     dedup_method: str | None = None
@@ -128,6 +133,7 @@ def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, 
             "num_prompts": options.num_prompts,
         },
         GENERATE_IMAGES_STEP: {"num_images": options.num_images, "seed": options.seed},
+        SELECT_PAIRS_STEP: {"min_margin": options.min_margin},
         LOAD_CATEGORIES_STEP: {
             "categories_file": str(options.categories_file) if options.categories_file else None,
             "prompts_per_category": options.prompts_per_category,
@@ -177,7 +183,11 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     _check_api_keys(pipeline)
     _configure_llms(pipeline, options)
 
-    distiset = pipeline.run(parameters=_parameters(pipeline, options), use_cache=options.use_cache)
+    parameters = _parameters(pipeline, options)
+    if makes_images and options.use_cache:
+        pipeline._set_runtime_parameters(parameters)
+        carry_over_artifacts(pipeline, GENERATE_IMAGES_STEP, IMAGES_ARTIFACT)
+    distiset = pipeline.run(parameters=parameters, use_cache=options.use_cache)
     rows = distiset["default"]["train"] if "default" in distiset else None
     extra_files = {
         "pipeline.yaml": Path(distiset.pipeline_path) if distiset.pipeline_path else Path(),

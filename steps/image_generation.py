@@ -287,6 +287,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             metadata={
                 "layout": f"<prompt_id>/<index>.{self.image_format}",
                 "model": self._model_name(),
+                # Lets a later execution find these images (`carry_over_artifacts`).
+                "step_signature": self.signature,
             },
         )
         flags = self._safety_flags(paths)

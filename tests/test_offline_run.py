@@ -1,5 +1,6 @@
 """The walking skeleton end to end: both entry points on the offline preset."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -114,6 +115,12 @@ class TestAgfsyncGenerate:
         assert card.startswith("---\n") and "task_categories:" in card
         assert "meaningless by design" in card
         assert (offline_dataset_dir / "pipeline.yaml").is_file()
+        run = json.loads((offline_dataset_dir / "run.json").read_text())
+        assert run["preset"] == "offline" and run["unpaired"] == []
+        assert [judge["name"] for judge in run["judges"]] == ["vqa", "clip", "aesthetic"]
+        for figure in ("score_distributions", "score_margins", "categories"):
+            assert f"assets/{figure}.png" in card
+            assert (offline_dataset_dir / "assets" / f"{figure}.png").is_file()
         images = list((offline_dataset_dir / "artifacts").rglob("*.png"))
         assert len(images) == SAMPLE_SIZE * 4
 
@@ -131,6 +138,28 @@ class TestAgfsyncGenerate:
         second = pq.read_table(next((tmp_path / "again" / "data").glob("*.parquet")))
         for column in ["jpg_0", "jpg_1", "clip_scores", "image_seeds", "chosen_index"]:
             assert first.column(column).to_pylist() == second.column(column).to_pylist(), column
+
+    def test_a_change_after_the_image_step_reuses_its_images(
+        self, offline_dataset_dir: Path, tmp_path: Path
+    ) -> None:
+        """distilabel reuses the cached image step in the new execution a later
+        change creates; its images must come along (steps/artifacts.py)."""
+        output = tmp_path / "wider-margin"
+        result = run_command(
+            ["agfsync", "generate", "-o", str(output), "--min-margin", "4"], tmp_path
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "prompts had no pair" in result.stdout
+        first = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        kept = datasets.load_dataset(str(output), split="train")
+        assert 0 < len(kept) < len(first)
+        assert all(margin >= 4 for margin in kept["score_margin"])
+        by_id = {row["prompt_id"]: row for row in first}
+        for row in kept:
+            assert row["jpg_0"].tobytes() == by_id[row["prompt_id"]]["jpg_0"].tobytes()
+        unpaired = json.loads((output / "run.json").read_text())["unpaired"]
+        assert len(unpaired) == len(first) - len(kept)
+        assert all("margin" in item["reason"] for item in unpaired)
 
     def test_regenerating_in_place_loads_the_new_rows(self, tmp_path: Path) -> None:
         output = tmp_path / "same-folder"
