@@ -147,8 +147,8 @@ class DPOTrainingConfig(BaseModel):
     gradient_checkpointing: bool = False
     """Recompute UNet activations in the backward pass: less memory, about 30% slower."""
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
-    """None: what `accelerate launch`/`accelerate config` set, else fp16 on CUDA (AGFSync
-    trained in fp16) and no mixed precision on CPU."""
+    """None: fp16 on CUDA (AGFSync trained in fp16), none on CPU; a value set by `accelerate
+    launch`/`accelerate config` wins (accelerate launch alone sets `no`)."""
     seed: int = 0
     """Seeds LoRA initialisation, data order, augmentation, noise and timesteps."""
     dataloader_num_workers: int = Field(default=0, ge=0)
