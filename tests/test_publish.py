@@ -5,6 +5,7 @@ read `HF_ENDPOINT` at import, and this test process has them imported offline.
 """
 
 import hashlib
+import io
 import json
 import shutil
 import socket
@@ -12,12 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from agfsync.dataset import write_dataset_folder
 from agfsync.run_info import RunInfo, UnpairedPrompt
-from tests.helpers import generate_offline_run, run_command
+from tests.helpers import REPO_ROOT, generate_offline_run, run_command
 from tests.hub_server import HubServer
 
 TOKEN = "hf_test_secret_token_4242"
@@ -59,6 +61,7 @@ def publish(run_dir: Path, hub: HubServer, tmp_path: Path, *args: str) -> str:
 LOAD_BACK = """
 import hashlib, json, sys
 import datasets
+import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard
 
 split = sys.argv[1]
@@ -300,3 +303,31 @@ class TestPublishFailures:
         )
         assert result.returncode == 2
         assert "has no run.json" in result.stderr
+
+
+def test_distilabel_pipeline_run_pushes_rows_images_and_pipeline(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """distilabel's own `--repo-id`: the leaf step's rows, every candidate image under
+    artifacts/ (what `image_paths` point at) and pipeline.yaml. Embedded `datasets.Image`
+    DPO columns come from `agfsync publish` (README, "Publish")."""
+    shutil.copy(REPO_ROOT / "pipelines" / "offline.yaml", tmp_path / "offline.yaml")
+    env = {**hub_env(hub.url, tmp_path / "hf"), "DISTILABEL_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_command(
+        [
+            "distilabel", "pipeline", "run", "--config", "offline.yaml",
+            "--param", "load_prompts.num_prompts=2", "--repo-id", "org/raw",
+        ],
+        tmp_path,
+        env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = hub.files("org/raw")
+    assert {"README.md", "pipeline.yaml"} <= set(files)
+    shards = [path for path in files if path.startswith("data/")]
+    table = pq.read_table(io.BytesIO(files[shards[0]]))
+    assert table.num_rows == 2
+    for row in table.to_pylist():
+        for index in (row["chosen_index"], row["rejected_index"]):
+            image = files["artifacts/" + row["image_paths"][index]]
+            assert image.startswith(b"\x89PNG")
