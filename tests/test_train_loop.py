@@ -264,13 +264,23 @@ def test_resume_continues_with_the_same_losses(
     assert len({round(m["loss"], 6) for m in expected}) == len(expected)  # not trivial
 
 
-def test_resume_latest_without_checkpoints_starts_fresh(
+def test_resume_latest_and_checkpoint_limit(
     tiny_sd_path: str, colour_dataset: str, tmp_path: Path
 ) -> None:
-    result = train(
-        _config(tiny_sd_path, colour_dataset, tmp_path / "out", resume_from_checkpoint="latest")
-    )
-    assert [m["step"] for m in result.history] == [1]
+    settings: dict[str, Any] = {
+        "resume_from_checkpoint": "latest",
+        "checkpointing_steps": 1,
+        "checkpoints_total_limit": 2,
+    }
+    output = tmp_path / "out"
+    first = train(_config(tiny_sd_path, colour_dataset, output, max_train_steps=3, **settings))
+    assert [m["step"] for m in first.history] == [1, 2, 3]  # no checkpoint yet: from scratch
+    assert sorted(path.name for path in output.glob("checkpoint-*")) == [
+        "checkpoint-2",
+        "checkpoint-3",
+    ]
+    again = train(_config(tiny_sd_path, colour_dataset, output, max_train_steps=4, **settings))
+    assert [m["step"] for m in again.history] == [4]
 
 
 # -- SDXL, SFT, latent cache ---------------------------------------------------------------

@@ -5,7 +5,7 @@ configuration, resolve the per-family defaults, then load weights and train. So 
 wrong dataset fails in seconds, not after minutes of model loading.
 
 Reproducibility and resume: data order and augmentation are a function of (seed,
-epoch, row); the VAE sample, noise and timesteps of a micro-batch are drawn from a
+epoch, pair); the VAE sample, noise and timesteps of a micro-batch are drawn from a
 generator seeded by (seed, micro-batch index, process). A checkpoint
 (`accelerator.save_state`) holds the weights (LoRA: the adapter only), optimizer,
 LR schedule, RNG states and the data position; a resumed run skips the micro-batches
@@ -84,6 +84,14 @@ class TrainingResult:
     hub_url: str | None = None
 
 
+def _checkpoints(output_dir: Path) -> list[Path]:
+    """The `checkpoint-N` folders of a run, oldest first."""
+    return sorted(
+        (path for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if path.is_dir()),
+        key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)),
+    )
+
+
 def find_checkpoint(output_dir: Path, requested: str) -> Path | None:
     """`latest`: the newest `checkpoint-N` in the output folder (None if there is none);
     anything else must be a checkpoint folder."""
@@ -92,10 +100,7 @@ def find_checkpoint(output_dir: Path, requested: str) -> Path | None:
         if not path.is_dir():
             raise ConfigurationError(f"Checkpoint {path} does not exist.")
         return path
-    checkpoints = sorted(
-        output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
-        key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)),
-    )
+    checkpoints = _checkpoints(output_dir)
     return checkpoints[-1] if checkpoints else None
 
 
@@ -179,9 +184,10 @@ class DPOTrainer:
         self.progress = TrainingProgress()
         self._window: list[dict[str, float]] = []
         """Metrics of the micro-batches of the optimizer step in progress."""
+        assert config.latents_cache_dir is not None
         self.latents_cache = (
             LatentsCache(
-                config.latents_cache_dir or config.output_dir / "latents-cache",
+                config.latents_cache_dir,
                 f"{config.vae_model or info.path}:{self.components.vae.dtype}",
             )
             if config.cache_latents
@@ -440,10 +446,8 @@ class DPOTrainer:
     def _save_checkpoint(self, step: int) -> None:
         config = self.config
         if self.accelerator.is_main_process and config.checkpoints_total_limit:
-            existing = sorted(
-                config.output_dir.glob(f"{CHECKPOINT_PREFIX}*"),
-                key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)),
-            )
+            # Make room for the new one.
+            existing = _checkpoints(config.output_dir)
             for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
                 shutil.rmtree(old)
         path = config.output_dir / f"{CHECKPOINT_PREFIX}{step}"
@@ -473,7 +477,6 @@ class DPOTrainer:
         path = config.output_dir / "validation" / f"step-{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         make_image_grid(images, rows=1, cols=len(images)).save(path)
-        self.unet.train()
         logger.info("Validation images: %s", path)
         return [path]
 
