@@ -256,6 +256,69 @@ def argilla_pull(
         console.print(f"Published to {published.repo_id} ({published.commit_url}).")
 
 
+@app.command()
+def estimate(
+    preset: Annotated[str, typer.Option(help="Pipeline preset (see `agfsync presets list`).")],
+    prompts: Annotated[int, typer.Option(help="Number of prompts the run will have.")],
+    num_images: Annotated[
+        int | None, typer.Option(help="Candidates per prompt [default: the preset's].")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Throughput profile [default: the preset's].")
+    ] = None,
+    tables: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own throughput/price tables [default: agfsync/data/estimate.yaml]."
+        ),
+    ] = None,
+    questions_per_prompt: Annotated[
+        float, typer.Option(help="Valid questions per prompt [default: the paper's 9.03].")
+    ] = 9.03,
+) -> None:
+    """Print expected LLM calls, tokens, API cost, GPU hours per stage and disk size."""
+    from agfsync.estimate import EstimateTables, estimate_run
+    from agfsync.pipelines import build_preset
+
+    try:
+        result = estimate_run(
+            build_preset(preset),
+            preset,
+            prompts,
+            tables=EstimateTables.load(tables),
+            profile=profile,
+            num_images=num_images,
+            questions_per_prompt=questions_per_prompt,
+        )
+    except ConfigurationError as error:
+        raise _fail(error) from None
+    console.print(f"[bold]Estimate for {preset}, {prompts} prompts[/]", highlight=False)
+    for step in result.llm_steps:
+        cost = "no price" if step.cost_usd is None else f"${step.cost_usd:,.2f}"
+        console.print(
+            f"  LLM {step.step} ({step.model}): {step.calls:,} calls, "
+            f"{step.input_tokens:,} input + {step.output_tokens:,} output tokens, {cost}",
+            highlight=False,
+        )
+    if result.llm_steps:
+        console.print(f"  LLM cost: ${result.llm_cost_usd:,.2f}", highlight=False)
+    if result.num_images:
+        console.print(
+            f"  images: {result.num_images:,}; judged questions: {result.num_questions:,}\n"
+            f"  device time: generation {_hours(result.generation_hours)}, judging "
+            f"{_hours(result.judging_hours)}, start-up {_hours(result.startup_hours)}; "
+            f"total {_hours(result.gpu_hours)} (profile {result.profile})\n"
+            f"  disk: {result.disk_bytes / 1e9:,.2f} GB",
+            highlight=False,
+        )
+    for line in result.assumptions:
+        console.print(f"  assumes {line}", highlight=False)
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.2f} h" if hours >= 1 else f"{hours * 3600:,.0f} s"
+
+
 @presets_app.command("list")
 def list_presets() -> None:
     """Print the preset names and their YAML files."""
@@ -287,3 +350,152 @@ def train(ctx: typer.Context) -> None:
     from agfsync.train.dpo import main
 
     raise typer.Exit(code=main(ctx.args))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    base: Annotated[str, typer.Option(help="Base model: Hub id, folder or tiny:<name>.")],
+    tuned: Annotated[
+        str,
+        typer.Option(help="Tuned model, or a folder of LoRA weights for the base (agfsync train)."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder of metrics.json and report/.")
+    ],
+    suite: Annotated[
+        str, typer.Option(help="Comma-separated suites: tifa, dsg, hpsv2, vlm, heldout.")
+    ] = "dsg,hpsv2",
+    tifa_qa: Annotated[
+        Path | None, typer.Option(help="TIFA v1.0 question–answer JSON (needed by tifa).")
+    ] = None,
+    heldout: Annotated[
+        Path | None, typer.Option(help="JSONL prompts with qa_pairs (needed by heldout).")
+    ] = None,
+    prompts_per_suite: Annotated[
+        int | None, typer.Option(help="Evenly spread prompts per suite [default: all].")
+    ] = None,
+    images_per_prompt: Annotated[
+        int | None, typer.Option(help="Images per prompt and model [default: 1].")
+    ] = None,
+    vqa_model: Annotated[
+        str | None, typer.Option(help="VQA judge [default: Salesforce/blip2-flan-t5-xxl].")
+    ] = None,
+    vqa_mode: Annotated[
+        str | None, typer.Option(help="answer (paper) or probability, for DSG and held-out.")
+    ] = None,
+    clip_model: Annotated[
+        str | None, typer.Option(help="CLIP judge [default: openai/clip-vit-base-patch16].")
+    ] = None,
+    aesthetic_model: Annotated[
+        str | None,
+        typer.Option(help="CLIP backbone of the aesthetic head [default: ViT-L/14]."),
+    ] = None,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra judge NAME=MODEL[,OPTION=VALUE...] (repeatable), e.g. pickscore."),
+    ] = None,
+    vlm_provider: Annotated[str | None, typer.Option(help="openai or gemini.")] = None,
+    vlm_model: Annotated[
+        str | None, typer.Option(help="VLM judge [default: gpt-4o / gemini-2.0-flash].")
+    ] = None,
+    vlm_base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible or Gemini API base URL.")
+    ] = None,
+    vlm_api_key: Annotated[
+        str | None,
+        typer.Option(help="[default: $OPENAI_API_KEY, or $GEMINI_API_KEY/$GOOGLE_API_KEY]."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed of every image [default: 0].")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps [default: 50].")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="[default: 7.5].")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device [default: CUDA if any].")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16.")] = None,
+    image_cache: Annotated[
+        Path | None, typer.Option(help="Image cache shared between runs [default: OUT/images].")
+    ] = None,
+) -> None:
+    """Compare a tuned model with its base on benchmark suites; write metrics and a report."""
+    from typing import Any
+
+    from pydantic import SecretStr, ValidationError
+
+    from agfsync.evaluation.generate import Sampling
+    from agfsync.evaluation.metrics import ALL
+    from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
+    from agfsync.evaluation.vlm_judge import VLMJudgeConfig
+
+    def given(**values: Any) -> dict[str, Any]:
+        """The options the user set; the others keep the configuration's defaults."""
+        return {name: value for name, value in values.items() if value is not None}
+
+    try:
+        if vqa_mode not in (None, "answer", "probability"):
+            raise ConfigurationError(f"--vqa-mode is answer or probability, not {vqa_mode!r}.")
+        config = EvaluationConfig(
+            base=base,
+            tuned=tuned,
+            suites=[name.strip() for name in suite.split(",") if name.strip()],
+            prompts_per_suite=prompts_per_suite,
+            tifa_question_answers=tifa_qa,
+            heldout_prompts=heldout,
+            extra_scorers=[parse_scorer(text) for text in scorer or []],
+            sampling=Sampling(
+                **given(
+                    images_per_prompt=images_per_prompt,
+                    seed=seed,
+                    num_inference_steps=steps,
+                    guidance_scale=guidance_scale,
+                )
+            ),
+            vlm=VLMJudgeConfig(
+                **given(
+                    provider=vlm_provider,
+                    model=vlm_model,
+                    base_url=vlm_base_url,
+                    api_key=SecretStr(vlm_api_key) if vlm_api_key else None,
+                )
+            ),
+            device=device,
+            image_cache=image_cache,
+            **given(dtype=dtype),
+        )
+        for spec, model in [
+            (config.vqa, vqa_model),
+            (config.clip, clip_model),
+            (config.aesthetic, aesthetic_model),
+        ]:
+            spec.model = model or spec.model
+        if vqa_mode is not None:
+            config.vqa.options["mode"] = vqa_mode
+        result = evaluate(config, output)
+    except (ConfigurationError, ValidationError) as error:
+        raise _fail(error) from None
+    for comparison in result.comparisons:
+        if comparison.group != ALL:
+            continue
+        rate = comparison.win_rate
+        console.print(
+            f"  {comparison.suite:<8} {comparison.metric:<20} n={comparison.units:<5} "
+            f"base {comparison.base_mean:7.2f}  tuned {comparison.tuned_mean:7.2f}  "
+            f"win rate {rate.rate:6.1%} [{rate.interval.low:.1%}, {rate.interval.high:.1%}]",
+            highlight=False,
+        )
+    console.print(f"[bold green]Metrics:[/] {result.metrics_path}")
+    console.print(f"[bold green]Report:[/] {result.report_path}")
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Report folder [default: RUN_DIR/report].")
+    ] = None,
+) -> None:
+    """Render an HTML report of a preference dataset: scores, margins, categories, samples."""
+    from agfsync.evaluation.report import render_dataset_report
+
+    try:
+        path = render_dataset_report(run_dir, output or run_dir / "report")
+    except ConfigurationError as error:
+        raise _fail(error) from None
+    console.print(f"[bold green]Report:[/] {path}")

@@ -1,0 +1,204 @@
+"""What a run will cost before it starts: LLM calls, tokens, API cost, GPU hours, disk.
+
+`estimate_run` reads the preset's pipeline (which LLM steps, how many candidates,
+how many denoising steps, which judges) and combines it with two configurable
+tables shipped in `agfsync/data/`: throughput profiles (images/s and judged
+pairs/s measured by `benchmarks/`, see benchmarks/RESULTS.md) and LLM prices.
+Every assumption it uses is printed next to the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from distilabel.pipeline import Pipeline
+from pydantic import BaseModel, Field, ValidationError
+
+from agfsync.errors import ConfigurationError
+
+PAPER_QUESTIONS_PER_PROMPT = 9.03
+"""AGFSync's measured mean of valid questions per prompt (REFERENCE.md)."""
+
+
+class ThroughputProfile(BaseModel):
+    """Measured speeds of one machine on one model family (see benchmarks/RESULTS.md)."""
+
+    description: str
+    images_per_second: float = Field(description="Candidate images rendered per second.")
+    reference_steps: int = Field(description="Denoising steps the images/s was measured at.")
+    vqa_pairs_per_second: float = Field(description="(image, question) pairs judged per second.")
+    judge_images_per_second: float | None = Field(
+        default=None, description="Images per second through the non-VQA judges together."
+    )
+    bytes_per_image: int = Field(description="Mean size of one candidate file on disk.")
+    startup_seconds: float = Field(
+        default=0.0, description="Pipeline start and model loading, paid once per run."
+    )
+
+
+class LLMCallProfile(BaseModel):
+    """Tokens of one call of an LLM step (our estimates of the shipped prompts)."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+class LLMPrice(BaseModel):
+    input_per_million: float
+    output_per_million: float
+
+
+class EstimateTables(BaseModel):
+    profiles: dict[str, ThroughputProfile]
+    preset_profiles: dict[str, str] = Field(description="Profile used by default for each preset.")
+    llm_calls: dict[str, LLMCallProfile] = Field(description="By LLM step name.")
+    prices: dict[str, LLMPrice] = Field(description="By model name, USD per million tokens.")
+    prices_as_of: str
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> EstimateTables:
+        text = (
+            path.read_text(encoding="utf-8")
+            if path is not None
+            else resources.files("agfsync").joinpath("data/estimate.yaml").read_text("utf-8")
+        )
+        try:
+            return cls.model_validate(yaml.safe_load(text))
+        except (ValidationError, yaml.YAMLError) as error:
+            raise ConfigurationError(f"Invalid estimate tables {path}: {error}") from error
+
+
+@dataclass(frozen=True)
+class LLMStepEstimate:
+    step: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    """None when the model has no price in the tables."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    preset: str
+    num_prompts: int
+    profile: str
+    llm_steps: list[LLMStepEstimate] = field(default_factory=list)
+    num_images: int = 0
+    num_questions: int = 0
+    generation_hours: float = 0.0
+    judging_hours: float = 0.0
+    startup_hours: float = 0.0
+    disk_bytes: int = 0
+    assumptions: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.generation_hours + self.judging_hours + self.startup_hours
+
+    @property
+    def llm_cost_usd(self) -> float:
+        return sum(step.cost_usd or 0.0 for step in self.llm_steps)
+
+
+def estimate_run(
+    pipeline: Pipeline,
+    preset: str,
+    num_prompts: int,
+    *,
+    tables: EstimateTables,
+    profile: str | None = None,
+    num_images: int | None = None,
+    questions_per_prompt: float = PAPER_QUESTIONS_PER_PROMPT,
+) -> Estimate:
+    """The expected cost of running `pipeline` on `num_prompts` prompts."""
+    if num_prompts < 1:
+        raise ConfigurationError("--prompts must be at least 1.")
+    llm_steps, assumptions = _llm_steps(pipeline, num_prompts, tables)
+    if "generate_images" not in pipeline.dag:
+        return Estimate(preset, num_prompts, "-", llm_steps, assumptions=assumptions)
+    profile_name = profile or tables.preset_profiles.get(preset)
+    if profile_name not in tables.profiles:
+        raise ConfigurationError(
+            f"No throughput profile {profile_name!r}; choose one of: "
+            f"{', '.join(sorted(tables.profiles))} (or give --tables with your own)."
+        )
+    speeds = tables.profiles[profile_name]
+    generation = pipeline.dag.get_step("generate_images")["step"]
+    per_prompt = num_images or generation.num_images
+    images = num_prompts * per_prompt
+    steps_ratio = generation.num_inference_steps / speeds.reference_steps
+    judges = [spec.name for spec in pipeline.dag.get_step("judge_images")["step"].scorers]
+    questions = round(images * questions_per_prompt) if "vqa" in judges else 0
+    other_judges = [name for name in judges if name != "vqa"]
+    judging_seconds = questions / speeds.vqa_pairs_per_second
+    if other_judges and speeds.judge_images_per_second:
+        judging_seconds += images / speeds.judge_images_per_second
+    assumptions += [
+        f"throughput profile {profile_name}: {speeds.description}",
+        f"{speeds.images_per_second:g} images/s at {speeds.reference_steps} steps, scaled to "
+        f"{generation.num_inference_steps} steps",
+        f"{questions_per_prompt:g} questions per prompt, "
+        f"{speeds.vqa_pairs_per_second:g} judged (image, question) pairs/s",
+    ]
+    return Estimate(
+        preset=preset,
+        num_prompts=num_prompts,
+        profile=profile_name,
+        llm_steps=llm_steps,
+        num_images=images,
+        num_questions=questions,
+        generation_hours=images * steps_ratio / speeds.images_per_second / 3600,
+        judging_hours=judging_seconds / 3600,
+        startup_hours=speeds.startup_seconds / 3600,
+        # every candidate once, plus the chosen and rejected images embedded twice
+        # (jpg_0/jpg_1 and chosen/rejected) in the dataset's parquet shards
+        disk_bytes=(images + 4 * num_prompts) * speeds.bytes_per_image,
+        assumptions=assumptions,
+    )
+
+
+def _llm_steps(
+    pipeline: Pipeline, num_prompts: int, tables: EstimateTables
+) -> tuple[list[LLMStepEstimate], list[str]]:
+    estimates, assumptions = [], []
+    for name in pipeline.dag:
+        step = pipeline.dag.get_step(name)["step"]
+        llm = getattr(step, "llm", None)
+        if llm is None:
+            continue
+        calls = _calls(step, num_prompts)
+        profile = tables.llm_calls.get(name)
+        if profile is None:
+            raise ConfigurationError(f"No token profile for LLM step {name!r} in the tables.")
+        model = str(getattr(llm, "model", ""))
+        price = tables.prices.get(model)
+        input_tokens = calls * profile.input_tokens
+        output_tokens = calls * profile.output_tokens
+        cost = (
+            None
+            if price is None
+            else (input_tokens * price.input_per_million + output_tokens * price.output_per_million)
+            / 1e6
+        )
+        estimates.append(LLMStepEstimate(name, model, calls, input_tokens, output_tokens, cost))
+        assumptions.append(
+            f"{name}: {profile.input_tokens} input + {profile.output_tokens} output tokens per call"
+            + ("" if price else f"; no price for {model} (add it with --tables)")
+        )
+    if estimates:
+        assumptions.append(f"LLM prices as of {tables.prices_as_of}; check your provider's")
+    return estimates, assumptions
+
+
+def _calls(step: object, num_prompts: int) -> int:
+    """LLM calls a step makes for `num_prompts` final prompts."""
+    per_call = getattr(step, "prompts_per_call", None)
+    if per_call:  # the prompt writer: several prompts per call
+        return math.ceil(num_prompts / per_call)
+    return num_prompts * int(getattr(step, "num_generations", 1) or 1)

@@ -1,0 +1,96 @@
+"""`agfsync estimate`: the arithmetic against hand computations, and the command."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agfsync.errors import ConfigurationError
+from agfsync.estimate import EstimateTables, estimate_run
+from agfsync.pipelines import build_preset
+from tests.helpers import run_command
+
+TABLES = {
+    "profiles": {
+        "test": {
+            "description": "hand-made",
+            "images_per_second": 2.0,
+            "reference_steps": 25,
+            "vqa_pairs_per_second": 100.0,
+            "judge_images_per_second": 50.0,
+            "bytes_per_image": 1000,
+            "startup_seconds": 36.0,
+        }
+    },
+    "preset_profiles": {"agfsync-sd15": "test"},
+    "llm_calls": {
+        "write_prompts": {"input_tokens": 100, "output_tokens": 200},
+        "decompose_prompts": {"input_tokens": 300, "output_tokens": 50},
+    },
+    "prices_as_of": "test",
+    "prices": {"gpt-4o-mini": {"input_per_million": 1.0, "output_per_million": 2.0}},
+}
+
+
+def test_full_preset_estimate_matches_a_hand_computation() -> None:
+    pipeline = build_preset("agfsync-sd15")  # N = 8, 50 steps, QA by Gemini, 6 rounds
+    result = estimate_run(
+        pipeline,
+        "agfsync-sd15",
+        1000,
+        tables=EstimateTables.model_validate(TABLES),
+        questions_per_prompt=9.0,
+    )
+    writer, qa = result.llm_steps
+    assert (writer.step, writer.calls) == ("write_prompts", 100)  # 10 prompts per call
+    assert (writer.input_tokens, writer.output_tokens) == (10_000, 20_000)
+    assert writer.cost_usd == pytest.approx((10_000 * 1.0 + 20_000 * 2.0) / 1e6)
+    assert (qa.step, qa.calls, qa.cost_usd) == ("decompose_prompts", 6000, None)  # no price
+    assert result.num_images == 8000
+    assert result.num_questions == 72_000
+    # 8000 images at 2 images/s measured at 25 steps, run at 50 steps: 8000 s
+    assert result.generation_hours == pytest.approx(8000 / 3600)
+    # 72,000 pairs at 100/s + 8000 images through CLIP and aesthetic at 50/s
+    assert result.judging_hours == pytest.approx((720 + 160) / 3600)
+    assert result.startup_hours == pytest.approx(0.01)
+    assert result.disk_bytes == (8000 + 4 * 1000) * 1000
+    assert any("no price for gemini-2.0-flash" in line for line in result.assumptions)
+
+
+def test_text_preset_has_no_image_stages() -> None:
+    result = estimate_run(
+        build_preset("text-openai"),
+        "text-openai",
+        50,
+        tables=EstimateTables.model_validate(TABLES),
+    )
+    assert result.num_images == 0 and result.gpu_hours == 0
+    assert [step.step for step in result.llm_steps] == ["write_prompts", "decompose_prompts"]
+
+
+def test_unknown_profile_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="No throughput profile 'nope'"):
+        estimate_run(
+            build_preset("offline"),
+            "offline",
+            10,
+            tables=EstimateTables.load(),
+            profile="nope",
+        )
+
+
+def test_command_with_user_tables(tmp_path: Path) -> None:
+    tables = tmp_path / "tables.yaml"
+    tables.write_text(yaml.safe_dump(TABLES))
+    result = run_command(
+        [
+            "agfsync", "estimate", "--preset", "agfsync-sd15", "--prompts", "1000",
+            "--tables", str(tables), "--questions-per-prompt", "9",
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "write_prompts (gpt-4o-mini): 100 calls" in result.stdout
+    assert "images: 8,000; judged questions: 72,000" in result.stdout
+    assert "generation 2.22 h" in result.stdout
+    assert "disk: 0.01 GB" in result.stdout
