@@ -1,0 +1,404 @@
+"""HTML reports: an evaluation (base against tuned) and a preference dataset.
+
+A report is a folder with `index.html` (inline CSS, no external resource) and its
+pictures as files beside it (`images/`, `assets/`), so it opens from disk, can be
+zipped or served as is. A small inline script records, on the page itself, any
+resource that failed to load or script error (`data-errors` on `<html>`) and the
+number of broken images once loaded (`data-broken-images`), so a browser test can
+check that the page rendered completely.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+from agfsync.card import SCORE_NAMES, write_card_assets
+from agfsync.evaluation.generate import safe_filename
+from agfsync.evaluation.metrics import ALL, STATISTICS_NOTE, Comparison, ModelRole, Observation
+from agfsync.evaluation.suites import PromptItem, Suite
+from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
+from agfsync.plots import save_bar_chart
+from agfsync.publish import load_run
+from agfsync.statistics import dataset_statistics
+
+METRIC_LABELS = {
+    "tifa": "TIFA accuracy (%)",
+    "dsg": "DSG accuracy (%)",
+    "vqa": "AGFSync VQA score",
+    "clip": "CLIP score",
+    "aesthetic": "aesthetic score",
+    "pickscore": "PickScore",
+    "overall_preference": "VLM: overall preference",
+    "text_fidelity": "VLM: text fidelity",
+    "visual_appeal": "VLM: visual appeal",
+}
+GROUP_KINDS = {
+    "tifa": "question type",
+    "dsg": "question category",
+    "hpsv2": "style",
+    "vlm": "style",
+    "heldout": "category",
+}
+"""What a suite's groups are."""
+PAPER_RESULTS = {
+    ("tifa", "tifa"): "SD 1.5 77.1 → 78.7; SDXL 82.0 → 83.3",
+    ("hpsv2", "clip"): "win rate 57.2% (average of 3 models)",
+    ("hpsv2", "aesthetic"): "win rate 61.6% (average of 3 models)",
+    ("vlm", "overall_preference"): "GPT-4V: tuned preferred 62%",
+    ("vlm", "text_fidelity"): "GPT-4V: tuned preferred 67%",
+    ("vlm", "visual_appeal"): "GPT-4V: tuned preferred 69%",
+}
+"""The AGFSync paper's numbers for the same measurement, where it reports one."""
+
+STYLE = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328;
+       max-width: 1180px; margin: 2rem auto; padding: 0 1.5rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.2rem;
+       border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+.subtitle { color: #59636e; margin-top: 0; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: 14px; }
+th, td { border: 1px solid #d0d7de; padding: .35rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.better { color: #1a7f37; font-weight: 600; } .worse { color: #cf222e; font-weight: 600; }
+.charts { display: flex; flex-wrap: wrap; gap: 1rem; }
+.charts figure { margin: 0; border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem; }
+.charts img { max-width: 560px; display: block; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(430px, 1fr)); gap: 1rem; }
+.pair { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem; margin: 0; }
+.pair .images { display: flex; gap: .6rem; }
+.pair .images div { text-align: center; font-size: 13px; color: #59636e; }
+.pair img { width: 200px; height: 200px; object-fit: contain; image-rendering: pixelated;
+            background: #f6f8fa; display: block; }
+.pair figcaption { font-size: 13px; margin-top: .4rem; }
+.note { color: #59636e; font-size: 13px; }
+"""
+
+ERROR_HOOK = """
+(function () {
+  var root = document.documentElement, errors = [];
+  window.addEventListener("error", function (event) {
+    var target = event.target;
+    errors.push(target && target.tagName
+      ? target.tagName.toLowerCase() + " " + (target.getAttribute("src") || "")
+      : String(event.message));
+    root.setAttribute("data-errors", errors.join(" | "));
+  }, true);
+  window.addEventListener("load", function () {
+    var broken = Array.prototype.filter.call(document.images, function (image) {
+      return !image.complete || image.naturalWidth === 0;
+    });
+    root.setAttribute("data-broken-images", String(broken.length));
+  });
+})();
+"""
+
+
+def write_report(
+    folder: Path,
+    *,
+    metrics: dict[str, Any],
+    comparisons: Sequence[Comparison],
+    observations: Sequence[Observation],
+    suites: Sequence[Suite],
+    image_paths: Callable[[ModelRole, PromptItem], list[Path]],
+    grid_size: int,
+) -> Path:
+    """Write `folder/index.html` with its charts and image grids under `folder/images/`."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "images").mkdir(parents=True)
+    models = metrics["models"]
+    sampling = metrics["config"]["sampling"]
+    body = [
+        "<h1>Evaluation: tuned against base</h1>",
+        f'<p class="subtitle">base <code>{_label(models["base"])}</code> · tuned '
+        f"<code>{_label(models['tuned'])}</code> · {sampling['num_inference_steps']} steps, "
+        f"guidance {sampling['guidance_scale']:g}, seed {sampling['seed']}, "
+        f"{sampling['images_per_prompt']} image(s) per prompt and model, same seeds for both"
+        "</p>",
+        "<h2>Summary</h2>",
+        _summary_table([c for c in comparisons if c.group == ALL]),
+        _counts_table(metrics["suites"]),
+    ]
+    if metrics.get("vlm_unreadable_answers"):
+        body.append(
+            f'<p class="note">{metrics["vlm_unreadable_answers"]} (pair, question) verdicts of '
+            "the VLM judge could not be read and are left out.</p>"
+        )
+    per_image = _per_image_values(observations)
+    for suite in suites:
+        suite_comparisons = [c for c in comparisons if c.suite == suite.name]
+        body += [
+            f'<section id="suite-{suite.name}"><h2>{suite.name}</h2>',
+            _charts(folder, suite.name, suite_comparisons),
+            _breakdown_table(suite.name, suite_comparisons),
+            _grid(folder, suite, image_paths, per_image, grid_size),
+            "</section>",
+        ]
+    body += ["<h2>Statistics</h2>", f'<p class="note">{html.escape(STATISTICS_NOTE)}</p>']
+    return _write_page(folder, "agfsync evaluation", body)
+
+
+def render_dataset_report(run_dir: Path, folder: Path) -> Path:
+    """`folder/index.html` describing a dataset written by `agfsync generate`: sizes,
+    score distributions, margins, categories and sample pairs (figures and samples
+    are the dataset card's, written under `folder/assets/`)."""
+    dataset, run = load_run(run_dir)
+    stats = dataset_statistics(dataset, run)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    assets = write_card_assets(dataset, stats, folder)
+    low, median, high = stats.margin_quantiles()
+    overview = [
+        ["preset", html.escape(run.preset)],
+        ["image model", html.escape(", ".join(stats.image_models) or "unknown")],
+        ["prompts", str(stats.num_prompts)],
+        ["preference pairs", str(stats.num_pairs)],
+        ["conversion rate (pairs / prompts)", f"{stats.conversion_rate:.1%}"],
+        ["candidates per prompt", str(stats.candidates_per_prompt)],
+        ["words per prompt", f"{stats.words_per_prompt:.2f} (paper: 26.06)"],
+        ["valid questions per prompt", f"{stats.questions_per_prompt:.2f} (paper: 9.03)"],
+        ["score margin (10% / 50% / 90%)", f"{low:.3f} / {median:.3f} / {high:.3f}"],
+    ]
+    scores = [
+        [
+            html.escape(SCORE_NAMES.get(column, column)),
+            *_numbers(
+                stats.score_distribution(column).mean,
+                stats.score_distribution(column).std,
+                stats.chosen_scores[column],
+                stats.rejected_scores[column],
+            ),
+        ]
+        for column in stats.scores
+    ]
+    samples = "".join(
+        f'<figure class="pair"><div class="images">'
+        f'<div><img src="{html.escape(sample.chosen)}" alt="chosen">chosen '
+        f"{sample.chosen_score:.2f}</div>"
+        f'<div><img src="{html.escape(sample.rejected)}" alt="rejected">rejected '
+        f"{sample.rejected_score:.2f}</div></div>"
+        f"<figcaption>{html.escape(sample.category)}: {html.escape(sample.prompt)}</figcaption>"
+        "</figure>"
+        for sample in assets.samples
+    )
+    body = [
+        f"<h1>Preference dataset: {html.escape(run_dir.name)}</h1>",
+        f'<p class="subtitle">{html.escape(str(run_dir))}</p>',
+        "<h2>Overview</h2>",
+        _table(["", ""], overview, table_id="summary"),
+        "<h2>Scores</h2>",
+        _table(["score", "mean", "std", "chosen mean", "rejected mean"], scores),
+        '<div class="charts">',
+        *[_figure(path, title) for title, path in assets.figures.items()],
+        "</div>",
+        "<h2>Sample pairs</h2>",
+        f'<div class="grid">{samples}</div>',
+    ]
+    return _write_page(folder, f"agfsync dataset {run_dir.name}", body)
+
+
+def _write_page(folder: Path, title: str, body: list[str]) -> Path:
+    page = (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n"
+        f"<script>{ERROR_HOOK}</script>\n</head>\n<body>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</body>\n</html>\n"
+    )
+    path = folder / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _label(model: dict[str, Any]) -> str:
+    text = model["model"] if model["lora"] is None else f"{model['model']} + LoRA {model['lora']}"
+    return html.escape(text)
+
+
+def _metric_label(metric: str) -> str:
+    return html.escape(METRIC_LABELS.get(metric, metric))
+
+
+def _is_preference(metric: str) -> bool:
+    """VLM verdicts: only their win rate means something (values are vote counts)."""
+    return metric in JUDGE_QUESTIONS
+
+
+def _summary_table(comparisons: Sequence[Comparison]) -> str:
+    rows = [
+        [
+            html.escape(c.suite),
+            _metric_label(c.metric),
+            str(c.units),
+            *_means(c),
+            _win_rate(c),
+            html.escape(PAPER_RESULTS.get((c.suite, c.metric), "")),
+        ]
+        for c in comparisons
+    ]
+    header = ["suite", "metric", "n", "base", "tuned", "Δ tuned − base [95% CI]"]
+    header += ["win rate of tuned [95% CI] (W/T/L)", "paper"]
+    return _table(header, rows, table_id="summary")
+
+
+def _counts_table(suites: dict[str, dict[str, int]]) -> str:
+    rows = [
+        [html.escape(name), str(c["prompts"]), str(c["images"]), str(c["questions"])]
+        for name, c in suites.items()
+    ]
+    return _table(["suite", "prompts", "images (both models)", "questions"], rows)
+
+
+def _breakdown_table(suite: str, comparisons: Sequence[Comparison]) -> str:
+    rows = [
+        [
+            _metric_label(c.metric),
+            html.escape(c.group),
+            str(c.units),
+            *_means(c),
+            _win_rate(c),
+        ]
+        for c in comparisons
+        if c.group != ALL
+    ]
+    if not rows:
+        return ""
+    kind = GROUP_KINDS.get(suite, "group")
+    header = ["metric", kind, "n", "base", "tuned", "Δ [95% CI]", "win rate [95% CI] (W/T/L)"]
+    return f"<h3>By {html.escape(kind)}</h3>" + _table(header, rows)
+
+
+def _means(c: Comparison) -> list[str]:
+    if _is_preference(c.metric):
+        return ["—", "—", "—"]
+    interval = c.difference_interval
+    sign = "better" if interval.low > 0 else "worse" if interval.high < 0 else ""
+    difference = f'<span class="{sign}">{c.difference:+.2f}</span> '
+    difference += f"[{interval.low:+.2f}, {interval.high:+.2f}]"
+    return [f"{c.base_mean:.2f}", f"{c.tuned_mean:.2f}", difference]
+
+
+def _win_rate(c: Comparison) -> str:
+    rate = c.win_rate
+    if math.isnan(rate.rate):
+        return "—"
+    interval = rate.interval
+    sign = "better" if interval.low > 0.5 else "worse" if interval.high < 0.5 else ""
+    return (
+        f'<span class="{sign}">{rate.rate:.1%}</span> [{interval.low:.1%}, {interval.high:.1%}] '
+        f"({rate.wins}/{rate.ties}/{rate.losses})"
+    )
+
+
+def _charts(folder: Path, suite: str, comparisons: Sequence[Comparison]) -> str:
+    """A chart of the suite's win rates, and one per metric broken down by group."""
+    charts = []
+    overall = {
+        METRIC_LABELS.get(c.metric, c.metric): 100 * c.win_rate.rate
+        for c in comparisons
+        if c.group == ALL
+    }
+    name = f"images/charts/{suite}-win-rates.png"
+    save_bar_chart(
+        {"win rate of tuned (%)": overall},
+        folder / name,
+        ylabel="win rate of tuned over base (%, 50 = no change)",
+        title=f"{suite}: win rates",
+    )
+    charts.append(_figure(name, f"{suite}: win rate of tuned over base per metric"))
+    kind = GROUP_KINDS.get(suite, "group")
+    by_metric: dict[str, list[Comparison]] = defaultdict(list)
+    for c in comparisons:
+        if c.group != ALL:
+            by_metric[c.metric].append(c)
+    for metric, groups in by_metric.items():
+        label = METRIC_LABELS.get(metric, metric)
+        name = f"images/charts/{suite}-{safe_filename(metric)}-by-group.png"
+        if _is_preference(metric):
+            series = {"win rate of tuned (%)": {c.group: 100 * c.win_rate.rate for c in groups}}
+        else:
+            series = {
+                "base": {c.group: c.base_mean for c in groups},
+                "tuned": {c.group: c.tuned_mean for c in groups},
+            }
+        save_bar_chart(series, folder / name, ylabel=label, title=f"{label} by {kind}")
+        charts.append(_figure(name, f"{label} by {kind}"))
+    return '<div class="charts">' + "".join(charts) + "</div>"
+
+
+def _per_image_values(
+    observations: Sequence[Observation],
+) -> dict[tuple[str, str, ModelRole], dict[str, float]]:
+    """(suite, prompt id, model) -> metric -> mean value over its images (group all)."""
+    values: dict[tuple[str, str, ModelRole], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for item in observations:
+        if item.group == ALL and not math.isnan(item.value):
+            values[(item.suite, item.unit, item.model)][item.metric].append(item.value)
+    return {
+        key: {metric: fmean(found) for metric, found in metrics.items()}
+        for key, metrics in values.items()
+    }
+
+
+def _grid(
+    folder: Path,
+    suite: Suite,
+    image_paths: Callable[[ModelRole, PromptItem], list[Path]],
+    per_image: dict[tuple[str, str, ModelRole], dict[str, float]],
+    grid_size: int,
+) -> str:
+    """The first images of the first `grid_size` prompts, base beside tuned."""
+    pairs = []
+    for item in suite.items[:grid_size]:
+        cells = []
+        for role in ("base", "tuned"):
+            source = image_paths(role, item)[0]
+            name = f"images/{suite.name}/{safe_filename(item.id)}-{role}{source.suffix}"
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / name)
+            values = per_image.get((suite.name, item.id, role), {})
+            scores = ", ".join(
+                f"{METRIC_LABELS.get(metric, metric)} {value:.1f}"
+                for metric, value in values.items()
+                if not _is_preference(metric)
+            )
+            cells.append(
+                f'<div><img src="{name}" alt="{role}">{role}'
+                f"{'<br>' + html.escape(scores) if scores else ''}</div>"
+            )
+        pairs.append(
+            f'<figure class="pair"><div class="images">{"".join(cells)}</div>'
+            f"<figcaption><code>{html.escape(item.id)}</code> {html.escape(item.prompt)}"
+            "</figcaption></figure>"
+        )
+    return f'<h3>Images (base left, tuned right)</h3><div class="grid">{"".join(pairs)}</div>'
+
+
+def _figure(source: str, caption: str) -> str:
+    return (
+        f'<figure><img src="{html.escape(source)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _numbers(*values: float) -> list[str]:
+    return [f"{value:.2f}" for value in values]
+
+
+def _table(header: list[str], rows: list[list[str]], table_id: str | None = None) -> str:
+    """An HTML table; cells are HTML already (escaped by the caller)."""
+    identifier = f' id="{table_id}"' if table_id else ""
+    head = "".join(f"<th>{cell}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table{identifier}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

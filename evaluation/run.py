@@ -1,0 +1,362 @@
+"""`evaluate`: base against tuned on the chosen suites, from images to report.
+
+1. load the suites' prompts;
+2. render the missing images of both models (same prompts, same seeds, cached);
+3. measure: each judge is loaded once and scores every suite that needs it;
+4. compare (win rates, paired differences with intervals) and write `metrics.json`,
+   `observations.jsonl` and `report/index.html`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from agfsync.errors import ConfigurationError
+from agfsync.evaluation.fidelity import (
+    dsg_correct,
+    free_form_answers,
+    multiple_choice_prompt,
+    tifa_correct,
+)
+from agfsync.evaluation.generate import ImageCache, ModelUnderTest, Sampling, render_missing
+from agfsync.evaluation.metrics import (
+    ALL,
+    STATISTICS_NOTE,
+    Comparison,
+    ModelRole,
+    Observation,
+    compare,
+)
+from agfsync.evaluation.report import write_report
+from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
+from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
+from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
+from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
+
+logger = logging.getLogger(__name__)
+
+ROLES: tuple[ModelRole, ...] = ("base", "tuned")
+METRICS_FILE = "metrics.json"
+OBSERVATIONS_FILE = "observations.jsonl"
+CHUNK_SIZE = 64
+"""Images read into memory at once while scoring."""
+IMAGE_SCORE_SUITES: tuple[SuiteName, ...] = ("hpsv2", "heldout")
+"""Suites scored image by image with CLIP, aesthetic and any extra judge."""
+
+
+class EvaluationConfig(BaseModel):
+    """What to compare, on what, with which judges; defaults follow the AGFSync paper."""
+
+    base: str = Field(description="The base model: Hub id, folder or `tiny:<name>`.")
+    tuned: str = Field(
+        description="The tuned model, or a folder with LoRA weights for the base "
+        "(what `agfsync train` writes)."
+    )
+    suites: list[SuiteName] = Field(default_factory=lambda: ["dsg", "hpsv2"])
+    prompts_per_suite: int | None = Field(
+        default=None, ge=1, description="Evenly spread prompts per suite; None: all."
+    )
+    tifa_question_answers: Path | None = Field(
+        default=None, description="TIFA v1.0 question–answer file (needed by `tifa`)."
+    )
+    heldout_prompts: Path | None = Field(
+        default=None, description="JSONL prompts with QA pairs (needed by `heldout`)."
+    )
+    sampling: Sampling = Field(default_factory=Sampling)
+    vqa: ScorerSpec = Field(
+        default_factory=lambda: ScorerSpec(name="vqa", model="Salesforce/blip2-flan-t5-xxl"),
+        description="VQA judge of TIFA, DSG and held-out (paper: BLIP-2 flan-t5-xxl).",
+    )
+    clip: ScorerSpec = Field(
+        default_factory=lambda: ScorerSpec(name="clip", model="openai/clip-vit-base-patch16"),
+        description="CLIP-score judge (paper: ViT-B/16).",
+    )
+    aesthetic: ScorerSpec = Field(
+        default_factory=lambda: ScorerSpec(name="aesthetic", model=DEFAULT_AESTHETIC_BACKBONE),
+        description="Aesthetic judge: the LAION head on CLIP ViT-L/14 (paper: VILA).",
+    )
+    extra_scorers: list[ScorerSpec] = Field(
+        default_factory=list,
+        description="Further registered judges on HPSv2 and held-out, e.g. pickscore.",
+    )
+    vlm: VLMJudgeConfig = Field(default_factory=VLMJudgeConfig)
+    device: str | None = Field(default=None, description="torch device; None: CUDA if any.")
+    dtype: str = Field(default="auto", description="auto: fp16 on CUDA, fp32 elsewhere.")
+    batch_size: int = Field(default=8, ge=1, description="Images per denoising call.")
+    image_cache: Path | None = Field(
+        default=None, description="Where images are cached; None: `<out>/images`."
+    )
+    bootstrap_seed: int = Field(default=0, description="Seed of the bootstrap intervals.")
+    grid_size: int = Field(default=8, ge=1, description="Prompts per suite in the image grids.")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    metrics_path: Path
+    report_path: Path
+    comparisons: list[Comparison]
+
+
+class PairedImages:
+    """The cached images of both models, by prompt."""
+
+    def __init__(self, caches: dict[ModelRole, ImageCache]) -> None:
+        self.caches = caches
+
+    def paths(self, role: ModelRole, item: PromptItem) -> list[Path]:
+        cache = self.caches[role]
+        return [cache.path(item, index) for index in range(cache.sampling.images_per_prompt)]
+
+    def chunks(
+        self, items: list[PromptItem], size: int = CHUNK_SIZE
+    ) -> Iterator[list[tuple[ModelRole, PromptItem, Path]]]:
+        """Every (model, prompt, image path), `size` at a time (to bound memory)."""
+        entries = [
+            (role, item, path)
+            for role in ROLES
+            for item in items
+            for path in self.paths(role, item)
+        ]
+        for start in range(0, len(entries), size):
+            yield entries[start : start + size]
+
+
+def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
+    """Compare tuned with base on `config.suites`; write the results under `out_dir`."""
+    suites = [
+        load_suite(
+            name,
+            prompts_per_suite=config.prompts_per_suite,
+            tifa_question_answers=config.tifa_question_answers,
+            heldout_prompts=config.heldout_prompts,
+        )
+        for name in dict.fromkeys(config.suites)
+    ]
+    judge = config.vlm.create() if any(suite.name == "vlm" for suite in suites) else None
+    models: dict[ModelRole, ModelUnderTest] = {
+        "base": ModelUnderTest(config.base),
+        "tuned": ModelUnderTest.tuned(config.tuned, config.base),
+    }
+    cache_root = config.image_cache or out_dir / "images"
+    caches = {
+        role: ImageCache(cache_root, model, config.sampling) for role, model in models.items()
+    }
+    prompts = list({item.id: item for suite in suites for item in suite.items}.values())
+    for cache in caches.values():
+        render_missing(
+            cache, prompts, device=config.device, dtype=config.dtype, batch_size=config.batch_size
+        )
+    images = PairedImages(caches)
+
+    observations: list[Observation] = []
+    by_name = {suite.name: suite for suite in suites}
+    if by_name.keys() & {"tifa", "dsg", "heldout"}:
+        observations += _with_judge(
+            config.vqa, config, lambda vqa: measure_fidelity(by_name, images, vqa)
+        )
+    image_score_suites = [by_name[name] for name in IMAGE_SCORE_SUITES if name in by_name]
+    image_judges = [config.clip, config.aesthetic, *config.extra_scorers]
+    for spec in image_judges if image_score_suites else []:
+        observations += _with_judge(
+            spec,
+            config,
+            lambda scorer: [
+                observation
+                for suite in image_score_suites
+                for observation in measure_scores(suite, images, scorer)
+            ],
+        )
+    unreadable = 0
+    if judge is not None:
+        judged, unreadable = measure_vlm(by_name["vlm"], images, judge, config.vlm.concurrency)
+        observations += judged
+
+    comparisons = compare(observations, seed=config.bootstrap_seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "models": {role: asdict(model) for role, model in models.items()},
+        "config": json.loads(config.model_dump_json()),
+        "suites": {
+            suite.name: {
+                "prompts": len(suite.items),
+                "images": 2 * len(suite.items) * config.sampling.images_per_prompt,
+                "questions": sum(len(item.questions) for item in suite.items),
+            }
+            for suite in suites
+        },
+        "vlm_unreadable_answers": unreadable,
+        "statistics": STATISTICS_NOTE,
+        "comparisons": [comparison.as_dict() for comparison in comparisons],
+    }
+    metrics_path = out_dir / METRICS_FILE
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    with (out_dir / OBSERVATIONS_FILE).open("w", encoding="utf-8") as handle:
+        for observation in observations:
+            handle.write(json.dumps(asdict(observation)) + "\n")
+    report_path = write_report(
+        out_dir / "report",
+        metrics=metrics,
+        comparisons=comparisons,
+        observations=observations,
+        suites=suites,
+        image_paths=images.paths,
+        grid_size=config.grid_size,
+    )
+    return EvaluationResult(metrics_path, report_path, comparisons)
+
+
+def measure_fidelity(
+    suites: dict[SuiteName, Suite], images: PairedImages, vqa: ImageScorer
+) -> list[Observation]:
+    """The VQA judge's suites: TIFA, DSG and the held-out VQA score."""
+    if not isinstance(vqa, VQAScorer):
+        raise ConfigurationError(f"The VQA judge must be `vqa`, not {vqa.name!r}.")
+    observations = []
+    if "tifa" in suites:
+        observations += measure_tifa(suites["tifa"], images, vqa)
+    if "dsg" in suites:
+        observations += measure_dsg(suites["dsg"], images, vqa)
+    if "heldout" in suites:
+        observations += measure_scores(suites["heldout"], images, vqa)
+    return observations
+
+
+def measure_tifa(suite: Suite, images: PairedImages, vqa: VQAScorer) -> list[Observation]:
+    """TIFA accuracy (0-100) per image, and per question by question type."""
+    observations = []
+    for chunk in images.chunks(suite.items):
+        answers = free_form_answers(
+            vqa,
+            [_read(path) for _, _, path in chunk],
+            [[multiple_choice_prompt(q) for q in item.questions] for _, item, _ in chunk],
+        )
+        for (role, item, _), image_answers in zip(chunk, answers, strict=True):
+            correct = tifa_correct(item.questions, image_answers)
+            observations += _question_observations(suite, role, item, correct)
+    return observations
+
+
+def measure_dsg(suite: Suite, images: PairedImages, vqa: VQAScorer) -> list[Observation]:
+    """DSG accuracy (0-100) with dependencies, per image and per question category."""
+    observations = []
+    for chunk in images.chunks(suite.items):
+        yes_values = vqa.answer(
+            [_read(path) for _, _, path in chunk],
+            [[question.text for question in item.questions] for _, item, _ in chunk],
+        )
+        for (role, item, _), values in zip(chunk, yes_values, strict=True):
+            observations += _question_observations(
+                suite, role, item, dsg_correct(item.questions, values)
+            )
+    return observations
+
+
+def _question_observations(
+    suite: Suite, role: ModelRole, item: PromptItem, correct: list[float]
+) -> list[Observation]:
+    """The image's accuracy under `ALL`, and each question under its category."""
+    accuracy = 100.0 * sum(correct) / len(correct) if correct else float("nan")
+    observations = [Observation(suite.name, suite.name, ALL, item.id, role, accuracy)]
+    observations += [
+        Observation(
+            suite.name, suite.name, question.category, f"{item.id}#{question.id}", role, 100 * value
+        )
+        for question, value in zip(item.questions, correct, strict=True)
+    ]
+    return observations
+
+
+def measure_scores(suite: Suite, images: PairedImages, scorer: ImageScorer) -> list[Observation]:
+    """A judge's 0-100 score of every image, overall and by the suite's groups."""
+    observations = []
+    for chunk in images.chunks(suite.items):
+        context: dict[str, Any] = {}
+        if "qa_pairs" in scorer.required_context:
+            context["qa_pairs"] = [
+                [{"question": question.text} for question in item.questions] for _, item, _ in chunk
+            ]
+        scores = scorer.score(
+            [_read(path) for _, _, path in chunk], [item.prompt for _, item, _ in chunk], **context
+        )
+        observations += [
+            Observation(suite.name, scorer.name, group, item.id, role, float(score))
+            for (role, item, _), score in zip(chunk, scores.tolist(), strict=True)
+            for group in (ALL, item.group)
+        ]
+    return observations
+
+
+def measure_vlm(
+    suite: Suite, images: PairedImages, judge: PairJudge, concurrency: int
+) -> tuple[list[Observation], int]:
+    """Votes of the VLM judge per pair and question (see `vlm_judge`), overall and by
+    style; returns the observations and the number of unreadable (pair, question)s."""
+    pairs = [
+        (item.prompt, _read(base), _read(tuned), item)
+        for item in suite.items
+        for base, tuned in zip(images.paths("base", item), images.paths("tuned", item), strict=True)
+    ]
+    verdicts = judge_pairs(judge, [pair[:3] for pair in pairs], concurrency=concurrency)
+    observations = []
+    unreadable = 0
+    for (_, _, _, item), verdict in zip(pairs, verdicts, strict=True):
+        for question in JUDGE_QUESTIONS:
+            counted = verdict.votes(question)
+            if counted is None:
+                unreadable += 1
+                continue
+            for role, value in zip(ROLES, (counted[1], counted[0]), strict=True):
+                observations += [
+                    Observation(suite.name, question, group, item.id, role, float(value))
+                    for group in (ALL, item.group)
+                ]
+    return observations, unreadable
+
+
+def _with_judge(
+    spec: ScorerSpec,
+    config: EvaluationConfig,
+    measure: Callable[[ImageScorer], list[Observation]],
+) -> list[Observation]:
+    """Load a judge, measure with it, and free its weights before the next one loads."""
+    scorer = spec.create(device=config.device, dtype=config.dtype)
+    scorer.load()
+    try:
+        return measure(scorer)
+    finally:
+        del scorer
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _read(path: Path) -> Image.Image:
+    """An image read into memory (its file closed)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def parse_scorer(text: str) -> ScorerSpec:
+    """A judge from `NAME=MODEL[,OPTION=VALUE...]`, e.g.
+    `pickscore=yuvalkirstain/PickScore_v1,processor=laion/CLIP-ViT-H-14-laion2B-s32B-b79K`."""
+    head, *options = text.split(",")
+    name, separator, model = head.partition("=")
+    pairs = [option.partition("=") for option in options]
+    if not separator or not name or not model or any(not sep for _, sep, _ in pairs):
+        raise ConfigurationError(
+            f"Cannot read judge {text!r}; write NAME=MODEL[,OPTION=VALUE...], "
+            "e.g. pickscore=yuvalkirstain/PickScore_v1."
+        )
+    spec = ScorerSpec(name=name, model=model, options={key: value for key, _, value in pairs})
+    spec.scorer_class()  # an unknown name fails here, before any image is rendered
+    return spec
