@@ -1,6 +1,7 @@
 """Running the installed commands the way a user does."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,10 @@ def generate_offline_run(output: Path, num_prompts: int) -> Path:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return output
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, read, released): connecting fails fast."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

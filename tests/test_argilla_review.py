@@ -5,7 +5,6 @@ endpoint the web UI uses, and the merge and agreement checked by hand."""
 import io
 import math
 import re
-import socket
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +17,7 @@ from PIL import Image
 
 from agfsync.review import shows_rejected_first
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
-from tests.helpers import generate_offline_run, run_command
+from tests.helpers import closed_port, generate_offline_run, run_command
 
 NUM_PROMPTS = 6
 AGREEMENT_LINE = re.compile(
@@ -244,9 +243,7 @@ def test_a_dataset_with_other_settings_is_refused_with_the_difference(
 
 
 def test_unreachable_server_gives_a_clear_message(run_dir: Path, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     result = run_command(
         ["agfsync", "argilla", "push", str(run_dir), "--dataset", "x", "--retries", "1"],
         tmp_path,

@@ -8,7 +8,7 @@ import hashlib
 import io
 import json
 import shutil
-import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import yaml
 
 from agfsync.dataset import write_dataset_folder
 from agfsync.run_info import RunInfo, UnpairedPrompt
-from tests.helpers import REPO_ROOT, generate_offline_run, run_command
+from tests.helpers import REPO_ROOT, closed_port, generate_offline_run, run_command
 from tests.hub_server import HubServer
 
 TOKEN = "hf_test_secret_token_4242"
@@ -185,6 +185,13 @@ class TestPublish:
             assert TOKEN.encode() not in content
 
 
+def dry_run(folder: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return run_command(
+        ["agfsync", "publish", str(folder), "--repo-id", "o/n", "--dry-run", str(tmp_path / "d")],
+        tmp_path,
+    )
+
+
 class TestPublishFailures:
     def test_without_a_token_nothing_is_sent(self, run_dir: Path, tmp_path: Path) -> None:
         hub = HubServer().start()
@@ -201,10 +208,7 @@ class TestPublishFailures:
         assert hub.requests == []
 
     def test_unreachable_hub_gives_a_clear_message(self, run_dir: Path, tmp_path: Path) -> None:
-        with socket.socket() as probe:  # a port nothing listens on once closed
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        env = hub_env(f"http://127.0.0.1:{port}", tmp_path / "hf")
+        env = hub_env(f"http://127.0.0.1:{closed_port()}", tmp_path / "hf")
         result = run_command(
             ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"],
             tmp_path,
@@ -242,18 +246,7 @@ class TestPublishFailures:
             seed=0,
             unpaired=[UnpairedPrompt(prompt_id="p", prompt="x", category=None, reason="tie")],
         ).save(empty)
-        result = run_command(
-            [
-                "agfsync",
-                "publish",
-                str(empty),
-                "--repo-id",
-                "o/n",
-                "--dry-run",
-                str(tmp_path / "d"),
-            ],
-            tmp_path,
-        )
+        result = dry_run(empty, tmp_path)
         assert result.returncode == 2
         assert "holds no preference pairs (1 prompts without a pair: tie)" in result.stderr
 
@@ -272,35 +265,13 @@ class TestPublishFailures:
         shutil.rmtree(broken / "data")
         (broken / "data").mkdir()
         rows.to_parquet(broken / "data" / "train-00000-of-00001-0.parquet")
-        result = run_command(
-            [
-                "agfsync",
-                "publish",
-                str(broken),
-                "--repo-id",
-                "o/n",
-                "--dry-run",
-                str(tmp_path / "d"),
-            ],
-            tmp_path,
-        )
+        result = dry_run(broken, tmp_path)
         assert result.returncode == 2
         assert f"Image `jpg_0` of prompt {bad_id!r} is missing or unreadable" in result.stderr
         assert "Nothing was published" in result.stderr
 
     def test_a_folder_that_is_not_a_run_is_refused(self, tmp_path: Path) -> None:
-        result = run_command(
-            [
-                "agfsync",
-                "publish",
-                str(tmp_path),
-                "--repo-id",
-                "o/n",
-                "--dry-run",
-                str(tmp_path / "d"),
-            ],
-            tmp_path,
-        )
+        result = dry_run(tmp_path, tmp_path)
         assert result.returncode == 2
         assert "has no run.json" in result.stderr
 
