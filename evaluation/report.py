@@ -224,8 +224,8 @@ def _label(model: dict[str, Any]) -> str:
     return html.escape(text)
 
 
-def _metric_label(metric: str) -> str:
-    return html.escape(METRIC_LABELS.get(metric, metric))
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
 
 
 def _is_preference(metric: str) -> bool:
@@ -237,7 +237,7 @@ def _summary_table(comparisons: Sequence[Comparison]) -> str:
     rows = [
         [
             html.escape(c.suite),
-            _metric_label(c.metric),
+            html.escape(metric_label(c.metric)),
             str(c.units),
             *_means(c),
             _win_rate(c),
@@ -261,7 +261,7 @@ def _counts_table(suites: dict[str, dict[str, int]]) -> str:
 def _breakdown_table(suite: str, comparisons: Sequence[Comparison]) -> str:
     rows = [
         [
-            _metric_label(c.metric),
+            html.escape(metric_label(c.metric)),
             html.escape(c.group),
             str(c.units),
             *_means(c),
@@ -302,26 +302,33 @@ def _win_rate(c: Comparison) -> str:
 def _charts(folder: Path, suite: str, comparisons: Sequence[Comparison]) -> str:
     """A chart of the suite's win rates, and one per metric broken down by group."""
     charts = []
-    overall = {
-        METRIC_LABELS.get(c.metric, c.metric): 100 * c.win_rate.rate
-        for c in comparisons
-        if c.group == ALL
+    overall = [c for c in comparisons if c.group == ALL]
+    outcomes = {
+        "tuned better": [c.win_rate.wins for c in overall],
+        "tie": [c.win_rate.ties for c in overall],
+        "base better": [c.win_rate.losses for c in overall],
     }
     name = f"images/charts/{suite}-win-rates.png"
     save_bar_chart(
-        {"win rate of tuned (%)": overall},
+        {
+            outcome: {
+                metric_label(c.metric): 100 * count / max(1, c.units)
+                for c, count in zip(overall, counts, strict=True)
+            }
+            for outcome, counts in outcomes.items()
+        },
         folder / name,
-        ylabel="win rate of tuned over base (%, 50 = no change)",
-        title=f"{suite}: win rates",
+        ylabel="share of prompts (%)",
+        title=f"{suite}: tuned against base",
     )
-    charts.append(_figure(name, f"{suite}: win rate of tuned over base per metric"))
+    charts.append(_figure(name, f"{suite}: outcomes of tuned against base per metric"))
     kind = GROUP_KINDS.get(suite, "group")
     by_metric: dict[str, list[Comparison]] = defaultdict(list)
     for c in comparisons:
         if c.group != ALL:
             by_metric[c.metric].append(c)
     for metric, groups in by_metric.items():
-        label = METRIC_LABELS.get(metric, metric)
+        label = metric_label(metric)
         name = f"images/charts/{suite}-{safe_filename(metric)}-by-group.png"
         if _is_preference(metric):
             series = {"win rate of tuned (%)": {c.group: 100 * c.win_rate.rate for c in groups}}
@@ -369,7 +376,7 @@ def _grid(
             shutil.copyfile(source, folder / name)
             values = per_image.get((suite.name, item.id, role), {})
             scores = ", ".join(
-                f"{METRIC_LABELS.get(metric, metric)} {value:.1f}"
+                f"{metric_label(metric)} {value:.1f}"
                 for metric, value in values.items()
                 if not _is_preference(metric)
             )
