@@ -421,6 +421,7 @@ def evaluate_command(
 
     from agfsync.evaluation.generate import Sampling
     from agfsync.evaluation.metrics import ALL
+    from agfsync.evaluation.report import is_vote_metric
     from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
     from agfsync.evaluation.vlm_judge import VLMJudgeConfig
 
@@ -474,9 +475,13 @@ def evaluate_command(
         if comparison.group != ALL:
             continue
         rate = comparison.win_rate
+        means = (
+            ""
+            if is_vote_metric(comparison.metric)
+            else f"base {comparison.base_mean:7.2f}  tuned {comparison.tuned_mean:7.2f}  "
+        )
         console.print(
-            f"  {comparison.suite:<8} {comparison.metric:<20} n={comparison.units:<5} "
-            f"base {comparison.base_mean:7.2f}  tuned {comparison.tuned_mean:7.2f}  "
+            f"  {comparison.suite:<8} {comparison.metric:<20} n={comparison.units:<5} {means}"
             f"win rate {rate.rate:6.1%} [{rate.interval.low:.1%}, {rate.interval.high:.1%}]",
             highlight=False,
         )

@@ -35,9 +35,9 @@ METRIC_LABELS = {
     "clip": "CLIP score",
     "aesthetic": "aesthetic score",
     "pickscore": "PickScore",
-    "overall_preference": "VLM: overall preference",
-    "text_fidelity": "VLM: text fidelity",
-    "visual_appeal": "VLM: visual appeal",
+    "overall_preference": "overall preference",
+    "text_fidelity": "text fidelity",
+    "visual_appeal": "visual appeal",
 }
 GROUP_KINDS = {
     "tifa": "question type",
@@ -126,6 +126,7 @@ def write_report(
         "<h2>Summary</h2>",
         _summary_table([c for c in comparisons if c.group == ALL]),
         _counts_table(metrics["suites"]),
+        _win_rate_chart(folder, [c for c in comparisons if c.group == ALL]),
     ]
     if metrics.get("vlm_unreadable_answers"):
         body.append(
@@ -228,8 +229,8 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-def _is_preference(metric: str) -> bool:
-    """VLM verdicts: only their win rate means something (values are vote counts)."""
+def is_vote_metric(metric: str) -> bool:
+    """A VLM judge question: its values are vote counts, only its win rate means something."""
     return metric in JUDGE_QUESTIONS
 
 
@@ -278,7 +279,7 @@ def _breakdown_table(suite: str, comparisons: Sequence[Comparison]) -> str:
 
 
 def _means(c: Comparison) -> list[str]:
-    if _is_preference(c.metric):
+    if is_vote_metric(c.metric):
         return ["—", "—", "—"]
     interval = c.difference_interval
     sign = "better" if interval.low > 0 else "worse" if interval.high < 0 else ""
@@ -299,29 +300,23 @@ def _win_rate(c: Comparison) -> str:
     )
 
 
-def _charts(folder: Path, suite: str, comparisons: Sequence[Comparison]) -> str:
-    """A chart of the suite's win rates, and one per metric broken down by group."""
-    charts = []
-    overall = [c for c in comparisons if c.group == ALL]
-    outcomes = {
-        "tuned better": [c.win_rate.wins for c in overall],
-        "tie": [c.win_rate.ties for c in overall],
-        "base better": [c.win_rate.losses for c in overall],
-    }
-    name = f"images/charts/{suite}-win-rates.png"
+def _win_rate_chart(folder: Path, comparisons: Sequence[Comparison]) -> str:
+    name = "images/charts/win-rates.png"
     save_bar_chart(
         {
-            outcome: {
-                metric_label(c.metric): 100 * count / max(1, c.units)
-                for c, count in zip(overall, counts, strict=True)
+            "win rate of tuned (%)": {
+                f"{c.suite}: {metric_label(c.metric)}": 100 * c.win_rate.rate for c in comparisons
             }
-            for outcome, counts in outcomes.items()
         },
         folder / name,
-        ylabel="share of prompts (%)",
-        title=f"{suite}: tuned against base",
+        ylabel="win rate of tuned over base (%); 50 = no difference",
     )
-    charts.append(_figure(name, f"{suite}: outcomes of tuned against base per metric"))
+    return '<div class="charts">' + _figure(name, "win rate of tuned over base") + "</div>"
+
+
+def _charts(folder: Path, suite: str, comparisons: Sequence[Comparison]) -> str:
+    """One chart per metric, broken down by the suite's groups."""
+    charts = []
     kind = GROUP_KINDS.get(suite, "group")
     by_metric: dict[str, list[Comparison]] = defaultdict(list)
     for c in comparisons:
@@ -330,7 +325,7 @@ def _charts(folder: Path, suite: str, comparisons: Sequence[Comparison]) -> str:
     for metric, groups in by_metric.items():
         label = metric_label(metric)
         name = f"images/charts/{suite}-{safe_filename(metric)}-by-group.png"
-        if _is_preference(metric):
+        if is_vote_metric(metric):
             series = {"win rate of tuned (%)": {c.group: 100 * c.win_rate.rate for c in groups}}
         else:
             series = {
@@ -378,7 +373,7 @@ def _grid(
             scores = ", ".join(
                 f"{metric_label(metric)} {value:.1f}"
                 for metric, value in values.items()
-                if not _is_preference(metric)
+                if not is_vote_metric(metric)
             )
             cells.append(
                 f'<div><img src="{name}" alt="{role}">{role}'

@@ -278,10 +278,12 @@ class TestEvaluationReportInBrowser:
         )
         assert_rendered_completely(rendered)
         summary = rendered.dom.tables["summary"]
-        for label in ("TIFA accuracy (%)", "CLIP score", "aesthetic score", "VLM: visual appeal"):
+        for label in ("TIFA accuracy (%)", "CLIP score", "aesthetic score", "visual appeal"):
             assert label in summary
         charts = [src for src, _ in rendered.dom.images if src.startswith("images/charts/")]
-        assert "images/charts/hpsv2-clip-by-group.png" in charts
+        assert {"images/charts/win-rates.png", "images/charts/hpsv2-clip-by-group.png"} <= set(
+            charts
+        )
         grid = [src for src, in_pair in rendered.dom.images if in_pair]
         assert "images/hpsv2/hpsv2-anime-000-base.png" in grid
         assert "images/hpsv2/hpsv2-anime-000-tuned.png" in grid
