@@ -363,8 +363,9 @@ def evaluate_command(
         Path, typer.Option("--output", "-o", help="Folder of metrics.json and report/.")
     ],
     suite: Annotated[
-        str, typer.Option(help="Comma-separated suites: tifa, dsg, hpsv2, vlm, heldout.")
-    ] = "dsg,hpsv2",
+        str | None,
+        typer.Option(help="Comma-separated: tifa, dsg, hpsv2, vlm, heldout (default: dsg,hpsv2)."),
+    ] = None,
     tifa_qa: Annotated[
         Path | None, typer.Option(help="TIFA v1.0 question–answer JSON (needed by tifa).")
     ] = None,
@@ -372,23 +373,23 @@ def evaluate_command(
         Path | None, typer.Option(help="JSONL prompts with qa_pairs (needed by heldout).")
     ] = None,
     prompts_per_suite: Annotated[
-        int | None, typer.Option(help="Evenly spread prompts per suite [default: all].")
+        int | None, typer.Option(help="Evenly spread prompts per suite (default: all).")
     ] = None,
     images_per_prompt: Annotated[
-        int | None, typer.Option(help="Images per prompt and model [default: 1].")
+        int | None, typer.Option(help="Images per prompt and model (default: 1).")
     ] = None,
     vqa_model: Annotated[
-        str | None, typer.Option(help="VQA judge [default: Salesforce/blip2-flan-t5-xxl].")
+        str | None, typer.Option(help="VQA judge (default: Salesforce/blip2-flan-t5-xxl).")
     ] = None,
     vqa_mode: Annotated[
         str | None, typer.Option(help="answer (paper) or probability, for DSG and held-out.")
     ] = None,
     clip_model: Annotated[
-        str | None, typer.Option(help="CLIP judge [default: openai/clip-vit-base-patch16].")
+        str | None, typer.Option(help="CLIP judge (default: openai/clip-vit-base-patch16).")
     ] = None,
     aesthetic_model: Annotated[
         str | None,
-        typer.Option(help="CLIP backbone of the aesthetic head [default: ViT-L/14]."),
+        typer.Option(help="CLIP backbone of the aesthetic head (default: ViT-L/14)."),
     ] = None,
     scorer: Annotated[
         list[str] | None,
@@ -396,22 +397,24 @@ def evaluate_command(
     ] = None,
     vlm_provider: Annotated[str | None, typer.Option(help="openai or gemini.")] = None,
     vlm_model: Annotated[
-        str | None, typer.Option(help="VLM judge [default: gpt-4o / gemini-2.0-flash].")
+        str | None, typer.Option(help="VLM judge (default: gpt-4o / gemini-2.0-flash).")
     ] = None,
     vlm_base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible or Gemini API base URL.")
     ] = None,
     vlm_api_key: Annotated[
         str | None,
-        typer.Option(help="[default: $OPENAI_API_KEY, or $GEMINI_API_KEY/$GOOGLE_API_KEY]."),
+        typer.Option(help="API key (default: $OPENAI_API_KEY; $GEMINI_API_KEY, $GOOGLE_API_KEY)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed of every image [default: 0].")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps [default: 50].")] = None,
-    guidance_scale: Annotated[float | None, typer.Option(help="[default: 7.5].")] = None,
-    device: Annotated[str | None, typer.Option(help="torch device [default: CUDA if any].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed of every image (default: 0).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 50).")] = None,
+    guidance_scale: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance (default: 7.5).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: CUDA if any).")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16.")] = None,
     image_cache: Annotated[
-        Path | None, typer.Option(help="Image cache shared between runs [default: OUT/images].")
+        Path | None, typer.Option(help="Image cache shared between runs (default: OUT/images).")
     ] = None,
 ) -> None:
     """Compare a tuned model with its base on benchmark suites; write metrics and a report."""
@@ -435,7 +438,6 @@ def evaluate_command(
         config = EvaluationConfig(
             base=base,
             tuned=tuned,
-            suites=[name.strip() for name in suite.split(",") if name.strip()],
             prompts_per_suite=prompts_per_suite,
             tifa_question_answers=tifa_qa,
             heldout_prompts=heldout,
@@ -458,7 +460,10 @@ def evaluate_command(
             ),
             device=device,
             image_cache=image_cache,
-            **given(dtype=dtype),
+            **given(
+                suites=[name.strip() for name in suite.split(",")] if suite else None,
+                dtype=dtype,
+            ),
         )
         for spec, model in [
             (config.vqa, vqa_model),
@@ -493,7 +498,7 @@ def evaluate_command(
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Report folder [default: RUN_DIR/report].")
+        Path | None, typer.Option("--output", "-o", help="Report folder (default: RUN_DIR/report).")
     ] = None,
 ) -> None:
     """Render an HTML report of a preference dataset: scores, margins, categories, samples."""

@@ -37,7 +37,9 @@ class Sampling(BaseModel):
     )
     num_inference_steps: int = Field(default=50, ge=1, description="Denoising steps (paper: 50).")
     guidance_scale: float = Field(
-        default=7.5, description="Classifier-free guidance (diffusers' SD default: 7.5)."
+        default=7.5,
+        description="Classifier-free guidance; the paper does not state its evaluation "
+        "sampling, 7.5 is diffusers' Stable Diffusion default.",
     )
     negative_prompt: str | None = Field(default=None, description="Shared negative prompt.")
     height: int | None = Field(default=None, description="Pixels; None: the model's default.")

@@ -21,7 +21,10 @@ import pytest
 from PIL import Image
 from pytest_httpserver import HTTPServer
 
+import agfsync
 from agfsync.dataset import build_preference_dataset, write_dataset_folder
+from agfsync.errors import ConfigurationError
+from agfsync.evaluation.run import parse_scorer
 from agfsync.evaluation.suites import HPSV2_STYLES, TIFA_SAMPLE_QUESTION_ANSWERS
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
 from agfsync.run_info import RunInfo
@@ -30,6 +33,7 @@ from tests.openai_server import ScriptedChatCompletions
 from tests.test_evaluation_generate import make_tiny_lora
 
 API_KEY = "sk-evaluate-secret-7731"
+OFFLINE_PROMPTS = Path(agfsync.__file__).parent / "data" / "offline_prompts.jsonl"
 TIFA_TYPES = {"animal/human", "object", "location", "activity", "color", "counting"}
 
 
@@ -49,6 +53,8 @@ class Evaluation:
 
 
 def evaluate(out: Path, image_cache: Path, lora: str, judge_url: str, suites: str):
+    heldout = out.parent / "heldout.jsonl"
+    heldout.write_text("".join(OFFLINE_PROMPTS.read_text().splitlines(keepends=True)[:2]))
     return run_command(
         [
             "agfsync",
@@ -61,6 +67,8 @@ def evaluate(out: Path, image_cache: Path, lora: str, judge_url: str, suites: st
             suites,
             "--tifa-qa",
             str(TIFA_SAMPLE_QUESTION_ANSWERS),
+            "--heldout",
+            str(heldout),
             "--prompts-per-suite",
             "8",
             "--steps",
@@ -101,7 +109,7 @@ def evaluation(
     lora = str(make_tiny_lora(tiny_sd_path, root / "lora"))
     judge = ScriptedChatCompletions(["first"])
     url = judge.install(judge_server)
-    result = evaluate(root / "out", root / "images", lora, url, "tifa,hpsv2,vlm")
+    result = evaluate(root / "out", root / "images", lora, url, "tifa,dsg,hpsv2,vlm,heldout")
     assert result.returncode == 0, result.stderr[-4000:]
     return Evaluation(root / "out", root / "images", lora, result.stdout, result.stderr, judge, url)
 
@@ -111,9 +119,12 @@ class TestEvaluate:
         metrics = evaluation.metrics
         assert metrics["suites"] == {
             "tifa": {"prompts": 2, "images": 4, "questions": 19},
+            "dsg": {"prompts": 8, "images": 16, "questions": metrics["suites"]["dsg"]["questions"]},
             "hpsv2": {"prompts": 8, "images": 16, "questions": 0},
             "vlm": {"prompts": 8, "images": 16, "questions": 0},
+            "heldout": {"prompts": 2, "images": 4, "questions": 19},
         }
+        assert metrics["suites"]["dsg"]["questions"] > 8
         assert metrics["models"]["tuned"] == {
             "model": "tiny:stable-diffusion",
             "lora": evaluation.lora,
@@ -128,6 +139,18 @@ class TestEvaluate:
                 assert found[("hpsv2", metric, style)]["units"] == 2
             interval = found[("hpsv2", metric, "all")]["win_rate"]["interval"]
             assert 0 <= interval["low"] <= interval["high"] <= 1
+        assert {group for suite, _, group in found if suite == "dsg"} <= {
+            "all",
+            "entity",
+            "attribute",
+            "relation",
+            "global",
+            "other",
+        }
+        assert found[("dsg", "dsg", "all")]["units"] == 8
+        for metric in ("vqa", "clip", "aesthetic"):
+            assert found[("heldout", metric, "all")]["units"] == 2
+            assert found[("heldout", metric, "Natural Landscapes")]["units"] == 2
 
     def test_a_judge_that_always_answers_first_ties_every_pair(
         self, evaluation: Evaluation
@@ -159,7 +182,7 @@ class TestEvaluate:
         self, evaluation: Evaluation, tmp_path: Path
     ) -> None:
         images = sorted(evaluation.image_cache.rglob("*.png"))
-        assert len(images) == 2 * (2 + 8)  # tifa + hpsv2 prompts, both models
+        assert len(images) == 2 * (2 + 8 + 8 + 2)  # tifa, dsg, hpsv2, heldout; both models
         stamps = [path.stat().st_mtime_ns for path in images]
         out = tmp_path / "vlm-only"
         result = evaluate(out, evaluation.image_cache, evaluation.lora, evaluation.judge_url, "vlm")
@@ -168,6 +191,18 @@ class TestEvaluate:
         assert [path.stat().st_mtime_ns for path in images] == stamps
         assert "Loading pipeline components" not in result.stderr
         assert list(json.loads((out / "metrics.json").read_text())["suites"]) == ["vlm"]
+
+    def test_extra_judges_are_read_and_checked_before_any_work(self) -> None:
+        spec = parse_scorer("pickscore=org/model,processor=org/processor")
+        assert (spec.name, spec.model, spec.options) == (
+            "pickscore",
+            "org/model",
+            {"processor": "org/processor"},
+        )
+        with pytest.raises(ConfigurationError, match="Unknown scorer 'nosuch'"):
+            parse_scorer("nosuch=org/model")
+        with pytest.raises(ConfigurationError, match="NAME=MODEL"):
+            parse_scorer("pickscore")
 
     def test_missing_tifa_file_fails_with_a_clear_message(self, tmp_path: Path) -> None:
         result = run_command(
