@@ -147,7 +147,8 @@ def compare(observations: Iterable[Observation], *, seed: int = 0) -> list[Compa
     """One `Comparison` per (suite, metric, group), in first-seen order.
 
     Units measured for only one model (e.g. an image that failed) are left out of
-    their group; NaN values (nothing to measure) are dropped before averaging.
+    their group, and a group without any paired unit is left out; NaN values (nothing
+    to measure) are dropped before averaging.
     """
     values: dict[tuple[str, str, str], dict[str, dict[ModelRole, list[float]]]] = defaultdict(
         lambda: defaultdict(lambda: {"base": [], "tuned": []})
@@ -162,6 +163,8 @@ def compare(observations: Iterable[Observation], *, seed: int = 0) -> list[Compa
             for by_model in units.values()
             if by_model["base"] and by_model["tuned"]
         ]
+        if not paired:
+            continue
         base = [b for b, _ in paired]
         tuned = [t for _, t in paired]
         comparisons.append(
@@ -170,9 +173,9 @@ def compare(observations: Iterable[Observation], *, seed: int = 0) -> list[Compa
                 metric=metric,
                 group=group,
                 units=len(paired),
-                base_mean=fmean(base) if base else math.nan,
-                tuned_mean=fmean(tuned) if tuned else math.nan,
-                difference=fmean(t - b for b, t in paired) if paired else math.nan,
+                base_mean=fmean(base),
+                tuned_mean=fmean(tuned),
+                difference=fmean(tuned) - fmean(base),
                 difference_interval=bootstrap_mean_difference(base, tuned, seed=seed),
                 win_rate=win_rate(base, tuned),
             )

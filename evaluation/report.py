@@ -118,8 +118,9 @@ def write_report(
     sampling = metrics["config"]["sampling"]
     body = [
         "<h1>Evaluation: tuned against base</h1>",
-        f'<p class="subtitle">base <code>{_label(models["base"])}</code> · tuned '
-        f"<code>{_label(models['tuned'])}</code> · {sampling['num_inference_steps']} steps, "
+        f'<p class="subtitle">base <code>{html.escape(models["base"]["label"])}</code> · tuned '
+        f"<code>{html.escape(models['tuned']['label'])}</code> · "
+        f"{sampling['num_inference_steps']} steps, "
         f"guidance {sampling['guidance_scale']:g}, seed {sampling['seed']}, "
         f"{sampling['images_per_prompt']} image(s) per prompt and model, same seeds for both"
         "</p>",
@@ -169,18 +170,12 @@ def render_dataset_report(run_dir: Path, folder: Path) -> Path:
         ["valid questions per prompt", f"{stats.questions_per_prompt:.2f} (paper: 9.03)"],
         ["score margin (10% / 50% / 90%)", f"{low:.3f} / {median:.3f} / {high:.3f}"],
     ]
-    scores = [
-        [
-            html.escape(SCORE_NAMES.get(column, column)),
-            *_numbers(
-                stats.score_distribution(column).mean,
-                stats.score_distribution(column).std,
-                stats.chosen_scores[column],
-                stats.rejected_scores[column],
-            ),
-        ]
-        for column in stats.scores
-    ]
+    scores = []
+    for column in stats.scores:
+        distribution = stats.score_distribution(column)
+        values = [distribution.mean, distribution.std]
+        values += [stats.chosen_scores[column], stats.rejected_scores[column]]
+        scores.append([html.escape(SCORE_NAMES.get(column, column)), *(f"{v:.2f}" for v in values)])
     samples = "".join(
         f'<figure class="pair"><div class="images">'
         f'<div><img src="{html.escape(sample.chosen)}" alt="chosen">chosen '
@@ -218,11 +213,6 @@ def _write_page(folder: Path, title: str, body: list[str]) -> Path:
     path = folder / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def _label(model: dict[str, Any]) -> str:
-    text = model["model"] if model["lora"] is None else f"{model['model']} + LoRA {model['lora']}"
-    return html.escape(text)
 
 
 def metric_label(metric: str) -> str:
@@ -290,8 +280,6 @@ def _means(c: Comparison) -> list[str]:
 
 def _win_rate(c: Comparison) -> str:
     rate = c.win_rate
-    if math.isnan(rate.rate):
-        return "—"
     interval = rate.interval
     sign = "better" if interval.low > 0.5 else "worse" if interval.high < 0.5 else ""
     return (
@@ -392,10 +380,6 @@ def _figure(source: str, caption: str) -> str:
         f'<figure><img src="{html.escape(source)}" alt="{html.escape(caption)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
-
-
-def _numbers(*values: float) -> list[str]:
-    return [f"{value:.2f}" for value in values]
 
 
 def _table(header: list[str], rows: list[list[str]], table_id: str | None = None) -> str:

@@ -165,17 +165,17 @@ def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
             config.vqa, config, lambda vqa: measure_fidelity(by_name, images, vqa)
         )
     image_score_suites = [by_name[name] for name in IMAGE_SCORE_SUITES if name in by_name]
-    image_judges = [config.clip, config.aesthetic, *config.extra_scorers]
-    for spec in image_judges if image_score_suites else []:
-        observations += _with_judge(
-            spec,
-            config,
-            lambda scorer: [
-                observation
-                for suite in image_score_suites
-                for observation in measure_scores(suite, images, scorer)
-            ],
-        )
+    if image_score_suites:
+        for spec in [config.clip, config.aesthetic, *config.extra_scorers]:
+            observations += _with_judge(
+                spec,
+                config,
+                lambda scorer: [
+                    observation
+                    for suite in image_score_suites
+                    for observation in measure_scores(suite, images, scorer)
+                ],
+            )
     unreadable = 0
     if judge is not None:
         judged, unreadable = measure_vlm(by_name["vlm"], images, judge, config.vlm.concurrency)
@@ -184,7 +184,7 @@ def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
     comparisons = compare(observations, seed=config.bootstrap_seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {
-        "models": {role: asdict(model) for role, model in models.items()},
+        "models": {role: {**asdict(model), "label": model.label} for role, model in models.items()},
         "config": json.loads(config.model_dump_json()),
         "suites": {
             suite.name: {

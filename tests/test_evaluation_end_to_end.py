@@ -128,6 +128,7 @@ class TestEvaluate:
         assert metrics["models"]["tuned"] == {
             "model": "tiny:stable-diffusion",
             "lora": evaluation.lora,
+            "label": f"tiny:stable-diffusion + LoRA {evaluation.lora}",
         }
         found = {(c["suite"], c["metric"], c["group"]): c for c in metrics["comparisons"]}
         assert {group for suite, _, group in found if suite == "tifa"} == {"all"} | TIFA_TYPES
