@@ -25,7 +25,7 @@ browser:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,gemini,argilla]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,gemini,argilla,ray]"
 	touch $@
 
 demo: setup

@@ -8,7 +8,7 @@ when they drift apart.
 from collections.abc import Callable
 from pathlib import Path
 
-from distilabel.pipeline import Pipeline
+from distilabel.pipeline.base import BasePipeline
 
 from agfsync.errors import ConfigurationError
 from agfsync.pipelines.full import (
@@ -17,13 +17,19 @@ from agfsync.pipelines.full import (
     build_local_llm_pipeline,
 )
 from agfsync.pipelines.offline import build_offline_pipeline
+from agfsync.pipelines.ray import (
+    build_ray_agfsync_sd15_pipeline,
+    build_ray_agfsync_sdxl_pipeline,
+    build_ray_local_llm_pipeline,
+    build_ray_offline_pipeline,
+)
 from agfsync.pipelines.text import (
     build_text_gemini_pipeline,
     build_text_image_preferences_pipeline,
     build_text_openai_pipeline,
 )
 
-PRESETS: dict[str, Callable[[], Pipeline]] = {
+PRESETS: dict[str, Callable[[], BasePipeline]] = {
     "offline": build_offline_pipeline,
     "text-openai": build_text_openai_pipeline,
     "text-gemini": build_text_gemini_pipeline,
@@ -31,13 +37,17 @@ PRESETS: dict[str, Callable[[], Pipeline]] = {
     "agfsync-sd15": build_agfsync_sd15_pipeline,
     "agfsync-sdxl": build_agfsync_sdxl_pipeline,
     "local-llm": build_local_llm_pipeline,
+    "ray-offline": build_ray_offline_pipeline,
+    "ray-agfsync-sd15": build_ray_agfsync_sd15_pipeline,
+    "ray-agfsync-sdxl": build_ray_agfsync_sdxl_pipeline,
+    "ray-local-llm": build_ray_local_llm_pipeline,
 }
 """Preset name -> builder of its distilabel pipeline."""
 
 PRESETS_DIR = Path(__file__).parent
 
 
-def build_preset(name: str) -> Pipeline:
+def build_preset(name: str) -> BasePipeline:
     if name not in PRESETS:
         raise ConfigurationError(
             f"Unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}."
