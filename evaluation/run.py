@@ -160,6 +160,10 @@ def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
 
     observations: list[Observation] = []
     by_name = {suite.name: suite for suite in suites}
+    unreadable = 0
+    if judge is not None:  # first: an API failure shows before the local judges load
+        judged, unreadable = measure_vlm(by_name["vlm"], images, judge, config.vlm.concurrency)
+        observations += judged
     if by_name.keys() & {"tifa", "dsg", "heldout"}:
         observations += _with_judge(
             config.vqa, config, lambda vqa: measure_fidelity(by_name, images, vqa)
@@ -176,12 +180,11 @@ def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
                     for observation in measure_scores(suite, images, scorer)
                 ],
             )
-    unreadable = 0
-    if judge is not None:
-        judged, unreadable = measure_vlm(by_name["vlm"], images, judge, config.vlm.concurrency)
-        observations += judged
 
-    comparisons = compare(observations, seed=config.bootstrap_seed)
+    order = {suite.name: position for position, suite in enumerate(suites)}
+    comparisons = sorted(
+        compare(observations, seed=config.bootstrap_seed), key=lambda c: order[c.suite]
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {
         "models": {role: {**asdict(model), "label": model.label} for role, model in models.items()},
