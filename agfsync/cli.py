@@ -109,6 +109,17 @@ def generate(
             f"{summary.num_unpaired} prompts had no pair; their reasons are in "
             f"{summary.output_dir / 'run.json'}."
         )
+    if summary.failures:
+        errors.print(
+            f"[bold yellow]{summary.failures.total()} prompts failed[/] and can be retried:",
+            highlight=False,
+        )
+        for example, count in summary.failures.most_common():
+            errors.print(f"  {count} x {example}", soft_wrap=True, highlight=False)
+        errors.print(
+            "Run the same command again to retry them; finished work is reused.",
+            highlight=False,
+        )
     if preset == "offline":
         console.print(
             "The offline preset uses tiny random models: its images and scores are "

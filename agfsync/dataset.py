@@ -63,12 +63,16 @@ def build_preference_dataset(
     that has a pair.
 
     Returns the dataset and the rows left out (those whose `pair_error` says why no
-    pair could be formed), so callers can report them.
+    pair could be formed), so callers can report them. A row without a pair and without
+    a reason (the pair step itself failed on it) is left out with that as its reason.
     """
     paired, unpaired = [], []
     for row in rows:
         if row.get("pair_error"):
             unpaired.append(row)
+            continue
+        if row.get("chosen_index") is None:
+            unpaired.append({**row, "pair_error": "the pair step failed on this row (see the log)"})
             continue
         paired.append({**row, **preference_columns(row, artifacts_dir)})
     features = rows.features.copy()

@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
-from agfsync.models import resolve_device, resolve_dtype, resolve_model
+from agfsync.models import release_cached_memory, resolve_device, resolve_dtype, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +186,7 @@ class CandidateImageGenerator:
                     raise
                 batch_size = max(1, batch_size // 2)
                 logger.warning("Out of memory; retrying with batches of %d images.", batch_size)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_cached_memory(self.device)
                 continue
             yield from zip(batch, images, strict=True)
             start += len(batch)

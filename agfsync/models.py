@@ -66,6 +66,13 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda", claim_device(torch.cuda.device_count()))
 
 
+def release_cached_memory(device: torch.device) -> None:
+    """Give the allocator's cached blocks back after an out-of-memory error, so that the
+    retry with a smaller batch starts from the memory the model really holds."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 _held_device_locks: list[IO[bytes]] = []
 """Open lock files of the devices this process claimed; closing them releases the claim."""
 

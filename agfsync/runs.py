@@ -7,6 +7,7 @@ appears once it is complete.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -22,11 +23,15 @@ from agfsync.card import preference_card, render_prompt_card
 from agfsync.categories import load_categories
 from agfsync.dataset import build_preference_dataset, write_dataset_folder
 from agfsync.errors import ConfigurationError
+from agfsync.failures import row_failures
 from agfsync.prompts import load_prompt_records
 from agfsync.qa import qa_statistics
 from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 from agfsync.steps.artifacts import carry_over_artifacts
 from agfsync.steps.image_generation import IMAGES_ARTIFACT
+from agfsync.steps.resume import begin_execution, discard_unfinished_execution, finish_execution
+
+logger = logging.getLogger(__name__)
 
 LOAD_PROMPTS_STEP = "load_prompts"
 GENERATE_IMAGES_STEP = "generate_images"
@@ -75,6 +80,9 @@ class RunSummary:
     unit: str = "preference pairs"
     """What the rows are, for messages."""
     report: list[str] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    """Rows that failed in a way a re-run can fix, by `step: example reason`. While any
+    remain, running the same command again retries them and reuses everything else."""
 
 
 def _check_writable(output_dir: Path) -> None:
@@ -184,9 +192,19 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     _configure_llms(pipeline, options)
 
     parameters = _parameters(pipeline, options)
-    if makes_images and options.use_cache:
-        pipeline._set_runtime_parameters(parameters)
-        carry_over_artifacts(pipeline, GENERATE_IMAGES_STEP, IMAGES_ARTIFACT)
+    # Step signatures, which locate the cache, include the runtime parameters.
+    pipeline._set_runtime_parameters(parameters)
+    if options.use_cache:
+        discarded = discard_unfinished_execution(pipeline)
+        if discarded:
+            logger.warning(
+                "The last run of this command did not finish; resuming from its images and "
+                "journals (recomputing: %s).",
+                ", ".join(discarded),
+            )
+        if makes_images:
+            carry_over_artifacts(pipeline, GENERATE_IMAGES_STEP, IMAGES_ARTIFACT)
+    begin_execution(pipeline, options.use_cache)
     distiset = pipeline.run(parameters=parameters, use_cache=options.use_cache)
     rows = distiset["default"]["train"] if "default" in distiset else None
     extra_files = {
@@ -200,6 +218,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
                 "command again to resume."
             )
         report = _text_report(rows, pipeline, options)
+        failed = _failures(rows)
         write_dataset_folder(
             rows,
             output_dir,
@@ -212,12 +231,15 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
             ),
             extra_files=extra_files,
         )
+        if not failed:
+            finish_execution(pipeline)
         return RunSummary(
             output_dir=output_dir.resolve(),
             num_rows=len(rows),
             seconds=time.perf_counter() - started,
             unit="prompts with QA pairs",
             report=report,
+            failures=failed,
         )
 
     found = 0 if rows is None else len(rows)
@@ -230,6 +252,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     artifacts_dir = Path(distiset.artifacts_path) if distiset.artifacts_path else None
     if artifacts_dir is None:
         raise ConfigurationError("The run produced no images; see the log above.")
+    failed = _failures(rows)
     dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
     run = _run_info(preset, pipeline, options, unpaired)
 
@@ -246,12 +269,29 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         extra_files=extra_files,
         artifacts_dir=artifacts_dir,
     )
+    if not failed:
+        finish_execution(pipeline)
     return RunSummary(
         output_dir=output_dir.resolve(),
         num_rows=len(dataset),
         num_unpaired=len(unpaired),
         seconds=time.perf_counter() - started,
+        failures=failed,
     )
+
+
+def _failures(rows: datasets.Dataset) -> Counter[str]:
+    """Rows with a retryable failure, counted by the first failing step, with that
+    step's first reason as an example (`step: reason`)."""
+    failed: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for row in rows:
+        failures = row_failures(row)
+        if failures:
+            step = failures[0].split(":", 1)[0]
+            examples.setdefault(step, failures[0])
+            failed[examples[step]] += 1
+    return failed
 
 
 def _run_info(

@@ -3,11 +3,15 @@
 import json
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from distilabel.constants import STEPS_ARTIFACTS_PATH
 from distilabel.steps.base import _Step
+
+from agfsync.failures import row_failures
+from agfsync.journal import Journal, journal_key
 
 if TYPE_CHECKING:
     from distilabel.pipeline.base import BasePipeline
@@ -24,6 +28,58 @@ def run_artifacts_root(step: _Step) -> Path:
             "Pipeline or call set_pipeline_artifacts_path(path) first."
         )
     return Path(step._pipeline_artifacts_path)
+
+
+JOURNALS_DIR = "agfsync-journal"
+"""Folder of the steps' journals, beside the artifacts folder (`<execution>/data/`): not
+an artifact, so it is neither copied into the dataset folder nor uploaded with it."""
+
+Rows = list[dict[str, Any]]
+
+
+def step_journal(step: _Step) -> Journal | None:
+    """The journal of `step`'s finished work in this run (see `agfsync.journal`); None
+    for a step used outside a pipeline, which then simply computes everything.
+
+    Its folder is named after the step and its signature, so two differently configured
+    steps never share recorded outputs, even when they share an artifacts folder.
+    """
+    if step._pipeline_artifacts_path is None:
+        return None
+    folder = run_artifacts_root(step).parent / JOURNALS_DIR / f"{step.name}-{step.signature}"
+    return Journal(folder)
+
+
+def recorded_or_computed(
+    step: _Step, units: Sequence[Rows], compute: Callable[[list[Rows]], list[Rows]]
+) -> list[Rows]:
+    """The output rows of each unit of work (one input row, or a batch) of `step`.
+
+    Units recorded in the step's journal are taken from it; `compute` gets all the
+    others at once and returns their output rows, unit by unit. A computed unit whose
+    rows carry no retryable failure (`agfsync.failures.row_failures`) is recorded, so
+    the next run of the same command reuses it and retries only the failed ones.
+    Recorded rows hold the step's output columns only.
+    """
+    journal = step_journal(step)
+    keys = [journal_key(unit, step.inputs) for unit in units]
+    recorded = [None if journal is None else journal.get(key) for key in keys]
+    missing = [index for index, rows in enumerate(recorded) if rows is None]
+    # `compute` works on copies: the caller adds the outputs to its rows itself, in the
+    # order of `step.outputs`, so a recorded and a computed unit give identical rows.
+    copies = [[dict(row) for row in units[index]] for index in missing]
+    computed = dict(zip(missing, compute(copies) if missing else [], strict=True))
+    outputs: list[Rows] = []
+    for index, key in enumerate(keys):
+        if index not in computed:
+            outputs.append(recorded[index] or [])
+            continue
+        rows = computed[index]
+        projected = [{column: row.get(column) for column in step.outputs} for row in rows]
+        if journal is not None and not any(row_failures(row) for row in rows):
+            journal.put(key, projected)
+        outputs.append(projected)
+    return outputs
 
 
 def carry_over_artifacts(pipeline: "BasePipeline", step_name: str, artifact: str) -> Path | None:
@@ -50,7 +106,11 @@ def carry_over_artifacts(pipeline: "BasePipeline", step_name: str, artifact: str
         reverse=True,
     )
     for metadata in candidates:
-        if json.loads(metadata.read_text()).get("step_signature") == step.signature:
+        try:
+            recorded = json.loads(metadata.read_text())
+        except ValueError:  # written in place by distilabel: a killed run may tear it
+            continue
+        if recorded.get("step_signature") == step.signature:
             shutil.copytree(metadata.parent, target, copy_function=_link_or_copy)
             return metadata.parent
     return None

@@ -2,6 +2,7 @@
 
 import base64
 import io
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -75,6 +76,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         - image_model (`str`): the model reference.
         - generation_config (`dict`): steps, guidance, size, negative prompt, run seed.
         - safety_flags (`list[bool]`): the safety checker's verdicts; None without one.
+        - generation_error (`str`): why some of the prompt's images could not be rendered
+          (they are rendered when the same command runs again); None when all exist.
 
     Categories:
         - image-generation
@@ -171,6 +174,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             "image_model",
             "generation_config",
             "safety_flags",
+            "generation_error",
         ]
 
     def load(self) -> None:
@@ -281,17 +285,25 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
                 image.save(partial, format=self.image_format, quality=self.image_quality)
                 partial.replace(target)
 
-        self.save_artifact(
-            IMAGES_ARTIFACT,
-            write_function=write_images,
-            metadata={
-                "layout": f"<prompt_id>/<index>.{self.image_format}",
-                "model": self._model_name(),
-                # Lets a later execution find these images (`carry_over_artifacts`).
-                "step_signature": self.signature,
-            },
-        )
-        flags = self._safety_flags(paths)
+        failure = None
+        try:
+            self.save_artifact(
+                IMAGES_ARTIFACT,
+                write_function=write_images,
+                metadata={
+                    "layout": f"<prompt_id>/<index>.{self.image_format}",
+                    "model": self._model_name(),
+                    # Lets a later execution find these images (`carry_over_artifacts`).
+                    "step_signature": self.signature,
+                },
+            )
+        except Exception as error:
+            # Out of memory at one image per call, a failed remote request, ...: the
+            # prompts still missing images say so, the others keep theirs, and running
+            # the same command again renders only what is missing.
+            self._logger.warning(f"Rendering a batch failed:\n{traceback.format_exc()}")
+            failure = f"rendering failed: {type(error).__name__}: {error}"
+        flags = None if failure else self._safety_flags(paths)
         generation_config = config.model_dump(exclude={"num_images", "noise_sigma"})
         remote = self.image_generation_model is not None
         for prompt_index, row in enumerate(inputs):
@@ -303,6 +315,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             row["image_model"] = self._model_name()
             row["generation_config"] = generation_config
             row["safety_flags"] = None if flags is None else flags[own]
+            complete = failure is None or all(image_is_readable(path) for path in paths[own])
+            row["generation_error"] = None if complete else failure
         yield inputs
 
     def _model_name(self) -> str:

@@ -1,6 +1,7 @@
 """The judging stage: every candidate image scored by several judges."""
 
 import math
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
@@ -9,7 +10,7 @@ from PIL import Image
 from pydantic import Field, PrivateAttr
 
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
-from agfsync.steps.artifacts import run_artifacts_root
+from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
@@ -91,11 +92,21 @@ class ImageJudging(Step, UpstreamSignatureMixin):
             self._judges[spec.name] = judge
 
     def process(self, inputs: StepInput) -> "StepOutput":
+        # The batch is the unit of work: judged again as a whole, every forward pass is
+        # the one of an uninterrupted run, so resumed scores are bit-identical.
+        (outputs,) = recorded_or_computed(self, [inputs], lambda units: [self._judge(units[0])])
+        for row, judged in zip(inputs, outputs, strict=True):
+            row.update(judged)
+        yield inputs
+
+    def _judge(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         root = run_artifacts_root(self)
         images, positions = [], []
-        errors: list[list[str | None]] = [[None] * len(row["image_paths"]) for row in inputs]
-        for row_index, row in enumerate(inputs):
-            for image_index, path in enumerate(row["image_paths"]):
+        # A row whose image step failed has no paths; it is judged as having no images.
+        paths = [row["image_paths"] or [] for row in inputs]
+        errors: list[list[str | None]] = [[None] * len(row_paths) for row_paths in paths]
+        for row_index, row_paths in enumerate(paths):
+            for image_index, path in enumerate(row_paths):
                 try:
                     with Image.open(root / path) as image:
                         images.append(image.convert("RGB"))
@@ -111,7 +122,24 @@ class ImageJudging(Step, UpstreamSignatureMixin):
         }
         results: dict[str, tuple[list[float], list[Any] | None]] = {}
         for spec in self.scorers:
-            judged, details = self._judges[spec.name].score_with_details(images, prompts, **context)
+            try:
+                judged, details = self._judges[spec.name].score_within_memory(
+                    images, prompts, **context
+                )
+            except Exception as error:
+                # Recorded on every image of the batch: those prompts get no pair, the run
+                # says so, and running the same command again judges this batch again.
+                self._logger.warning(
+                    f"Judge {spec.name!r} failed on a batch:\n{traceback.format_exc()}"
+                )
+                failure = f"judge {spec.name} failed: {type(error).__name__}: {error}"
+                for row_index, image_index in positions:
+                    earlier = errors[row_index][image_index]
+                    errors[row_index][image_index] = (
+                        failure if earlier is None else f"{earlier}; {failure}"
+                    )
+                results[spec.name] = ([math.nan] * len(positions), None)
+                continue
             results[spec.name] = (judged.tolist(), details)
         weights = {spec.name: spec.weight for spec in self.scorers}
         judged_images: list[list[tuple[int, int]]] = [[] for _ in inputs]
@@ -119,7 +147,7 @@ class ImageJudging(Step, UpstreamSignatureMixin):
             judged_images[row_index].append((position, image_index))
         details_columns = self._details_columns()
         for row_index, row in enumerate(inputs):
-            count = len(row["image_paths"])
+            count = len(paths[row_index])
             row_scores = {}
             for spec, details_column in zip(self.scorers, details_columns, strict=True):
                 scores, details = results[spec.name]
@@ -134,4 +162,4 @@ class ImageJudging(Step, UpstreamSignatureMixin):
                     row[details_column] = row_details
             row["weighted_scores"] = weighted_scores(row_scores, weights)
             row["judging_errors"] = errors[row_index]
-        yield inputs
+        return inputs

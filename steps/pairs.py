@@ -60,6 +60,13 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
 
     def process(self, inputs: StepInput) -> "StepOutput":
         for row in inputs:
+            if row["weighted_scores"] is None:
+                # distilabel fills a failed step's outputs with None and goes on.
+                row.update(
+                    dict.fromkeys(PAIR_COLUMNS),
+                    pair_error="no scores: an earlier step failed on this row (see the log)",
+                )
+                continue
             try:
                 pair = select_preference_pair(
                     row["weighted_scores"],

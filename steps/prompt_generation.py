@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 from agfsync.categories import load_categories
 from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.prompts import prompt_id_for
+from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
 from agfsync.steps.usage import add_token_usage
 from agfsync.text import normalize_text
@@ -100,6 +101,8 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
     Output columns (one row per prompt):
         - prompt_id, prompt, category, prompt_model.
         - prompt_generation_notes (`str`): shortfall or failure of the category; None.
+        - prompt_error (`str`): set when the category fell short because requests failed
+          (after the client's retries); running the same command again asks again.
         - prompt_usage (`dict`): tokens spent on the category (on its first row).
 
     Categories:
@@ -125,6 +128,7 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
             "category",
             "prompt_model",
             "prompt_generation_notes",
+            "prompt_error",
             "prompt_usage",
         ]
 
@@ -147,11 +151,14 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
         return {"prompts": [str(item) for item in parse_json_list(output or "", key="prompts")]}
 
     def process(self, inputs: StepInput) -> "StepOutput":
-        assert self.llm is not None
-        rows: list[dict[str, Any]] = []
-        for category in inputs:
-            rows += self._generate_for(category)
-        yield rows
+        # Each category is a unit of work: its prompts, once written without a failed
+        # request, are taken from the journal when the same command runs again.
+        results = recorded_or_computed(
+            self,
+            [[category] for category in inputs],
+            lambda units: [self._generate_for(category) for (category,) in units],
+        )
+        yield [row for rows in results for row in rows]
 
     def _generate_for(self, category: dict[str, Any]) -> list[dict[str, Any]]:
         assert self.llm is not None
@@ -183,13 +190,25 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
                     seen.add(normalize_text(prompt))
                     prompts.append(prompt.strip())
         prompts = prompts[:target]
+        # Short because requests failed (not because the LLM repeated itself): a re-run
+        # of the same command asks again.
+        failed_requests = [problem for problem in problems if problem.startswith("request failed")]
+        prompt_error = (
+            f"{len(failed_requests)} failed requests: {json.dumps(sorted(set(failed_requests)))}"
+            if failed_requests and len(prompts) < target
+            else None
+        )
         notes = None
         if len(prompts) < target:
             notes = f"{len(prompts)} of {target} prompts after {self.max_calls} calls" + (
                 f"; problems: {json.dumps(sorted(set(problems)))}" if problems else ""
             )
             self._logger.warning(f"Category {category['category']!r}: {notes}")
-        base = {"category": category["category"], "prompt_model": self.llm.model_name}
+        base = {
+            "category": category["category"],
+            "prompt_model": self.llm.model_name,
+            "prompt_error": prompt_error,
+        }
         if not prompts:
             return [
                 {

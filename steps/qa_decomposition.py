@@ -10,6 +10,7 @@ from pydantic import Field
 
 from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.qa import validate_qa_pairs
+from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
 from agfsync.steps.usage import add_token_usage
 
@@ -119,7 +120,18 @@ class QADecomposition(Task, UpstreamSignatureMixin):
         return {"qa_items": parse_json_list(output or "", key="questions")}
 
     def process(self, inputs: StepInput) -> "StepOutput":
+        # Each prompt is a unit of work: a prompt decomposed in an earlier run of the same
+        # command is not asked again, one whose rounds all failed is.
+        results = recorded_or_computed(
+            self, [[row] for row in inputs], lambda units: [[row] for row in self._decompose(units)]
+        )
+        for row, (decomposed,) in zip(inputs, results, strict=True):
+            row.update(decomposed)
+        yield inputs
+
+    def _decompose(self, units: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         assert self.llm is not None
+        inputs = [row for (row,) in units]
         chats = [self.format_input(row) for row in inputs]
         rounds: list[list[list[Any]]] = [[] for _ in inputs]
         failures: list[list[str]] = [[] for _ in inputs]
@@ -170,4 +182,4 @@ class QADecomposition(Task, UpstreamSignatureMixin):
                 )
             row["qa_usage"] = usage[index]
             row["qa_model"] = self.llm.model_name
-        yield inputs
+        return inputs

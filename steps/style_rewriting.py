@@ -10,6 +10,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.categories import StyleScheme, StyleSpec, load_style_scheme
 from agfsync.prompts import prompt_id_for
+from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
@@ -97,6 +98,12 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin):
         return {"prompt": text or None}
 
     def process(self, inputs: StepInput) -> "StepOutput":
+        # The batch is the unit of work (one request); a failed one is asked again when
+        # the same command runs again, a finished one is taken from the journal.
+        (rows,) = recorded_or_computed(self, [inputs], lambda units: [self._rewrite(units[0])])
+        yield rows
+
+    def _rewrite(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         assert self.llm is not None and self._scheme is not None
         jobs = [
             {**row, "instruction": complexity.instruction, "complexity": complexity.name}
@@ -129,4 +136,4 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin):
                     "rewrite_error": error or (None if prompt else "empty rewrite"),
                 }
             )
-        yield rows
+        return rows

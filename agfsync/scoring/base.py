@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -9,7 +10,9 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from agfsync.models import resolve_device, resolve_dtype
+from agfsync.models import release_cached_memory, resolve_device, resolve_dtype
+
+logger = logging.getLogger(__name__)
 
 
 class ImageScorer(ABC):
@@ -56,3 +59,23 @@ class ImageScorer(ABC):
     ) -> tuple[torch.Tensor, list[Any] | None]:
         """`score` plus per-image details for `details_column` (None when it has none)."""
         return self.score(images, prompts, **context), None
+
+    def score_within_memory(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> tuple[torch.Tensor, list[Any] | None]:
+        """`score_with_details`, retried with half the batch size whenever the device
+        runs out of memory, down to one image per forward pass. The smaller size is kept
+        for later calls: what did not fit once will not fit next time either."""
+        while True:
+            try:
+                return self.score_with_details(images, prompts, **context)
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)
+                logger.warning(
+                    "%s judge out of memory; retrying with batches of %d.",
+                    self.name,
+                    self.batch_size,
+                )
+                release_cached_memory(self.device)
