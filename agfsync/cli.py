@@ -111,7 +111,8 @@ def generate(
         )
     if summary.failures:
         errors.print(
-            f"[bold yellow]{summary.failures.total()} prompts failed[/] and can be retried:",
+            f"[bold yellow]{summary.failures.total()} prompts did not finish[/] (their "
+            "failures are recorded on their rows):",
             highlight=False,
         )
         for example, count in summary.failures.most_common():

@@ -115,6 +115,32 @@ def write_dataset_folder(
         )
     staging = output_dir.with_name(output_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _write_staging(dataset, staging, card, extra_files, artifacts_dir, split)
+    except BaseException as error:
+        # A full disk, a quota, a missing image, Ctrl-C: the staging copy goes, the
+        # folder (an earlier dataset, if any) stays as it was.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(error, OSError):
+            raise
+        raise ConfigurationError(
+            f"Could not write the dataset to {output_dir} ({error.strerror or error}); "
+            "nothing was changed there. Free disk space (or fix the cause) and run the "
+            "same command again: finished work is reused."
+        ) from error
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    staging.rename(output_dir)
+
+
+def _write_staging(
+    dataset: datasets.Dataset,
+    staging: Path,
+    card: Callable[[list[str], Path], str],
+    extra_files: dict[str, Path] | None,
+    artifacts_dir: Path | None,
+    split: str,
+) -> None:
     (staging / "data").mkdir(parents=True)
     num_shards = max(1, math.ceil(len(dataset) / ROWS_PER_SHARD))
     shard_paths = []
@@ -132,6 +158,3 @@ def write_dataset_folder(
             shutil.copyfile(source, staging / name)
     if artifacts_dir is not None and artifacts_dir.is_dir():
         shutil.copytree(artifacts_dir, staging / "artifacts")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    staging.rename(output_dir)

@@ -1,38 +1,50 @@
 """Rows of a run that failed in a way that running the same command again can fix.
 
-Every step keeps a row it could not finish and records why in its own column: a
-request that failed after the client's retries, an image that could not be
-rendered or read, a judge that raised. Such a row is not final: the steps do not
-record it in their journals, so the next run of the same command retries it while
-the rest of the work is reused. Data-driven outcomes are final and not listed here:
-a margin below `--min-margin`, no candidate passing the thresholds, a category whose
-LLM answers repeated themselves.
+Every step keeps a row it could not finish and records why in one of its own
+columns: a request that failed after the client's retries, an image that could not
+be rendered or read, a judge that raised. Such a row is not final: the steps do not
+record it in their journals, and the next run of the same command redoes the steps
+that wrote those columns while reusing everything else. Data-driven outcomes are
+final and not listed here: a margin below `--min-margin`, no candidate passing the
+thresholds, a category whose LLM answers repeated themselves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+FAILED_STEP = "the step failed on this row; see the log"
+UNREADABLE_IMAGE = "unreadable image"
+"""Start of a judging error about the image file itself: the image step redoes it."""
 
-def row_failures(row: Mapping[str, Any]) -> list[str]:
-    """The retryable failures recorded on `row`, each as `step: reason`."""
+
+@dataclass(frozen=True)
+class RowFailure:
+    column: str
+    """The column recording the failure: the step that writes it is the one to redo."""
+    reason: str
+
+
+def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
+    """The retryable failures recorded on `row`."""
     failures = []
-    if row.get("prompt_error"):
-        failures.append(f"write_prompts: {row['prompt_error']}")
-    if row.get("rewrite_error"):
-        failures.append(f"rewrite_prompts: {row['rewrite_error']}")
+    for column in ("prompt_error", "rewrite_error", "generation_error"):
+        if row.get(column):
+            failures.append(RowFailure(column, row[column]))
     if row.get("prompt") and row.get("qa_error"):
-        failures.append(f"decompose_prompts: {row['qa_error']}")
-    if row.get("generation_error"):
-        failures.append(f"generate_images: {row['generation_error']}")
-    elif "image_paths" in row and row["image_paths"] is None:
-        failures.append("generate_images: no images (the step failed on this row; see the log)")
-    judging_errors = [error for error in row.get("judging_errors") or [] if error]
-    if judging_errors:
-        failures.append(f"judge_images: {judging_errors[0]}")
-    elif "weighted_scores" in row and row["weighted_scores"] is None:
-        failures.append("judge_images: no scores (the step failed on this row; see the log)")
+        failures.append(RowFailure("qa_error", row["qa_error"]))
+    # distilabel fills the outputs of a step that raised with None and goes on.
+    for column in ("image_paths", "weighted_scores"):
+        if column in row and row[column] is None:
+            failures.append(RowFailure(column, f"no {column} ({FAILED_STEP})"))
+    for error in row.get("judging_errors") or []:
+        if error:
+            # A file that cannot be read is rendered again, then judged again.
+            unreadable = error.startswith(UNREADABLE_IMAGE)
+            failures.append(RowFailure("image_paths" if unreadable else "judging_errors", error))
+            break
     if "chosen_index" in row and row["chosen_index"] is None and not row.get("pair_error"):
-        failures.append("select_pairs: no pair (the step failed on this row; see the log)")
+        failures.append(RowFailure("chosen_index", f"no pair ({FAILED_STEP})"))
     return failures

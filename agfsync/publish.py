@@ -23,7 +23,7 @@ import datasets
 import httpx2
 import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
 from agfsync.card import ASSETS_DIR, preference_card
@@ -180,9 +180,11 @@ def _upload(
     commit_message: str,
 ) -> PublishResult:
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    info = api.dataset_info(repo_id)
-    existing = [sibling.rfilename for sibling in info.siblings or []]
+    try:
+        info = api.dataset_info(repo_id)
+    except RepositoryNotFoundError:
+        info = None
+    existing = [sibling.rfilename for sibling in (info.siblings if info else None) or []]
     other_splits: dict[str, list[str]] = {}
     for path in existing:
         match = SHARD_PATTERN.fullmatch(path)
@@ -190,14 +192,25 @@ def _upload(
             other_splits.setdefault(match["split"], []).append(path)
     with tempfile.TemporaryDirectory(prefix="agfsync-publish-") as tmp:
         staging = Path(tmp) / "repo"
-        files = stage_publication(
-            run_dir,
-            staging,
-            repo_id=repo_id,
-            split=split,
-            other_splits=other_splits,
-            include_artifacts=include_artifacts,
-        )
+        try:
+            files = stage_publication(
+                run_dir,
+                staging,
+                repo_id=repo_id,
+                split=split,
+                other_splits=other_splits,
+                include_artifacts=include_artifacts,
+            )
+        except ConfigurationError as error:
+            raise ConfigurationError(
+                f"{error} Nothing was uploaded: {repo_id} is unchanged (files are staged "
+                f"under {tempfile.gettempdir()}; set TMPDIR to move them)."
+            ) from error
+        if info is None:
+            # Created only once there is something to commit, so a failed staging
+            # leaves no empty repository behind.
+            api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            info = api.dataset_info(repo_id)
         managed = (f"data/{split}-", f"{ASSETS_DIR}/", "artifacts/" if include_artifacts else None)
         stale = [
             path

@@ -29,7 +29,12 @@ from agfsync.qa import qa_statistics
 from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 from agfsync.steps.artifacts import carry_over_artifacts
 from agfsync.steps.image_generation import IMAGES_ARTIFACT
-from agfsync.steps.resume import begin_execution, discard_unfinished_execution, finish_execution
+from agfsync.steps.resume import (
+    begin_execution,
+    discard_unfinished_execution,
+    finish_execution,
+    record_steps_to_redo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +203,8 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         discarded = discard_unfinished_execution(pipeline)
         if discarded:
             logger.warning(
-                "The last run of this command did not finish; resuming from its images and "
-                "journals (recomputing: %s).",
+                "The last run of this command was interrupted or left rows failed; resuming "
+                "from its images and journals (redoing: %s).",
                 ", ".join(discarded),
             )
         if makes_images:
@@ -218,7 +223,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
                 "command again to resume."
             )
         report = _text_report(rows, pipeline, options)
-        failed = _failures(rows)
+        failed = _failures(rows, pipeline)
         write_dataset_folder(
             rows,
             output_dir,
@@ -252,7 +257,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     artifacts_dir = Path(distiset.artifacts_path) if distiset.artifacts_path else None
     if artifacts_dir is None:
         raise ConfigurationError("The run produced no images; see the log above.")
-    failed = _failures(rows)
+    failed = _failures(rows, pipeline)
     dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
     run = _run_info(preset, pipeline, options, unpaired)
 
@@ -280,17 +285,29 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     )
 
 
-def _failures(rows: datasets.Dataset) -> Counter[str]:
-    """Rows with a retryable failure, counted by the first failing step, with that
-    step's first reason as an example (`step: reason`)."""
+def _failures(rows: datasets.Dataset, pipeline: Pipeline) -> Counter[str]:
+    """Rows with a retryable failure, counted by the step to redo, with that step's first
+    reason as an example (`step: reason`). The steps are recorded with the execution, so
+    that the next run of the command redoes them (see `agfsync.steps.resume`)."""
+    writers = {
+        column: name
+        for name in pipeline.dag
+        for column in pipeline.dag.get_step(name)["step"].outputs
+    }
     failed: Counter[str] = Counter()
     examples: dict[str, str] = {}
+    to_redo: set[str] = set()
     for row in rows:
         failures = row_failures(row)
+        for failure in failures:
+            # A column no step of this pipeline writes: redo them all rather than guess.
+            to_redo.update([writers[failure.column]] if failure.column in writers else pipeline.dag)
         if failures:
-            step = failures[0].split(":", 1)[0]
-            examples.setdefault(step, failures[0])
+            step = writers.get(failures[0].column, "unknown step")
+            examples.setdefault(step, f"{step}: {failures[0].reason}")
             failed[examples[step]] += 1
+    if to_redo:
+        record_steps_to_redo(pipeline, sorted(to_redo))
     return failed
 
 

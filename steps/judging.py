@@ -9,6 +9,7 @@ from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
+from agfsync.failures import UNREADABLE_IMAGE
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
 from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -112,7 +113,7 @@ class ImageJudging(Step, UpstreamSignatureMixin):
                         images.append(image.convert("RGB"))
                 except (OSError, SyntaxError, ValueError) as error:
                     # Scored NaN below, so pair selection leaves it out; the reason stays.
-                    errors[row_index][image_index] = f"unreadable image {path}: {error}"
+                    errors[row_index][image_index] = f"{UNREADABLE_IMAGE} {path}: {error}"
                     continue
                 positions.append((row_index, image_index))
         prompts = [inputs[row_index]["prompt"] for row_index, _ in positions]

@@ -13,13 +13,18 @@ killer, a lost node) leaves its bookkeeping out of step with its data:
 - its files are written in place, so a kill during a write leaves a torn file that
   is never rewritten.
 
+A run that ends with some rows failed (`agfsync.failures`) is unfinished too: its
+bookkeeping says done, so a plain re-run would return the failed rows again.
+
 agfsync therefore treats the bookkeeping of an unfinished execution as disposable.
-`begin_execution` marks the execution unfinished before the pipeline runs, and
-`finish_execution` clears the mark once the run has ended with every row done.
-A run that finds the mark first discards that bookkeeping and the outputs of the
-steps that did not finish, keeping the artifacts (images) and the steps' journals
-(`agfsync.journal`), and then runs the pipeline from the start: finished work comes
-back from those files, and only what was missing or failed is computed again.
+`begin_execution` marks the execution unfinished before the pipeline runs;
+`record_steps_to_redo` adds the steps whose rows failed; `finish_execution` clears
+the mark once the run has ended with every row done. A run that finds the mark
+first discards that bookkeeping and the outputs of the steps that did not finish,
+failed or follow a failed one, keeping the artifacts (images), the complete outputs
+of the other steps and the steps' journals (`agfsync.journal`). The pipeline then
+runs from the start: finished work comes back from those files, and only what was
+missing or failed is computed again.
 """
 
 import json
@@ -66,29 +71,46 @@ def _is_complete(outputs_dir: Path) -> bool:
     return last_batch_seen and sorted(seq_nos) == list(range(len(seq_nos)))
 
 
+def _with_successors(pipeline: "BasePipeline", names: list[str]) -> set[str]:
+    found: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name not in found:
+            found.add(name)
+            pending.extend(pipeline.dag.get_step_successors(name))
+    return found
+
+
 def discard_unfinished_execution(pipeline: "BasePipeline") -> list[str]:
     """If the last run of this execution did not finish, delete distilabel's bookkeeping
-    of it and the outputs of its steps that did not finish, so that `pipeline.run`
-    starts again from the steps' files and journals. Call after the runtime
-    parameters are set (they are part of the step signatures).
+    of it and the outputs of the steps to redo, so that `pipeline.run` starts again
+    from the steps' files and journals. Call after the runtime parameters are set
+    (they are part of the step signatures).
 
-    Leaf steps' outputs are always discarded: their rows are written again to the
-    execution's dataset folder, which is deleted here too. Returns the names of the
-    steps whose outputs were discarded (empty when the execution had finished).
+    The steps to redo are those whose outputs are incomplete, those recorded with
+    `record_steps_to_redo` and every step after them, and the leaf steps, whose rows
+    are written again to the execution's dataset folder (deleted here too). Returns
+    their names (empty when the execution had finished).
     """
     execution = _execution_dir(pipeline)
-    if not (execution / UNFINISHED_MARKER).exists():
+    marker = execution / UNFINISHED_MARKER
+    if not marker.exists():
         return []
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))["steps_to_redo"]
+    except (OSError, ValueError, KeyError):  # unreadable: redo everything
+        recorded = list(pipeline.dag)
+    to_redo = _with_successors(pipeline, [*recorded, *pipeline.dag.leaf_steps])
     # distilabel rewrites these on every batch, in place; `pipeline.yaml` is read back
     # on resume, so a torn one would stop the run.
     for name in ("batch_manager.json", "stages.json", "pipeline.yaml"):
         (execution / name).unlink(missing_ok=True)
     shutil.rmtree(execution / "batch_manager_steps", ignore_errors=True)
     shutil.rmtree(pipeline._cache_location["data"] / STEPS_OUTPUTS_PATH, ignore_errors=True)
-    leaves = set(pipeline.dag.leaf_steps)
     discarded = []
     for name, outputs_dir in _outputs_dirs(pipeline).items():
-        if outputs_dir.exists() and (name in leaves or not _is_complete(outputs_dir)):
+        if outputs_dir.exists() and (name in to_redo or not _is_complete(outputs_dir)):
             shutil.rmtree(outputs_dir)
             discarded.append(name)
     return discarded
@@ -98,16 +120,28 @@ def begin_execution(pipeline: "BasePipeline", use_cache: bool) -> None:
     """Mark the execution unfinished. Without the cache, also forget the steps' recorded
     work: distilabel then recomputes everything, and it never overwrites an existing
     `steps_data` batch file, so those are deleted as well."""
-    execution = _execution_dir(pipeline)
     if not use_cache:
         shutil.rmtree(pipeline._cache_location["data"] / JOURNALS_DIR, ignore_errors=True)
         for outputs_dir in _outputs_dirs(pipeline).values():
             shutil.rmtree(outputs_dir, ignore_errors=True)
+    _write_marker(pipeline, steps_to_redo=[])
+
+
+def record_steps_to_redo(pipeline: "BasePipeline", names: list[str]) -> None:
+    """The run ended, but rows that `names` wrote failed: the next run redoes them."""
+    _write_marker(pipeline, steps_to_redo=names)
+
+
+def _write_marker(pipeline: "BasePipeline", steps_to_redo: list[str]) -> None:
+    execution = _execution_dir(pipeline)
     execution.mkdir(parents=True, exist_ok=True)
-    (execution / UNFINISHED_MARKER).write_text(
-        "A run of this execution started and has not finished with every row done.\n",
-        encoding="utf-8",
-    )
+    marker = {
+        "about": "A run of this execution started and has not finished with every row done.",
+        "steps_to_redo": steps_to_redo,
+    }
+    partial = execution / f".{UNFINISHED_MARKER}.partial"
+    partial.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    partial.replace(execution / UNFINISHED_MARKER)
 
 
 def finish_execution(pipeline: "BasePipeline") -> None:

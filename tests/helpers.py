@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
 
@@ -41,3 +43,23 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def assert_same_dataset(produced: Path, expected: Path) -> None:
+    """Two dataset folders of `agfsync generate` hold the same rows (every column, in
+    order, embedded images included) and the same candidate image files, byte for byte."""
+    expected_rows = pq.read_table(expected / "data")
+    produced_rows = pq.read_table(produced / "data")
+    assert produced_rows.num_rows == expected_rows.num_rows
+    assert produced_rows.schema == expected_rows.schema
+    for column in expected_rows.column_names:
+        assert (
+            produced_rows.column(column).to_pylist() == expected_rows.column(column).to_pylist()
+        ), column
+    expected_images = sorted((expected / "artifacts").rglob("*.png"))
+    produced_images = sorted((produced / "artifacts").rglob("*.png"))
+    assert [path.relative_to(produced) for path in produced_images] == [
+        path.relative_to(expected) for path in expected_images
+    ]
+    for produced_image, expected_image in zip(produced_images, expected_images, strict=True):
+        assert produced_image.read_bytes() == expected_image.read_bytes(), produced_image
