@@ -1,0 +1,100 @@
+"""Peak memory, wall time and disk of `agfsync generate` as the number of prompts grows.
+
+What it measures: for each `--prompts` count it writes a prompt file (the offline
+sample's 24 prompts cycled, each copy with its own id and a numbered variant of
+the text, QA pairs kept), runs `agfsync generate --preset offline` on it in a fresh
+distilabel cache, and polls the resident memory of the whole process tree
+(distilabel runs every step in its own process) every 0.2 s. It reports the peak
+of the tree's total RSS, the peak of the largest single process, the wall time and
+the size of the output folder. A flat peak as prompts grow means images and
+batches stream through disk rather than accumulating in memory.
+
+Example:
+    python benchmarks/run_scaling.py --prompts 50,200,800 --json scaling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from agfsync.testing.prompt_files import write_scaled_prompts
+
+POLL_SECONDS = 0.2
+
+
+def tree_rss(process: psutil.Process) -> tuple[int, int]:
+    """(total, largest) resident bytes of a process and its descendants."""
+    sizes = []
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            sizes.append(member.memory_info().rss)
+        except psutil.Error:
+            continue
+    return sum(sizes), max(sizes, default=0)
+
+
+def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
+    prompts = work / f"prompts-{count}.jsonl"
+    write_scaled_prompts(prompts, count)
+    output = work / f"out-{count}"
+    env = {**os.environ, "DISTILABEL_CACHE_DIR": str(work / f"cache-{count}")}
+    command = [
+        str(Path(sys.executable).with_name("agfsync")),
+        "generate",
+        "--preset",
+        "offline",
+        "--prompts",
+        str(prompts),
+        "-o",
+        str(output),
+        *extra_args,
+    ]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = psutil.Process(child.pid)
+    peak_total = peak_single = 0
+    while child.poll() is None:
+        total, single = tree_rss(process)
+        peak_total, peak_single = max(peak_total, total), max(peak_single, single)
+        time.sleep(POLL_SECONDS)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(child.stderr.read().decode()[-3000:] if child.stderr else "failed")
+    disk = sum(path.stat().st_size for path in output.rglob("*") if path.is_file())
+    return {
+        "prompts": count,
+        "seconds": round(seconds, 1),
+        "peak_tree_rss_mib": round(peak_total / 2**20),
+        "peak_process_rss_mib": round(peak_single / 2**20),
+        "output_mib": round(disk / 2**20, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", default="50,200,800", help="comma-separated counts")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument("extra", nargs="*", help="more `agfsync generate` arguments")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="agfsync-scaling-") as tmp:
+        for count in (int(value) for value in args.prompts.split(",")):
+            result = measure(count, Path(tmp), args.extra)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
