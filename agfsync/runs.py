@@ -34,6 +34,7 @@ from agfsync.steps.resume import (
     discard_unfinished_execution,
     finish_execution,
     record_steps_to_redo,
+    skip_finished_stages,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
             )
         if makes_images:
             carry_over_artifacts(pipeline, GENERATE_IMAGES_STEP, IMAGES_ARTIFACT)
+        skip_finished_stages(pipeline)
     begin_execution(pipeline, options.use_cache)
     distiset = pipeline.run(parameters=parameters, use_cache=options.use_cache)
     rows = distiset["default"]["train"] if "default" in distiset else None

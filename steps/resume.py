@@ -116,6 +116,41 @@ def discard_unfinished_execution(pipeline: "BasePipeline") -> list[str]:
     return discarded
 
 
+def skip_finished_stages(pipeline: "BasePipeline") -> int:
+    """Start an execution that has no stage record at its first unfinished stage.
+
+    distilabel runs a pipeline with a global step in stages (the steps before it, the
+    global step, the steps after it) and moves to the next stage when the current one's
+    last steps send their last batch. A stage whose steps all come from the cache of an
+    earlier execution sends nothing, so such a run waits forever at "All the steps from
+    stage 0 have been loaded" (observed with distilabel 1.5.3: a text preset run again
+    with another `--qa-model`, and any resumed run whose steps before the global step
+    had finished). This writes the stage record distilabel would have written: every
+    stage whose steps all have their outputs cached counts as done. Returns the stage
+    the run starts at. An existing record (a resumable execution) is left alone.
+    """
+    stages_file = pipeline._cache_location["stages_file"]
+    if stages_file.exists():
+        return int(json.loads(stages_file.read_text(encoding="utf-8"))["current_stage"])
+    stages, stage_last_steps = pipeline.dag.get_steps_load_stages(pipeline._built_load_groups(None))
+    cached = {name for name, outputs_dir in _outputs_dirs(pipeline).items() if outputs_dir.exists()}
+    current = next(
+        (index for index, steps in enumerate(stages) if not set(steps) <= cached),
+        len(stages) - 1,
+    )
+    record = {
+        "current_stage": current,
+        "stages_last_batch": [
+            stage_last_steps[index] if index < current else [] for index in range(len(stages))
+        ],
+    }
+    stages_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = stages_file.with_name(f".{stages_file.name}.partial")
+    partial.write_text(json.dumps(record), encoding="utf-8")
+    partial.replace(stages_file)
+    return current
+
+
 def begin_execution(pipeline: "BasePipeline", use_cache: bool) -> None:
     """Mark the execution unfinished. Without the cache, also forget the steps' recorded
     work: distilabel then recomputes everything, and it never overwrites an existing

@@ -1,18 +1,27 @@
-"""Faults injected into a real offline run (`tests/fault_driver.py`): each run either
-completes with the failures recorded per row or stops with a clear message, and
-running the same command again finishes the job, with the dataset an undisturbed run
-produces."""
+"""Faults injected into real runs: each run either completes with the failures
+recorded per row or stops with a clear message, and running the same command again
+finishes the job, with the dataset an undisturbed run produces.
+
+Model and disk faults are injected into the offline preset by `tests/fault_driver.py`;
+the LLM provider's outage is a loopback OpenAI-compatible server answering 503.
+"""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
+from pytest_httpserver import HTTPServer
 
+from agfsync.pipelines import build_preset
 from tests.helpers import REPO_ROOT, assert_same_dataset, run_command
+from tests.openai_server import HTTPError, ScriptedChatCompletions
 
 NUM_PROMPTS = 16
 """Two batches of 8 prompts, 4 candidates each."""
@@ -134,3 +143,98 @@ class TestFaultsDuringARun:
 
         run_again(output)
         assert_same_dataset(output, undisturbed)
+
+
+OUTAGE_CATEGORIES = {
+    "Animals": ["a heron fishing in a misty marsh", "two otters juggling pebbles"],
+    "Plants": ["a cactus garden under violet dusk", "moss carpeting ancient granite"],
+    "Transportation": ["a vintage tram climbing cobbled hills", "kayaks drifting past glaciers"],
+    "Food and Beverages": ["steaming dumplings in bamboo baskets", "lemonade jugs on a porch"],
+    "Sports and Fitness": ["a sprinter leaving starting blocks", "climbers roped on sandstone"],
+}
+"""Five categories of two prompts: the QA step gets a batch of 8 prompts, then one of 2."""
+
+
+def answer_healthily(body: dict[str, Any]) -> str:
+    """What a working provider answers: each category's prompts, or one question per
+    long word of the prompt (every element appears in the prompt, so all are valid)."""
+    system, user = body["messages"][0]["content"], body["messages"][1]["content"]
+    if "text-to-image model" in system:
+        category = re.search(r"Category: (.+?) \(", user).group(1)  # type: ignore[union-attr]
+        return json.dumps(OUTAGE_CATEGORIES[category])
+    prompt = user.removeprefix("Description: ")
+    words = [word for word in re.findall(r"[a-z]+", prompt) if len(word) > 4]
+    return json.dumps(
+        [
+            {
+                "question": f"Is there {word}?",
+                "answer": "yes",
+                "element_type": "object",
+                "element": word,
+                "flag": 1,
+            }
+            for word in words
+        ]
+    )
+
+
+class TestLLMProviderOutage:
+    def test_prompts_whose_requests_failed_are_asked_again_by_the_next_run(
+        self, httpserver: HTTPServer, tmp_path: Path
+    ) -> None:
+        decompose = build_preset("text-openai").dag.get_step("decompose_prompts")["step"]
+        # Every request of a prompt of the first QA batch fails: the client's own tries,
+        # times the step's attempts; then the provider is back for the second batch.
+        tries_per_prompt = (decompose.llm.max_retries + 1) * (1 + decompose.max_format_retries)
+        outage = [HTTPError(503, {"retry-after-ms": "1"})] * (8 * tries_per_prompt)
+        writing = [answer_healthily] * len(OUTAGE_CATEGORIES)
+        provider = ScriptedChatCompletions([*writing, *outage, answer_healthily])
+        (tmp_path / "categories.yaml").write_text(
+            yaml.safe_dump(
+                [
+                    {"name": name, "description": name.lower(), "examples": [f"a {name} photo"]}
+                    for name in OUTAGE_CATEGORIES
+                ]
+            )
+        )
+        env = {
+            "OPENAI_BASE_URL": provider.install(httpserver),
+            "OPENAI_API_KEY": "sk-loopback",
+            "DISTILABEL_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        command = [
+            *("agfsync", "generate", "--preset", "text-openai", "-o", "out"),
+            *("--categories", "categories.yaml", "--prompts-per-category", "2"),
+            *("--dedup", "minhash"),
+        ]
+
+        first = run_command(command, cwd=tmp_path, env=env)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "8 prompts did not finish" in first.stderr
+        assert "decompose_prompts: no usable output after 3 failures" in first.stderr
+        rows = {row["prompt"]: row for row in pq.read_table(tmp_path / "out" / "data").to_pylist()}
+        assert len(rows) == 10
+        failed = {prompt for prompt, row in rows.items() if row["qa_error"]}
+        assert len(failed) == 8
+        assert all(
+            "503" in rows[prompt]["qa_error"] and not rows[prompt]["qa_pairs"] for prompt in failed
+        )
+
+        provider.script[:] = [answer_healthily]
+        provider.requests.clear()
+        second = run_command(command, cwd=tmp_path, env=env)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "prompts did not finish" not in second.stderr
+        # Only the failed prompts were asked again, once each; no prompt was rewritten.
+        asked = [
+            request["body"]["messages"][1]["content"].removeprefix("Description: ")
+            for request in provider.requests
+        ]
+        assert sorted(asked) == sorted(failed)
+        resumed = {
+            row["prompt"]: row for row in pq.read_table(tmp_path / "out" / "data").to_pylist()
+        }
+        assert resumed.keys() == rows.keys()
+        assert all(row["qa_error"] is None and row["qa_pairs"] for row in resumed.values())
+        for prompt in rows.keys() - failed:
+            assert resumed[prompt] == rows[prompt]

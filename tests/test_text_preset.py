@@ -132,6 +132,21 @@ class TestTextOpenAIPreset:
         }
         assert formats == {"prompts", "qa_pairs"}
 
+    def test_another_qa_model_reuses_the_written_prompts(
+        self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
+    ) -> None:
+        """Only the QA step runs again. With distilabel alone this run waits forever: the
+        stage before the global dedup step is all cached and never reports its end."""
+        env, completions = loopback_openai
+        env = {**env, "DISTILABEL_CACHE_DIR": str(tmp_path / "cache")}
+        options = ("--categories", "categories.yaml", "--prompts-per-category", "2")
+        _generate_text("text-openai", tmp_path, env, *options, "--qa-model", "qa-a")
+        completions.requests.clear()
+        _generate_text("text-openai", tmp_path, env, *options, "--qa-model", "qa-b")
+        assert [request["body"]["model"] for request in completions.requests] == ["qa-b"] * 4
+        dataset = datasets.load_dataset(str(tmp_path / "out"), split="train")
+        assert dataset.num_rows == 4 and set(dataset["qa_model"]) == {"qa-b"}
+
     def test_structured_output_can_be_turned_off(
         self, loopback_openai: tuple[dict[str, str], Any], tmp_path: Path
     ) -> None:
