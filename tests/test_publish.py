@@ -7,8 +7,10 @@ read `HF_ENDPOINT` at import, and this test process has them imported offline.
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,6 +238,36 @@ class TestPublishFailures:
         hub.failing_commits = 1
         publish(run_dir, hub, tmp_path, "--retries", "1")
         assert hub.commit_count("org/pairs") == before + 1
+
+    def test_a_full_disk_while_staging_uploads_nothing_and_a_retry_succeeds(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        """The shards are staged in TMPDIR before anything is sent; a disk that fills up
+        there stops the publish before the repo is even created."""
+        staging = tmp_path / "tmp"
+        staging.mkdir()
+        env = {**hub_env(hub.url, tmp_path / "hf"), "TMPDIR": str(staging)}
+        failed = subprocess.run(
+            [
+                *(sys.executable, "-m", "tests.fault_driver", "disk-full-when-writing-parquet"),
+                *("publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"),
+            ],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert failed.returncode == 2, failed.stderr[-3000:]
+        message = failed.stderr.strip().splitlines()[-1]
+        assert "No space left on device" in message
+        assert "Nothing was uploaded: org/pairs is unchanged" in message
+        assert "set TMPDIR" in message and "Traceback" not in failed.stderr
+        assert hub.repos == {} and list(staging.iterdir()) == []
+
+        publish(run_dir, hub, tmp_path)
+        assert any(path.startswith("data/train-") for path in hub.files("org/pairs"))
 
     def test_a_run_without_pairs_is_refused(self, run_dir: Path, tmp_path: Path) -> None:
         empty = tmp_path / "empty"
