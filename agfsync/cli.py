@@ -285,8 +285,12 @@ def estimate(
         ),
     ] = None,
     questions_per_prompt: Annotated[
-        float, typer.Option(help="Valid questions per prompt [default: the paper's 9.03].")
-    ] = 9.03,
+        float | None,
+        typer.Option(
+            help="Valid questions per prompt [default: the preset's prompt file, else the "
+            "paper's 9.03]."
+        ),
+    ] = None,
 ) -> None:
     """Print expected LLM calls, tokens, API cost, GPU hours per stage and disk size."""
     from agfsync.estimate import EstimateTables, estimate_run
@@ -320,11 +324,15 @@ def estimate(
             f"  device time: generation {_hours(result.generation_hours)}, judging "
             f"{_hours(result.judging_hours)}, start-up {_hours(result.startup_hours)}; "
             f"total {_hours(result.gpu_hours)} (profile {result.profile})\n"
-            f"  disk: {result.disk_bytes / 1e9:,.2f} GB",
+            f"  disk: {_size(result.disk_bytes)}",
             highlight=False,
         )
     for line in result.assumptions:
         console.print(f"  assumes {line}", highlight=False)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e9:,.2f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
 
 
 def _hours(hours: float) -> str:

@@ -19,6 +19,7 @@ from distilabel.pipeline import Pipeline
 from pydantic import BaseModel, Field, ValidationError
 
 from agfsync.errors import ConfigurationError
+from agfsync.prompts import load_prompt_records
 
 PAPER_QUESTIONS_PER_PROMPT = 9.03
 """AGFSync's measured mean of valid questions per prompt (REFERENCE.md)."""
@@ -114,9 +115,12 @@ def estimate_run(
     tables: EstimateTables,
     profile: str | None = None,
     num_images: int | None = None,
-    questions_per_prompt: float = PAPER_QUESTIONS_PER_PROMPT,
+    questions_per_prompt: float | None = None,
 ) -> Estimate:
-    """The expected cost of running `pipeline` on `num_prompts` prompts."""
+    """The expected cost of running `pipeline` on `num_prompts` prompts.
+
+    `questions_per_prompt` defaults to the mean of the preset's prompt file when it reads
+    prompts with their QA pairs from a file, else to the paper's 9.03."""
     if num_prompts < 1:
         raise ConfigurationError("--prompts must be at least 1.")
     llm_steps, assumptions = _llm_steps(pipeline, num_prompts, tables)
@@ -134,6 +138,8 @@ def estimate_run(
     images = num_prompts * per_prompt
     steps_ratio = generation.num_inference_steps / speeds.reference_steps
     judges = [spec.name for spec in pipeline.dag.get_step("judge_images")["step"].scorers]
+    if questions_per_prompt is None:
+        questions_per_prompt = _questions_per_prompt(pipeline)
     questions = round(images * questions_per_prompt) if "vqa" in judges else 0
     other_judges = [name for name in judges if name != "vqa"]
     judging_seconds = questions / speeds.vqa_pairs_per_second
@@ -161,6 +167,15 @@ def estimate_run(
         disk_bytes=(images + 4 * num_prompts) * speeds.bytes_per_image,
         assumptions=assumptions,
     )
+
+
+def _questions_per_prompt(pipeline: Pipeline) -> float:
+    """Mean valid questions per prompt of the prompt file a preset reads, if it reads one."""
+    if "load_prompts" not in pipeline.dag:
+        return PAPER_QUESTIONS_PER_PROMPT
+    records = load_prompt_records(pipeline.dag.get_step("load_prompts")["step"].data_files)
+    valid = [pair for record in records for pair in record["qa_pairs"] if pair.get("valid", True)]
+    return len(valid) / len(records)
 
 
 def _llm_steps(

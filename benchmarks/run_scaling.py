@@ -9,6 +9,11 @@ of the tree's total RSS, the peak of the largest single process, the wall time a
 the size of the output folder. A flat peak as prompts grow means images and
 batches stream through disk rather than accumulating in memory.
 
+From the run's `pipeline.log` it also reads how long the image and judging steps
+were busy (from "Processing batch N" to "sending batch N", summed over batches; the
+log has whole seconds) and when the first batch started: the figures that
+`agfsync estimate`'s throughput profile holds (`agfsync/data/estimate.yaml`).
+
 Example:
     python benchmarks/run_scaling.py --prompts 50,200,800 --json scaling.json
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,30 @@ import psutil
 from agfsync.testing.prompt_files import write_scaled_prompts
 
 POLL_SECONDS = 0.2
+LOG_LINE = re.compile(
+    r"\[(?P<time>[\d-]+ [\d:]+)\] INFO +(?:📦 Processing batch (?P<start>\d+) in "
+    r"'(?P<step>\w+)'|📨 Step '(?P<sender>\w+)' sending batch (?P<end>\d+))"
+)
+
+
+def step_times(log: Path) -> dict[str, float]:
+    """Busy seconds of each step (batch start to batch sent, summed) and the wall-clock
+    time (epoch seconds) of the first batch any step started."""
+    started: dict[tuple[str, str], float] = {}
+    busy: dict[str, float] = {}
+    first = None
+    for match in LOG_LINE.finditer(log.read_text(encoding="utf-8")):
+        moment = time.mktime(time.strptime(match["time"], "%Y-%m-%d %H:%M:%S"))
+        if match["step"]:
+            started[(match["step"], match["start"])] = moment
+            first = moment if first is None else min(first, moment)
+        elif (match["sender"], match["end"]) in started:
+            step = match["sender"]
+            busy[step] = busy.get(step, 0.0) + moment - started[(step, match["end"])]
+    return {
+        **{f"{step}_busy_s": seconds for step, seconds in busy.items()},
+        "first_batch": first or 0,
+    }
 
 
 def tree_rss(process: psutil.Process) -> tuple[int, int]:
@@ -60,20 +90,27 @@ def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
         *extra_args,
     ]
     started = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    process = psutil.Process(child.pid)
-    peak_total = peak_single = 0
-    while child.poll() is None:
-        total, single = tree_rss(process)
-        peak_total, peak_single = max(peak_total, total), max(peak_single, single)
-        time.sleep(POLL_SECONDS)
+    launched = time.time()
+    # A file, not a pipe: an unread pipe fills up and blocks the step processes' logging.
+    log = work / f"stderr-{count}.log"
+    with log.open("wb") as stderr:
+        child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = psutil.Process(child.pid)
+        peak_total = peak_single = 0
+        while child.poll() is None:
+            total, single = tree_rss(process)
+            peak_total, peak_single = max(peak_total, total), max(peak_single, single)
+            time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - started
     if child.returncode != 0:
-        raise SystemExit(child.stderr.read().decode()[-3000:] if child.stderr else "failed")
+        raise SystemExit(log.read_text(errors="replace")[-3000:])
     disk = sum(path.stat().st_size for path in output.rglob("*") if path.is_file())
+    times = step_times(output / "pipeline.log")
     return {
         "prompts": count,
         "seconds": round(seconds, 1),
+        "first_batch_after_s": round(times.pop("first_batch") - launched, 1),
+        **{name: round(value, 1) for name, value in times.items()},
         "peak_tree_rss_mib": round(peak_total / 2**20),
         "peak_process_rss_mib": round(peak_single / 2**20),
         "output_mib": round(disk / 2**20, 1),
