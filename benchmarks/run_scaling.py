@@ -74,6 +74,8 @@ def tree_rss(process: psutil.Process) -> tuple[int, int]:
 
 
 def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
+    """One fresh run (its own cache and output folder, even for a repeated count)."""
+    work = Path(tempfile.mkdtemp(prefix=f"{count}-", dir=work))
     prompts = work / f"prompts-{count}.jsonl"
     write_scaled_prompts(prompts, count)
     output = work / f"out-{count}"

@@ -1,5 +1,6 @@
 """`agfsync estimate`: the arithmetic against hand computations, and the command."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import yaml
 from agfsync.errors import ConfigurationError
 from agfsync.estimate import EstimateTables, estimate_run
 from agfsync.pipelines import build_preset
+from agfsync.prompts import SAMPLE_PROMPTS_PATH
 from tests.helpers import run_command
 
 TABLES = {
@@ -68,6 +70,17 @@ def test_text_preset_has_no_image_stages() -> None:
     assert [step.step for step in result.llm_steps] == ["write_prompts", "decompose_prompts"]
 
 
+def test_a_preset_reading_prompts_counts_their_questions() -> None:
+    """The offline preset reads the shipped sample: 24 prompts with 226 valid questions."""
+    sample = [json.loads(line) for line in SAMPLE_PROMPTS_PATH.read_text().splitlines()]
+    valid = sum(pair.get("valid", True) for record in sample for pair in record["qa_pairs"])
+    result = estimate_run(
+        build_preset("offline"), "offline", len(sample), tables=EstimateTables.load()
+    )
+    assert result.num_images == 4 * len(sample)  # N = 4
+    assert result.num_questions == 4 * valid
+
+
 def test_unknown_profile_is_a_clear_error() -> None:
     with pytest.raises(ConfigurationError, match="No throughput profile 'nope'"):
         estimate_run(
@@ -93,4 +106,4 @@ def test_command_with_user_tables(tmp_path: Path) -> None:
     assert "write_prompts (gpt-4o-mini): 100 calls" in result.stdout
     assert "images: 8,000; judged questions: 72,000" in result.stdout
     assert "generation 2.22 h" in result.stdout
-    assert "disk: 0.01 GB" in result.stdout
+    assert "disk: 12.0 MB" in result.stdout
