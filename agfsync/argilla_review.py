@@ -21,6 +21,7 @@ import base64
 import io
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,8 +75,26 @@ def _argilla() -> Any:
     return argilla
 
 
-def review_settings() -> Any:
-    """The Argilla dataset settings agfsync pushes to and expects to pull from."""
+SOURCE_NOTE = "Pairs pushed by agfsync from `{source}`."
+"""Last line of the guidelines: where the pairs came from, so `pull` finds them again."""
+SOURCE_NOTE_PATTERN = re.compile(r"Pairs pushed by agfsync from `(?P<source>[^`]+)`\.")
+
+
+def source_reference(source: str) -> str:
+    """How a pushed source is recorded: a local folder as an absolute path, a Hub repo id
+    as it is."""
+    return str(Path(source).resolve()) if Path(source).is_dir() else source
+
+
+def recorded_source(guidelines: str | None) -> str | None:
+    """The source a dataset's guidelines record (see `SOURCE_NOTE`), if any."""
+    match = SOURCE_NOTE_PATTERN.search(guidelines or "")
+    return match["source"] if match else None
+
+
+def review_settings(source: str | None = None) -> Any:
+    """The Argilla dataset settings agfsync pushes to and expects to pull from; with
+    `source`, the guidelines end by naming it."""
     rg = _argilla()
     metadata = [
         rg.TermsMetadataProperty(name="category"),
@@ -88,8 +107,9 @@ def review_settings() -> Any:
             rg.FloatMetadataProperty(name=f"{name}_a", title=f"{name} score of image A"),
             rg.FloatMetadataProperty(name=f"{name}_b", title=f"{name} score of image B"),
         ]
+    note = "" if source is None else "\n" + SOURCE_NOTE.format(source=source_reference(source))
     return rg.Settings(
-        guidelines=GUIDELINES,
+        guidelines=GUIDELINES + note,
         fields=[
             rg.TextField(name="prompt", title="Prompt"),
             rg.ImageField(name="image_a", title="Image A"),
@@ -307,7 +327,10 @@ def push_for_review(
         if created:
             workspace = target.workspace or _default_workspace(client)
             existing = rg.Dataset(
-                name=target.dataset, workspace=workspace, settings=review_settings(), client=client
+                name=target.dataset,
+                workspace=workspace,
+                settings=review_settings(source),
+                client=client,
             ).create()
         else:
             differences = settings_differences(existing.settings, review_settings())
@@ -357,15 +380,19 @@ class ReviewReport:
 
 
 def pull_reviews(
-    name: str, target: ArgillaTarget, *, source: str, output_dir: Path, seed: int = 0
+    name: str,
+    target: ArgillaTarget,
+    *,
+    output_dir: Path,
+    source: str | None = None,
+    seed: int = 0,
 ) -> ReviewReport:
     """Write the reviewed dataset to `output_dir` and return the agreement report.
 
-    `seed` must be the one the records were pushed with; it is checked against the
-    order recorded in each record's `image_a_is` metadata.
+    `source` is the dataset that was pushed; by default the one the push recorded in the
+    Argilla dataset's guidelines. `seed` must be the one the records were pushed with;
+    it is checked against the order recorded in each record's `image_a_is` metadata.
     """
-    folder = resolve_source(source)
-    dataset, run = load_run(folder)
     with _talking_to(target, "pull"):
         client = _client(target)
         remote = client.datasets(name=name, workspace=target.workspace)
@@ -377,6 +404,14 @@ def pull_reviews(
                 f"Argilla dataset {name!r} was not made by `agfsync argilla push`: "
                 + "; ".join(differences)
             )
+        source = source or recorded_source(remote.settings.guidelines)
+        if source is None:
+            raise ConfigurationError(
+                f"Argilla dataset {name!r} does not record what was pushed into it; pass "
+                "--source with the dataset folder or Hub repo that was pushed."
+            )
+        folder = resolve_source(source)
+        dataset, run = load_run(folder)
         answers: dict[str, list[str]] = {}
         orders: dict[str, bool] = {}
         for record in remote.records(with_responses=True, with_suggestions=False):
@@ -457,7 +492,8 @@ def _report(
     edges = margin_buckets([rows[record_id]["score_margin"] for record_id, _, _ in judged])
     by_category: dict[str, list[tuple[Side, Side]]] = defaultdict(list)
     by_margin: dict[str, list[tuple[Side, Side]]] = defaultdict(list)
-    for record_id, ai, human in judged:
+    # In margin order, so the report's buckets read from the smallest margins up.
+    for record_id, ai, human in sorted(judged, key=lambda item: rows[item[0]]["score_margin"]):
         by_category[rows[record_id]["category"] or "none"].append((ai, human))
         by_margin[bucket_label(rows[record_id]["score_margin"], edges)].append((ai, human))
     return ReviewReport(

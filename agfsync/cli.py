@@ -228,8 +228,14 @@ def argilla_push(
 @argilla_app.command("pull")
 def argilla_pull(
     name: Annotated[str, typer.Argument(help="Argilla dataset made by `agfsync argilla push`.")],
-    source: Annotated[str, typer.Option(help="The dataset folder or Hub repo that was pushed.")],
     out: Annotated[Path, typer.Option(help="Folder of the reviewed dataset.")],
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="The dataset folder or Hub repo that was pushed [default: the one the push "
+            "recorded in the Argilla dataset]."
+        ),
+    ] = None,
     repo_id: Annotated[
         str | None, typer.Option(help="Also publish the reviewed dataset to this Hub repo.")
     ] = None,
@@ -245,7 +251,7 @@ def argilla_pull(
 
     target = ArgillaTarget(name, workspace, api_url, api_key, retries)
     try:
-        report = pull_reviews(name, target, source=source, output_dir=out, seed=seed)
+        report = pull_reviews(name, target, output_dir=out, source=source, seed=seed)
         published = publish_run(out, repo_id) if repo_id else None
     except ConfigurationError as error:
         raise _fail(error) from None

@@ -84,11 +84,17 @@ class Verdict:
 def resolve_votes(answers: Iterable[str]) -> Verdict:
     """Majority over reviewers, as the open image-preferences binarization counts:
     "image_a"/"image_b" is a vote for that image, "both_good" a vote for each, and
-    "both_bad"/"toxic" a vote for neither. Equal votes leave the pair unresolved."""
+    "both_bad"/"toxic" a vote for neither. An image wins when it has more votes than
+    the other image and more than "neither"; otherwise the pair stays unresolved."""
     votes = Counter(answers)
     for_a = votes["image_a"] + votes["both_good"]
     for_b = votes["image_b"] + votes["both_good"]
-    preferred: Side | None = "a" if for_a > for_b else "b" if for_b > for_a else None
+    for_neither = votes["both_bad"] + votes["toxic"]
+    preferred: Side | None = None
+    if for_a > max(for_b, for_neither):
+        preferred = "a"
+    elif for_b > max(for_a, for_neither):
+        preferred = "b"
     return Verdict(votes=dict(votes), preferred=preferred)
 
 

@@ -3,7 +3,6 @@ engine, see tests/argilla_server/), with two annotators answering through the RE
 endpoint the web UI uses, and the merge and agreement checked by hand."""
 
 import io
-import math
 import re
 import uuid
 from collections import defaultdict
@@ -127,18 +126,10 @@ def test_push_review_and_pull_round_trip(
                     {"preference": answer(answers[reviewer], prompt_id)},
                 )
 
+    # No --source: the push recorded the folder in the dataset's guidelines.
     out = tmp_path / "reviewed"
     pulled = agfsync(
-        argilla_server,
-        tmp_path,
-        "pull",
-        "pairs",
-        "--source",
-        str(run_dir),
-        "--out",
-        str(out),
-        "--workspace",
-        workspace,
+        argilla_server, tmp_path, "pull", "pairs", "--out", str(out), "--workspace", workspace
     )
     assert pulled.returncode == 0, pulled.stderr[-3000:]
     assert f"({NUM_PROMPTS} pairs in Argilla, 5 answered, 3 resolved" in pulled.stdout
@@ -160,34 +151,38 @@ def test_push_review_and_pull_round_trip(
 
     # Agreement, by hand: resolved pairs ids[0] (agree), ids[2] (disagree), ids[3] (agree).
     resolved = [(ids[0], True), (ids[2], False), (ids[3], True)]
-    ai_sides = ["b" if orders[p] else "a" for p, _ in resolved]
-    human_sides = [
-        s if agree else ("a" if s == "b" else "b")
-        for s, (_, agree) in zip(ai_sides, resolved, strict=True)
-    ]
-    p_o = 2 / 3
-    p_e = sum((ai_sides.count(side) / 3) * (human_sides.count(side) / 3) for side in ("a", "b"))
-    kappa = (p_o - p_e) / (1 - p_e) if p_e != 1 else math.nan
     table = {
         (match[1], match[2]): (int(match[3]), float(match[4]), match[5])
         for match in AGREEMENT_LINE.finditer(pulled.stdout)
     }
-    count, raw, reported_kappa = table[("overall", "all")]
-    assert count == 3 and float(raw) == pytest.approx(p_o, abs=1e-3)
-    if math.isnan(kappa):
-        assert reported_kappa == "nan"
-    else:
-        assert float(reported_kappa) == pytest.approx(kappa, abs=1e-3)
-    by_category: dict[str, list[bool]] = defaultdict(list)
+
+    def expected_line(pairs: list[tuple[str, bool]]) -> tuple[int, Any, Any]:
+        """(count, raw agreement, Cohen's kappa over the shown side), computed here."""
+        ai = ["b" if orders[prompt_id] else "a" for prompt_id, _ in pairs]
+        human = [
+            side if agrees else ("a" if side == "b" else "b")
+            for side, (_, agrees) in zip(ai, pairs, strict=True)
+        ]
+        n = len(pairs)
+        p_o = sum(agrees for _, agrees in pairs) / n
+        p_e = sum((ai.count(side) / n) * (human.count(side) / n) for side in ("a", "b"))
+        kappa = "nan" if p_e == 1 else pytest.approx((p_o - p_e) / (1 - p_e), abs=1e-3)
+        return n, pytest.approx(p_o, abs=1e-3), kappa
+
+    def reported(count: int, raw: float, kappa: str) -> tuple[int, float, Any]:
+        return count, raw, "nan" if kappa == "nan" else float(kappa)
+
+    assert reported(*table[("overall", "all")]) == expected_line(resolved)
+    by_category: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     for prompt_id, agrees in resolved:
-        by_category[original[prompt_id]["category"]].append(agrees)
-    reported = {
-        key: (n, agreed) for (group, key), (n, agreed, _) in table.items() if group == "category"
-    }
-    assert reported == {
-        name: (len(votes), pytest.approx(sum(votes) / len(votes), abs=1e-3))
-        for name, votes in by_category.items()
-    }
+        by_category[original[prompt_id]["category"]].append((prompt_id, agrees))
+    assert {
+        key: reported(*line) for (group, key), line in table.items() if group == "category"
+    } == {name: expected_line(pairs) for name, pairs in by_category.items()}
+    # Three resolved pairs in margin terciles: one pair per bucket, listed in margin order.
+    by_margin = sorted(resolved, key=lambda pair: original[pair[0]]["score_margin"])
+    buckets = [line for (group, _), line in table.items() if group == "score margin"]
+    assert [reported(*line) for line in buckets] == [expected_line([pair]) for pair in by_margin]
 
 
 def test_sampled_push_is_stratified_by_category(

@@ -25,6 +25,9 @@ class TestResolveVotes:
             (["both_good", "image_b"], "b"),  # both_good votes for each image
             (["both_good", "both_good"], None),
             (["both_bad", "toxic"], None),  # votes for neither image
+            (["image_a", "toxic", "toxic"], None),  # "neither" outvotes image A
+            (["image_a", "both_bad"], None),  # the winner must beat "neither" too
+            (["image_b", "image_b", "both_bad"], "b"),
             ([], None),
         ],
     )
