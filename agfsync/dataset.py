@@ -25,12 +25,16 @@ ROWS_PER_SHARD = 500
 """Keeps each parquet shard of embedded images at a size the Hub serves well."""
 
 
+class MissingImageError(ConfigurationError):
+    """A row's image file is gone from the run's artifacts (deleted, a lost disk)."""
+
+
 def _image_bytes(artifacts_dir: Path, relative_path: str, prompt_id: str) -> dict[str, Any]:
     path = artifacts_dir / relative_path
     if not path.is_file():
-        raise ConfigurationError(
-            f"Image {path} of prompt {prompt_id!r} is missing; re-run the same command to "
-            "regenerate it (finished work is reused from the cache)."
+        raise MissingImageError(
+            f"Image {path} of prompt {prompt_id!r} is missing; run the same command again to "
+            "render it (finished work is reused from the cache)."
         )
     return {"bytes": path.read_bytes(), "path": relative_path}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,20 @@ def plan_jobs(prompt_ids: Sequence[str], config: GenerationConfig) -> list[Image
         for prompt_index, prompt_id in enumerate(prompt_ids)
         for image_index in range(config.num_images)
     ]
+
+
+def calls_to_repeat(
+    jobs: Sequence[ImageJob], wanted: Set[ImageJob], batch_size: int
+) -> list[ImageJob]:
+    """The jobs of every denoising call (of `batch_size` consecutive `jobs`) that holds a
+    wanted job, in order.
+
+    Re-rendering a lost image alone gives slightly different pixels: the numerics of a
+    batched call depend on what else is in the batch. Repeating the whole call that made
+    it reproduces it exactly, as long as the batch size is the one first used.
+    """
+    calls = {index // batch_size for index, job in enumerate(jobs) if job in wanted}
+    return [job for index, job in enumerate(jobs) if index // batch_size in calls]
 
 
 class CandidateImageGenerator:

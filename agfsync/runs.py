@@ -21,7 +21,7 @@ from distilabel.pipeline import Pipeline
 
 from agfsync.card import preference_card, render_prompt_card
 from agfsync.categories import load_categories
-from agfsync.dataset import build_preference_dataset, write_dataset_folder
+from agfsync.dataset import MissingImageError, build_preference_dataset, write_dataset_folder
 from agfsync.errors import ConfigurationError
 from agfsync.failures import row_failures
 from agfsync.prompts import load_prompt_records
@@ -260,7 +260,12 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     if artifacts_dir is None:
         raise ConfigurationError("The run produced no images; see the log above.")
     failed = _failures(rows, pipeline)
-    dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
+    try:
+        dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
+    except MissingImageError:
+        # The rows say done but a file is gone: the next run renders it again.
+        record_steps_to_redo(pipeline, [GENERATE_IMAGES_STEP])
+        raise
     run = _run_info(preset, pipeline, options, unpaired)
 
     def write_card(data_files: list[str], folder: Path) -> str:

@@ -14,7 +14,13 @@ from PIL import Image
 from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
-from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, plan_jobs
+from agfsync.generation import (
+    CandidateImageGenerator,
+    GenerationConfig,
+    ImageJob,
+    calls_to_repeat,
+    plan_jobs,
+)
 from agfsync.safety import SafetyChecker
 from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -44,7 +50,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     derived from (`seed`, prompt id, image index). Images are written under the
     run's artifacts folder as `<step name>/images/<prompt_id>/<index>.<ext>`, never
     passed through the pipeline's queues. On a re-run, images that already exist
-    and decode are kept and only missing or corrupt ones are rendered.
+    and decode are kept; a missing or corrupt one is rendered again together with the
+    rest of the denoising call that first made it, so it comes back identical.
 
     Attributes:
         model: Hub id, local folder or `tiny:<name>` of a diffusers pipeline.
@@ -224,12 +231,6 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         extension = "jpg" if self.image_format == "jpeg" else self.image_format
         return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.{extension}"
 
-    def _render_locally(
-        self, prompts: list[str], jobs: list[ImageJob], config: GenerationConfig
-    ) -> Iterator[tuple[ImageJob, Image.Image]]:
-        assert self._generator is not None, "load() must run before process()"
-        return self._generator.generate(prompts, jobs, config)
-
     def _render_remotely(
         self, prompts: list[str], jobs: list[ImageJob]
     ) -> Iterator[tuple[ImageJob, Image.Image]]:
@@ -266,17 +267,20 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         paths = [
             root / self._relative_path(prompt_ids[j.prompt_index], j.image_index) for j in jobs
         ]
-        missing = [
+        missing = {
             job for job, path in zip(jobs, paths, strict=True) if not image_is_readable(path)
-        ]
+        }
 
         def write_images(_: Path) -> None:
-            rendered = (
-                self._render_locally(prompts, missing, config)
-                if self.image_generation_model is None
-                else self._render_remotely(prompts, missing)
-            )
+            if self.image_generation_model is None:
+                assert self._generator is not None, "load() must run before process()"
+                repeated = calls_to_repeat(jobs, missing, self._generator.batch_size)
+                rendered = self._generator.generate(prompts, repeated, config)
+            else:
+                rendered = self._render_remotely(prompts, [job for job in jobs if job in missing])
             for job, image in rendered:
+                if job not in missing:  # on disk already, identical
+                    continue
                 target = root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # Written aside and renamed, so a crash never leaves a truncated image

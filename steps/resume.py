@@ -97,11 +97,7 @@ def discard_unfinished_execution(pipeline: "BasePipeline") -> list[str]:
     marker = execution / UNFINISHED_MARKER
     if not marker.exists():
         return []
-    try:
-        recorded = json.loads(marker.read_text(encoding="utf-8"))["steps_to_redo"]
-    except (OSError, ValueError, KeyError):  # unreadable: redo everything
-        recorded = list(pipeline.dag)
-    to_redo = _with_successors(pipeline, [*recorded, *pipeline.dag.leaf_steps])
+    to_redo = _with_successors(pipeline, [*_recorded_steps(pipeline), *pipeline.dag.leaf_steps])
     # distilabel rewrites these on every batch, in place; `pipeline.yaml` is read back
     # on resume, so a torn one would stop the run.
     for name in ("batch_manager.json", "stages.json", "pipeline.yaml"):
@@ -163,8 +159,20 @@ def begin_execution(pipeline: "BasePipeline", use_cache: bool) -> None:
 
 
 def record_steps_to_redo(pipeline: "BasePipeline", names: list[str]) -> None:
-    """The run ended, but rows that `names` wrote failed: the next run redoes them."""
-    _write_marker(pipeline, steps_to_redo=names)
+    """The run ended, but rows that `names` wrote failed: the next run redoes them (and
+    the steps recorded before)."""
+    _write_marker(pipeline, steps_to_redo=sorted({*_recorded_steps(pipeline), *names}))
+
+
+def _recorded_steps(pipeline: "BasePipeline") -> list[str]:
+    """The steps the mark says to redo; all of them when it cannot be read."""
+    marker = _execution_dir(pipeline) / UNFINISHED_MARKER
+    if not marker.exists():
+        return []
+    try:
+        return list(json.loads(marker.read_text(encoding="utf-8"))["steps_to_redo"])
+    except (OSError, ValueError, KeyError):
+        return list(pipeline.dag)
 
 
 def _write_marker(pipeline: "BasePipeline", steps_to_redo: list[str]) -> None:

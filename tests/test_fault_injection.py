@@ -130,6 +130,28 @@ class TestFaultsDuringARun:
         run_again(output)
         assert_same_dataset(output, undisturbed)
 
+    def test_an_image_deleted_after_the_run_is_rendered_by_the_next_one(
+        self, undisturbed: Path, tmp_path: Path
+    ) -> None:
+        output = tmp_path / "run"
+        run_again(output)
+        row = pq.read_table(output / "data").to_pylist()[3]
+        chosen = row["image_paths"][row["chosen_index"]]
+        cache = Path(cache_env(output)["DISTILABEL_CACHE_DIR"])
+        (cached,) = cache.glob(f"*/*/executions/*/data/steps_artifacts/{chosen}")
+        cached.unlink()
+
+        stopped = run_command(
+            ["agfsync", *generate_args(output)], cwd=output.parent, env=cache_env(output)
+        )
+        assert stopped.returncode == 2
+        message = stopped.stderr.strip().splitlines()[-1]
+        assert f"of prompt {row['prompt_id']!r} is missing" in message
+        assert "run the same command again to render it" in message
+        run_again(output)
+        assert cached.is_file()
+        assert_same_dataset(output, undisturbed)
+
     def test_a_full_disk_while_writing_the_dataset_stops_cleanly(
         self, undisturbed: Path, tmp_path: Path
     ) -> None:
