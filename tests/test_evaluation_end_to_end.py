@@ -28,7 +28,7 @@ from agfsync.evaluation.run import parse_scorer
 from agfsync.evaluation.suites import HPSV2_STYLES, TIFA_SAMPLE_QUESTION_ANSWERS
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
 from agfsync.run_info import RunInfo
-from tests.helpers import run_command
+from tests.helpers import REPO_ROOT, run_command
 from tests.openai_server import ScriptedChatCompletions
 from tests.test_evaluation_generate import make_tiny_lora
 
@@ -306,6 +306,10 @@ def assert_rendered_completely(rendered: Rendered) -> None:
     assert rendered.dom.root.get("data-broken-images") == "0"
 
 
+ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
+"""Screenshots the browser tests leave behind (ignored by git)."""
+
+
 class TestEvaluationReportInBrowser:
     def test_shows_the_table_charts_and_grids(self, evaluation: Evaluation, tmp_path: Path) -> None:
         screenshot = tmp_path / "report.png"
@@ -324,6 +328,9 @@ class TestEvaluationReportInBrowser:
         assert "images/hpsv2/hpsv2-anime-000-base.png" in grid
         assert "images/hpsv2/hpsv2-anime-000-tuned.png" in grid
         assert Image.open(screenshot).size == (1280, 2000)
+        # Kept after the run, for a person (or CI) to look at.
+        ARTIFACTS_DIR.mkdir(exist_ok=True)
+        shutil.copyfile(screenshot, ARTIFACTS_DIR / "evaluation-report.png")
 
     def test_a_broken_report_is_caught(self, evaluation: Evaluation, tmp_path: Path) -> None:
         """The checks above can fail: a missing chart and a script error are reported."""

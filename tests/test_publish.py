@@ -151,6 +151,24 @@ class TestPublish:
         assert len(shards) == 1 and shards[0] not in first
         assert load_back(hub, tmp_path)["num_rows"] == 2
 
+    def test_the_published_dataset_trains_by_repo_id(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        publish(run_dir, hub, tmp_path)
+        trained = run_command(
+            [
+                *("agfsync", "train", "--pretrained-model", "tiny:stable-diffusion"),
+                *("--dataset", "org/pairs", "--max-train-steps", "1", "--train-batch-size", "2"),
+                *("--effective-batch-size", "2", "--validation-steps", "0"),
+                *("--report-to", "none", "--output-dir", "out"),
+            ],
+            cwd=tmp_path,
+            env=hub_env(hub.url, tmp_path / "hf"),
+        )
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        assert f"{NUM_PROMPTS} pairs, 0 ties removed" in trained.stderr
+        assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
+
     def test_another_split_keeps_the_first(
         self, run_dir: Path, hub: HubServer, tmp_path: Path
     ) -> None:

@@ -523,3 +523,21 @@ def test_offline_preset_dataset_trains_with_agfsync_train(
     pipeline: Any = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None)
     pipeline.load_lora_weights(tmp_path / "out")
     assert any("lora" in name for name, _ in pipeline.unet.named_parameters())
+
+
+def test_accelerate_launch_runs_the_module_in_bf16(colour_dataset: str, tmp_path: Path) -> None:
+    """The README's launcher, with mixed precision, on the CPU (one process)."""
+    launched = run_command(
+        [
+            *("accelerate", "launch", "--num_processes", "1", "--cpu"),
+            *("-m", "agfsync.train.dpo", "--pretrained-model", "tiny:stable-diffusion"),
+            *("--dataset", colour_dataset, "--mixed-precision", "bf16"),
+            *("--max-train-steps", "2", "--train-batch-size", "2", "--effective-batch-size", "2"),
+            *("--validation-steps", "0", "--report-to", "none", "--output-dir", "out"),
+        ],
+        cwd=tmp_path,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "bf16" in card
+    assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
