@@ -22,6 +22,7 @@ from pytest_httpserver import HTTPServer
 from agfsync.pipelines import build_preset
 from tests.helpers import REPO_ROOT, assert_same_dataset, run_command
 from tests.openai_server import HTTPError, ScriptedChatCompletions
+from tests.test_text_preset import yes_questions
 
 NUM_PROMPTS = 16
 """Two batches of 8 prompts, 4 candidates each."""
@@ -185,18 +186,8 @@ def answer_healthily(body: dict[str, Any]) -> str:
         category = re.search(r"Category: (.+?) \(", user).group(1)  # type: ignore[union-attr]
         return json.dumps(OUTAGE_CATEGORIES[category])
     prompt = user.removeprefix("Description: ")
-    words = [word for word in re.findall(r"[a-z]+", prompt) if len(word) > 4]
     return json.dumps(
-        [
-            {
-                "question": f"Is there {word}?",
-                "answer": "yes",
-                "element_type": "object",
-                "element": word,
-                "flag": 1,
-            }
-            for word in words
-        ]
+        yes_questions([word for word in re.findall(r"[a-z]+", prompt) if len(word) > 4])
     )
 
 

@@ -48,29 +48,24 @@ def _respond(counter: itertools.count) -> Any:
             )
         prompt = user.removeprefix("Description: ")
         words = [word for word in re.findall(r"[a-z]+", prompt) if len(word) > 3][:4]
-        return json.dumps(
-            [
-                {
-                    "question": f"Is there {word}?",
-                    "answer": "yes",
-                    "element_type": "object",
-                    "element": word,
-                    "flag": 1,
-                }
-                for word in words
-            ]
-            + [
-                {
-                    "question": "Is there a dragon?",
-                    "answer": "yes",
-                    "element_type": "animal",
-                    "element": "dragon",
-                    "flag": 1,
-                }
-            ]
-        )
+        # One question about something the prompt does not mention, rejected every round.
+        return json.dumps([*yes_questions(words), *yes_questions(["dragon"], "animal")])
 
     return respond
+
+
+def yes_questions(elements: list[str], element_type: str = "object") -> list[dict[str, Any]]:
+    """A decomposition round as the QA prompt asks for it: one yes-question per element."""
+    return [
+        {
+            "question": f"Is there {element}?",
+            "answer": "yes",
+            "element_type": element_type,
+            "element": element,
+            "flag": 1,
+        }
+        for element in elements
+    ]
 
 
 def _generate_text(
