@@ -340,6 +340,13 @@ def push_for_review(
                     f"from agfsync's: {'; '.join(differences)}. Push to a new --dataset name, "
                     "or delete that dataset first."
                 )
+            recorded = recorded_source(existing.settings.guidelines)
+            if recorded not in (None, source_reference(source)):
+                raise ConfigurationError(
+                    f"Argilla dataset {target.dataset!r} holds pairs pushed from {recorded}, "
+                    f"and `pull` reads them back from there; push {source} to a new "
+                    "--dataset name."
+                )
         done = 0
         for start in range(0, len(rows), LOG_CHUNK):
             chunk = rows.select(range(start, min(start + LOG_CHUNK, len(rows))))

@@ -175,7 +175,7 @@ def _questions_per_prompt(pipeline: Pipeline) -> float:
         return PAPER_QUESTIONS_PER_PROMPT
     records = load_prompt_records(pipeline.dag.get_step("load_prompts")["step"].data_files)
     valid = [pair for record in records for pair in record["qa_pairs"] if pair.get("valid", True)]
-    return len(valid) / len(records)
+    return len(valid) / len(records) if valid else PAPER_QUESTIONS_PER_PROMPT
 
 
 def _llm_steps(

@@ -2,9 +2,11 @@
 
 Every step keeps a row it could not finish and records why in one of its own
 columns: a request that failed after the client's retries, an image that could not
-be rendered or read, a judge that raised. Such a row is not final: the steps do not
-record it in their journals, and the next run of the same command redoes the steps
-that wrote those columns while reusing everything else. Data-driven outcomes are
+be rendered or read, a judge that raised (a step that crashes on a batch leaves its
+outputs None, which counts too). Such a row is not final: a step does not record a
+unit of work in its journal while one of its rows has a failure in a column the step
+reads or writes, and the next run of the same command redoes the steps that wrote
+those columns while reusing everything else. Data-driven outcomes are
 final and not listed here: a margin below `--min-margin`, no candidate passing the
 thresholds, a category whose LLM answers repeated themselves.
 """
@@ -36,9 +38,12 @@ def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
     if row.get("prompt") and row.get("qa_error"):
         failures.append(RowFailure("qa_error", row["qa_error"]))
     # distilabel fills the outputs of a step that raised with None and goes on.
-    for column in ("image_paths", "weighted_scores"):
+    for column in ("qa_pairs", "image_paths", "weighted_scores"):
         if column in row and row[column] is None:
             failures.append(RowFailure(column, f"no {column} ({FAILED_STEP})"))
+    explained = ("prompt_generation_notes", "prompt_error", "rewrite_error")
+    if "prompt" in row and row["prompt"] is None and not any(row.get(c) for c in explained):
+        failures.append(RowFailure("prompt", f"no prompt ({FAILED_STEP})"))
     for error in row.get("judging_errors") or []:
         if error:
             # A file that cannot be read is rendered again, then judged again.

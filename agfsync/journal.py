@@ -6,9 +6,9 @@ finished unit of work, a prompt or a batch of prompts, in a `Journal` keyed by
 the unit's inputs; on the next run they take the recorded outputs instead of
 calling the model again. Units that failed are not recorded, so they are retried.
 
-A journal is a folder of small JSON files, one per key. Each is written beside
-its final name, flushed to disk and renamed into place, so a crash at any moment
-leaves either no entry or a complete one, never a torn file.
+A journal is a folder of small JSON files, one per key, each flushed to disk and
+written atomically (`agfsync.atomic`): a crash at any moment leaves either no entry
+or a complete one, never a torn file.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from agfsync.atomic import write_atomically
 
 
 def journal_key(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -47,19 +49,18 @@ class Journal:
             entry = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except ValueError:  # not written by `put` (edited by hand): do the work again
+            return None
         # A hash collision or a hand-edited file must not pass for this key's result.
-        return entry["value"] if entry.get("key") == key else None
+        return entry["value"] if isinstance(entry, dict) and entry.get("key") == key else None
 
     def put(self, key: str, value: Any) -> None:
         """Record `value` (JSON-serializable; NaN allowed) as the output of `key`."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self._path(key)
-        partial = path.with_name(f".{path.name}.partial")
-        with partial.open("w", encoding="utf-8") as handle:
-            json.dump({"key": key, "value": value}, handle, ensure_ascii=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(path)
 
-    def __len__(self) -> int:
-        return len(list(self.folder.glob("*.json"))) if self.folder.is_dir() else 0
+        def write(partial: Path) -> None:
+            with partial.open("w", encoding="utf-8") as handle:
+                json.dump({"key": key, "value": value}, handle, ensure_ascii=False)
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk, not only in the page cache
+
+        write_atomically(self._path(key), write)

@@ -202,9 +202,13 @@ def _upload(
                 include_artifacts=include_artifacts,
             )
         except ConfigurationError as error:
+            where = (
+                f" (files are staged under {tempfile.gettempdir()}; set TMPDIR to move them)"
+                if isinstance(error.__cause__, OSError)
+                else ""
+            )
             raise ConfigurationError(
-                f"{error} Nothing was uploaded: {repo_id} is unchanged (files are staged "
-                f"under {tempfile.gettempdir()}; set TMPDIR to move them)."
+                f"{error} Nothing was uploaded: {repo_id} is unchanged{where}."
             ) from error
         if info is None:
             # Created only once there is something to commit, so a failed staging

@@ -31,8 +31,9 @@ from agfsync.steps.artifacts import carry_over_artifacts
 from agfsync.steps.image_generation import IMAGES_ARTIFACT
 from agfsync.steps.resume import (
     begin_execution,
-    discard_unfinished_execution,
+    discard_unfinished_work,
     finish_execution,
+    is_unfinished,
     record_steps_to_redo,
     skip_finished_stages,
 )
@@ -201,12 +202,13 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     # Step signatures, which locate the cache, include the runtime parameters.
     pipeline._set_runtime_parameters(parameters)
     if options.use_cache:
-        discarded = discard_unfinished_execution(pipeline)
-        if discarded:
+        resuming = is_unfinished(pipeline)
+        discarded = discard_unfinished_work(pipeline)
+        if resuming:
             logger.warning(
                 "The last run of this command was interrupted or left rows failed; resuming "
                 "from its images and journals (redoing: %s).",
-                ", ".join(discarded),
+                ", ".join(discarded) or "the dataset only",
             )
         if makes_images:
             carry_over_artifacts(pipeline, GENERATE_IMAGES_STEP, IMAGES_ARTIFACT)

@@ -132,13 +132,17 @@ def run_steps(
     return {"step_seconds": [b - a for a, b in itertools.pairwise(ends)], "peak": peak}
 
 
-def largest_batch(model: str, dataset: Path, scratch: Path, **settings: Any) -> int:
-    """The largest power-of-two batch whose first step fits in GPU memory."""
+def largest_batch(model: str, dataset: Path, scratch: Path, num_pairs: int, **settings: Any) -> int:
+    """The largest power-of-two batch (up to the dataset's size) whose first step fits
+    in GPU memory."""
     fits, batch_size = 0, 1
-    while batch_size <= 512:
+    while batch_size <= num_pairs:
+        out_of_memory = False
         try:
             run_steps(model, dataset, scratch / f"probe-{batch_size}", batch_size, 1, **settings)
         except torch.OutOfMemoryError:
+            out_of_memory = True
+        if out_of_memory:  # outside the handler, whose traceback holds the trainer
             gc.collect()
             torch.cuda.empty_cache()
             break
@@ -152,10 +156,12 @@ def measure(
     model: str, dataset: Path, scratch: Path, args: argparse.Namespace, **settings: Any
 ) -> dict[str, Any]:
     batch_size = (
-        largest_batch(model, dataset, scratch, **settings)
+        largest_batch(model, dataset, scratch, args.num_pairs, **settings)
         if args.batch_size == "auto"
         else int(args.batch_size)
     )
+    if batch_size > args.num_pairs:
+        raise SystemExit(f"--batch-size {batch_size} is above --num-pairs {args.num_pairs}.")
     run = run_steps(
         model,
         dataset,
@@ -200,6 +206,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", default="4", help="pairs per step, or `auto` (CUDA: largest that fits)"
     )
+    parser.add_argument(
+        "--num-pairs",
+        type=int,
+        default=128,
+        help="pairs in the synthetic dataset, the largest batch probed (default: 128)",
+    )
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed first steps")
     parser.add_argument(
@@ -235,8 +247,9 @@ def main(argv: list[str] | None = None) -> None:
             if not (folder / "model_index.json").exists():
                 FULL_SIZE_BUILDERS[args.architecture](folder, torch.float32)
             model = str(folder)
-        # Enough pairs for the largest batch probed; an epoch may repeat them.
-        dataset = write_random_pairs(scratch / "pairs", 64, resolution)
+        # A step never holds more pairs than the dataset (the loader neither repeats nor
+        # pads an epoch), so the dataset caps the batch; later steps start new epochs.
+        dataset = write_random_pairs(scratch / "pairs", args.num_pairs, resolution)
         results: list[dict[str, Any]] = []
         modes = {mode.strip() == "lora" for mode in args.modes.split(",")}
         for settings in (item for item in COMBINATIONS if item["use_lora"] in modes):

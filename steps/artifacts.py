@@ -56,11 +56,14 @@ def recorded_or_computed(
     """The output rows of each unit of work (one input row, or a batch) of `step`.
 
     Units recorded in the step's journal are taken from it; `compute` gets all the
-    others at once and returns their output rows, unit by unit. A computed unit whose
-    rows carry no retryable failure (`agfsync.failures.row_failures`) is recorded, so
-    the next run of the same command reuses it and retries only the failed ones.
-    Recorded rows hold the step's output columns only.
+    others at once and returns their output rows, unit by unit. A computed unit is
+    recorded unless one of its rows has a retryable failure
+    (`agfsync.failures.row_failures`) in a column the step reads or writes (a failure
+    upstream that the step does not depend on leaves its work final), so the next run
+    of the same command reuses it and retries only the failed ones. Recorded rows hold
+    the step's output columns only.
     """
+    columns = {*step.inputs, *step.outputs}
     journal = step_journal(step)
     keys = [journal_key(unit, step.inputs) for unit in units]
     recorded = [None if journal is None else journal.get(key) for key in keys]
@@ -76,7 +79,8 @@ def recorded_or_computed(
             continue
         rows = computed[index]
         projected = [{column: row.get(column) for column in step.outputs} for row in rows]
-        if journal is not None and not any(row_failures(row) for row in rows):
+        failed = any(f.column in columns for row in rows for f in row_failures(row))
+        if journal is not None and not failed:
             journal.put(key, projected)
         outputs.append(projected)
     return outputs

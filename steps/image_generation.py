@@ -3,7 +3,7 @@
 import base64
 import io
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -13,6 +13,7 @@ from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
+from agfsync.atomic import write_atomically
 from agfsync.errors import ConfigurationError
 from agfsync.generation import (
     CandidateImageGenerator,
@@ -51,7 +52,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     run's artifacts folder as `<step name>/images/<prompt_id>/<index>.<ext>`, never
     passed through the pipeline's queues. On a re-run, images that already exist
     and decode are kept; a missing or corrupt one is rendered again together with the
-    rest of the denoising call that first made it, so it comes back identical.
+    rest of the denoising call that first made it, so with the same batch size it comes
+    back identical (a remote service renders anew).
 
     Attributes:
         model: Hub id, local folder or `tiny:<name>` of a diffusers pipeline.
@@ -271,6 +273,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             job for job, path in zip(jobs, paths, strict=True) if not image_is_readable(path)
         }
 
+        def partial_writer(image: Image.Image) -> Callable[[Path], None]:
+            return lambda partial: image.save(
+                partial, format=self.image_format, quality=self.image_quality
+            )
+
         def write_images(_: Path) -> None:
             if self.image_generation_model is None:
                 assert self._generator is not None, "load() must run before process()"
@@ -282,12 +289,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
                 if job not in missing:  # on disk already, identical
                     continue
                 target = root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Written aside and renamed, so a crash never leaves a truncated image
-                # under the final name.
-                partial = target.with_name(f".{target.name}.partial")
-                image.save(partial, format=self.image_format, quality=self.image_quality)
-                partial.replace(target)
+                # A crash never leaves a truncated image under the final name.
+                write_atomically(target, partial_writer(image))
 
         failure = None
         try:
@@ -301,6 +304,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
                     "step_signature": self.signature,
                 },
             )
+        except ConfigurationError:
+            raise  # a setting that cannot work fails the same way on every run
         except Exception as error:
             # Out of memory at one image per call, a failed remote request, ...: the
             # prompts still missing images say so, the others keep theirs, and running

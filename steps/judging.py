@@ -9,6 +9,7 @@ from distilabel.steps import Step, StepInput
 from PIL import Image
 from pydantic import Field, PrivateAttr
 
+from agfsync.errors import ConfigurationError
 from agfsync.failures import UNREADABLE_IMAGE
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
 from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
@@ -94,7 +95,8 @@ class ImageJudging(Step, UpstreamSignatureMixin):
 
     def process(self, inputs: StepInput) -> "StepOutput":
         # The batch is the unit of work: judged again as a whole, every forward pass is
-        # the one of an uninterrupted run, so resumed scores are bit-identical.
+        # the one of an uninterrupted run (same judge batch sizes), so resumed scores are
+        # bit-identical.
         (outputs,) = recorded_or_computed(self, [inputs], lambda units: [self._judge(units[0])])
         for row, judged in zip(inputs, outputs, strict=True):
             row.update(judged)
@@ -127,6 +129,8 @@ class ImageJudging(Step, UpstreamSignatureMixin):
                 judged, details = self._judges[spec.name].score_within_memory(
                     images, prompts, **context
                 )
+            except ConfigurationError:
+                raise  # a setting that cannot work fails the same way on every run
             except Exception as error:
                 # Recorded on every image of the batch: those prompts get no pair, the run
                 # says so, and running the same command again judges this batch again.

@@ -7,9 +7,10 @@ killer, a lost node) leaves its bookkeeping out of step with its data:
 - batches that were being processed are recorded as sent and are never sent again,
   so the resumed run waits forever for them (observed: the offline preset on 200
   prompts, killed after 35 s, resumed and then stalled at its 12th batch);
-- a step's outputs written so far (`steps_data/<step>_<signature>/`) look like its
-  complete output to every later execution (`_BatchManager.from_dag` reuses any such
-  folder it finds), which silently drops the rows it had not reached;
+- a step's outputs written so far (`steps_data/<step>_<signature>/`, shared by every
+  execution of the pipeline) look like its complete output to every later execution
+  (`_BatchManager.from_dag` reuses any such folder it finds), which silently drops the
+  rows it had not reached; so incomplete ones are deleted before any run;
 - its files are written in place, so a kill during a write leaves a torn file that
   is never rewritten.
 
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from distilabel.constants import STEPS_OUTPUTS_PATH
 
+from agfsync.atomic import write_atomically
 from agfsync.steps.artifacts import JOURNALS_DIR
 
 if TYPE_CHECKING:
@@ -82,28 +84,34 @@ def _with_successors(pipeline: "BasePipeline", names: list[str]) -> set[str]:
     return found
 
 
-def discard_unfinished_execution(pipeline: "BasePipeline") -> list[str]:
-    """If the last run of this execution did not finish, delete distilabel's bookkeeping
-    of it and the outputs of the steps to redo, so that `pipeline.run` starts again
+def is_unfinished(pipeline: "BasePipeline") -> bool:
+    """Whether the last run of this execution was interrupted or left rows failed."""
+    return (_execution_dir(pipeline) / UNFINISHED_MARKER).exists()
+
+
+def discard_unfinished_work(pipeline: "BasePipeline") -> list[str]:
+    """Delete what distilabel would wrongly reuse, so that `pipeline.run` starts again
     from the steps' files and journals. Call after the runtime parameters are set
     (they are part of the step signatures).
 
-    The steps to redo are those whose outputs are incomplete, those recorded with
-    `record_steps_to_redo` and every step after them, and the leaf steps, whose rows
-    are written again to the execution's dataset folder (deleted here too). Returns
-    their names (empty when the execution had finished).
+    Always: the outputs of this pipeline's steps that are incomplete. They may come from
+    another, interrupted execution (distilabel shares step outputs between executions
+    of a pipeline by step signature) and would pass for complete. When this execution
+    is unfinished, also its bookkeeping and the outputs of the steps to redo: those
+    recorded with `record_steps_to_redo` and every step after them, and the leaf steps,
+    whose rows are written again to the execution's dataset folder (deleted here too).
+    Returns the names of the steps whose outputs were deleted.
     """
-    execution = _execution_dir(pipeline)
-    marker = execution / UNFINISHED_MARKER
-    if not marker.exists():
-        return []
-    to_redo = _with_successors(pipeline, [*_recorded_steps(pipeline), *pipeline.dag.leaf_steps])
-    # distilabel rewrites these on every batch, in place; `pipeline.yaml` is read back
-    # on resume, so a torn one would stop the run.
-    for name in ("batch_manager.json", "stages.json", "pipeline.yaml"):
-        (execution / name).unlink(missing_ok=True)
-    shutil.rmtree(execution / "batch_manager_steps", ignore_errors=True)
-    shutil.rmtree(pipeline._cache_location["data"] / STEPS_OUTPUTS_PATH, ignore_errors=True)
+    to_redo: set[str] = set()
+    if is_unfinished(pipeline):
+        to_redo = _with_successors(pipeline, [*_recorded_steps(pipeline), *pipeline.dag.leaf_steps])
+        execution = _execution_dir(pipeline)
+        # distilabel rewrites these on every batch, in place; `pipeline.yaml` is read
+        # back on resume, so a torn one would stop the run.
+        for name in ("batch_manager.json", "stages.json", "pipeline.yaml"):
+            (execution / name).unlink(missing_ok=True)
+        shutil.rmtree(execution / "batch_manager_steps", ignore_errors=True)
+        shutil.rmtree(pipeline._cache_location["data"] / STEPS_OUTPUTS_PATH, ignore_errors=True)
     discarded = []
     for name, outputs_dir in _outputs_dirs(pipeline).items():
         if outputs_dir.exists() and (name in to_redo or not _is_complete(outputs_dir)):
@@ -129,7 +137,7 @@ def skip_finished_stages(pipeline: "BasePipeline") -> int:
     if stages_file.exists():
         return int(json.loads(stages_file.read_text(encoding="utf-8"))["current_stage"])
     stages, stage_last_steps = pipeline.dag.get_steps_load_stages(pipeline._built_load_groups(None))
-    cached = {name for name, outputs_dir in _outputs_dirs(pipeline).items() if outputs_dir.exists()}
+    cached = {name for name, folder in _outputs_dirs(pipeline).items() if _is_complete(folder)}
     current = next(
         (index for index, steps in enumerate(stages) if not set(steps) <= cached),
         len(stages) - 1,
@@ -140,10 +148,7 @@ def skip_finished_stages(pipeline: "BasePipeline") -> int:
             stage_last_steps[index] if index < current else [] for index in range(len(stages))
         ],
     }
-    stages_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = stages_file.with_name(f".{stages_file.name}.partial")
-    partial.write_text(json.dumps(record), encoding="utf-8")
-    partial.replace(stages_file)
+    write_atomically(stages_file, lambda partial: partial.write_text(json.dumps(record)))
     return current
 
 
@@ -177,14 +182,12 @@ def _recorded_steps(pipeline: "BasePipeline") -> list[str]:
 
 def _write_marker(pipeline: "BasePipeline", steps_to_redo: list[str]) -> None:
     execution = _execution_dir(pipeline)
-    execution.mkdir(parents=True, exist_ok=True)
     marker = {
         "about": "A run of this execution started and has not finished with every row done.",
         "steps_to_redo": steps_to_redo,
     }
-    partial = execution / f".{UNFINISHED_MARKER}.partial"
-    partial.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    partial.replace(execution / UNFINISHED_MARKER)
+    text = json.dumps(marker, indent=2) + "\n"
+    write_atomically(execution / UNFINISHED_MARKER, lambda partial: partial.write_text(text))
 
 
 def finish_execution(pipeline: "BasePipeline") -> None:

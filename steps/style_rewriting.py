@@ -98,10 +98,17 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin):
         return {"prompt": text or None}
 
     def process(self, inputs: StepInput) -> "StepOutput":
-        # The batch is the unit of work (one request); a failed one is asked again when
-        # the same command runs again, a finished one is taken from the journal.
-        (rows,) = recorded_or_computed(self, [inputs], lambda units: [self._rewrite(units[0])])
-        yield rows
+        # Each seed is a unit of work (its rewrites); the seeds not in the journal go out
+        # together, and the ones that fail are asked again when the same command runs.
+        assert self._scheme is not None
+        per_seed = len(self._scheme.complexities)
+
+        def rewrite(units: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+            rows = self._rewrite([seed for (seed,) in units])
+            return [rows[start : start + per_seed] for start in range(0, len(rows), per_seed)]
+
+        results = recorded_or_computed(self, [[seed] for seed in inputs], rewrite)
+        yield [row for rows in results for row in rows]
 
     def _rewrite(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         assert self.llm is not None and self._scheme is not None

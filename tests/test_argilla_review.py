@@ -4,6 +4,7 @@ endpoint the web UI uses, and the merge and agreement checked by hand."""
 
 import io
 import re
+import shutil
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -82,6 +83,10 @@ def test_push_review_and_pull_round_trip(
     assert f"Pushed {NUM_PROMPTS} pairs" in first.stdout and "(created)" in first.stdout
     again = agfsync(argilla_server, tmp_path, *push)
     assert again.returncode == 0 and "(updated)" in again.stdout
+    other = shutil.copytree(run_dir, tmp_path / "other-run")
+    mixed = agfsync(argilla_server, tmp_path, "push", str(other), *push[2:])
+    assert mixed.returncode == 2
+    assert f"holds pairs pushed from {run_dir.resolve()}" in mixed.stderr
 
     records = records_of(argilla_server, "pairs", workspace)
     assert sorted(records) == sorted(ids)  # stable ids: the re-push updated, not duplicated

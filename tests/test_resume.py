@@ -18,7 +18,7 @@ from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.resume import (
     UNFINISHED_MARKER,
     begin_execution,
-    discard_unfinished_execution,
+    discard_unfinished_work,
     finish_execution,
     record_steps_to_redo,
     skip_finished_stages,
@@ -34,7 +34,7 @@ class TestJournal:
         assert value["scores"][0] == 1.5 and math.isnan(value["scores"][1])
         assert value["error"] is None
         assert journal.get("another key") is None
-        assert len(journal) == 1
+        assert len(list((tmp_path / "journal").iterdir())) == 1
 
     def test_writes_leave_no_partial_file(self, tmp_path: Path) -> None:
         journal = Journal(tmp_path)
@@ -48,6 +48,8 @@ class TestJournal:
         journal.put("key", "value")
         (entry,) = tmp_path.iterdir()
         entry.write_text(json.dumps({"key": "other", "value": "stale"}))
+        assert journal.get("key") is None
+        entry.write_text('{"key": "key", "val')  # edited by hand, not JSON any more
         assert journal.get("key") is None
 
     def test_keys_depend_on_every_input_column_and_on_order(self) -> None:
@@ -75,7 +77,9 @@ class TestRowFailures:
     def test_data_driven_outcomes_are_final(self) -> None:
         no_pair = {"chosen_index": None, "pair_error": "score margin 0.1 is below the minimum"}
         assert row_failures(no_pair) == []
-        assert row_failures({"prompt": None, "qa_error": "no prompt to decompose"}) == []
+        no_prompt = {"prompt": None, "prompt_generation_notes": "0 of 3 prompts after 5 calls"}
+        assert row_failures({**no_prompt, "qa_error": "no prompt to decompose"}) == []
+        assert row_failures(no_prompt) == []  # the LLM only repeated itself
 
     @pytest.mark.parametrize(
         ("row", "column"),
@@ -87,6 +91,8 @@ class TestRowFailures:
             ({"judging_errors": [None, "judge vqa failed: RuntimeError"]}, "judging_errors"),
             ({"judging_errors": ["unreadable image p/0.png: truncated"]}, "image_paths"),
             ({"image_paths": None}, "image_paths"),
+            ({"prompt": "a cat", "qa_pairs": None, "qa_error": None}, "qa_pairs"),
+            ({"prompt": None, "prompt_generation_notes": None}, "prompt"),
             ({"weighted_scores": None}, "weighted_scores"),
             ({"chosen_index": None, "pair_error": None}, "chosen_index"),
         ],
@@ -179,9 +185,19 @@ class TestUnfinishedExecution:
         pipeline = offline_pipeline(tmp_path)
         begin_execution(pipeline, use_cache=True)
         finish_execution(pipeline)
-        outputs = write_outputs(pipeline, "generate_images", [(0, False)])
-        assert discard_unfinished_execution(pipeline) == []
-        assert outputs.exists()
+        execution = pipeline._cache_location["batch_manager"].parent
+        (execution / "batch_manager.json").write_text("{}")
+        outputs = write_outputs(pipeline, "select_pairs", FINISHED)
+        assert discard_unfinished_work(pipeline) == []
+        assert outputs.exists() and (execution / "batch_manager.json").exists()
+
+    def test_incomplete_outputs_are_discarded_even_without_a_mark(self, tmp_path: Path) -> None:
+        """Left by another execution that was killed: they would pass for complete."""
+        pipeline = offline_pipeline(tmp_path)
+        partial = write_outputs(pipeline, "generate_images", [(0, False)])
+        complete = write_outputs(pipeline, "load_prompts", FINISHED)
+        assert discard_unfinished_work(pipeline) == ["generate_images"]
+        assert complete.exists() and not partial.exists()
 
     def test_after_a_crash_only_incomplete_outputs_and_the_leaf_are_discarded(
         self, tmp_path: Path
@@ -194,7 +210,7 @@ class TestUnfinishedExecution:
         gap = write_outputs(pipeline, "generate_images", [(0, False), (2, True)])
         torn = write_outputs(pipeline, "judge_images", [(0, False), '{"seq_no": 1, "la'])
         leaf = write_outputs(pipeline, "select_pairs", FINISHED)
-        assert sorted(discard_unfinished_execution(pipeline)) == [
+        assert sorted(discard_unfinished_work(pipeline)) == [
             "generate_images",
             "judge_images",
             "select_pairs",
@@ -210,7 +226,7 @@ class TestUnfinishedExecution:
         }
         begin_execution(pipeline, use_cache=True)
         record_steps_to_redo(pipeline, ["generate_images"])
-        assert sorted(discard_unfinished_execution(pipeline)) == [
+        assert sorted(discard_unfinished_work(pipeline)) == [
             "generate_images",
             "judge_images",
             "select_pairs",

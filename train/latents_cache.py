@@ -15,12 +15,13 @@ dtype, so switching VAE never reads another VAE's latents.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from agfsync.atomic import write_atomically
 
 
 class LatentsCache:
@@ -55,9 +56,6 @@ class LatentsCache:
         return torch.stack([found[index].to(device) for index in range(len(keys))])
 
     def _store(self, key: str, parameters: torch.Tensor) -> None:
-        path = self._path(key)
-        path.parent.mkdir(exist_ok=True)
-        # Write beside and rename: a concurrent reader never sees half a file.
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        save_file({"parameters": parameters.detach().contiguous().cpu()}, partial)
-        partial.replace(path)
+        # A concurrent reader (another process) never sees half a file.
+        tensors = {"parameters": parameters.detach().contiguous().cpu()}
+        write_atomically(self._path(key), lambda partial: save_file(tensors, partial))

@@ -1,0 +1,24 @@
+"""Files that appear all at once or not at all."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Create or replace `path` with what `write(partial)` writes to a file beside it.
+
+    The partial file is renamed into place only once `write` has returned, so a reader
+    never sees half a file and a crash at any moment leaves the old file or the new one.
+    Its name carries the process id, so concurrent writers (replicas of a step) do not
+    rename each other's half-written files.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
