@@ -29,27 +29,39 @@ class MissingImageError(ConfigurationError):
     """A row's image file is gone from the run's artifacts (deleted, a lost disk)."""
 
 
-def _image_bytes(artifacts_dir: Path, relative_path: str, prompt_id: str) -> dict[str, Any]:
+def _image_file(artifacts_dir: Path, relative_path: str, prompt_id: str) -> Path:
     path = artifacts_dir / relative_path
     if not path.is_file():
         raise MissingImageError(
             f"Image {path} of prompt {prompt_id!r} is missing; run the same command again to "
             "render it (finished work is reused from the cache)."
         )
-    return {"bytes": path.read_bytes(), "path": relative_path}
+    return path
 
 
-def preference_columns(row: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
+def preference_columns(
+    row: dict[str, Any], artifacts_dir: Path, *, embed: bool = True
+) -> dict[str, Any]:
     """The Diffusion-DPO columns of a row with a pair: `caption`, `label_0` and the
-    chosen and rejected images read from the artifacts folder, in `datasets.Image`'s
-    storage layout (`{"bytes", "path"}`). `jpg_0` is the chosen image and
-    `label_0 = 1.0` (trainers read the label, not the position). Raises
-    ConfigurationError when an image file is missing.
+    chosen and rejected images of the artifacts folder, in `datasets.Image`'s storage
+    layout (`{"bytes", "path"}`). `jpg_0` is the chosen image and `label_0 = 1.0`
+    (trainers read the label, not the position). Raises MissingImageError when an
+    image file is missing.
+
+    With `embed=False` the images are references to their absolute paths, which
+    `datasets` embeds when the dataset is pushed (`embed_external_files`), so a
+    cached copy costs no image bytes.
     """
-    chosen = _image_bytes(artifacts_dir, row["image_paths"][row["chosen_index"]], row["prompt_id"])
-    rejected = _image_bytes(
-        artifacts_dir, row["image_paths"][row["rejected_index"]], row["prompt_id"]
-    )
+    images = []
+    for index in (row["chosen_index"], row["rejected_index"]):
+        relative_path = row["image_paths"][index]
+        path = _image_file(artifacts_dir, relative_path, row["prompt_id"])
+        images.append(
+            {"bytes": path.read_bytes(), "path": relative_path}
+            if embed
+            else {"bytes": None, "path": str(path.resolve())}
+        )
+    chosen, rejected = images
     return {
         "caption": row["prompt"],
         "label_0": 1.0,
@@ -58,6 +70,55 @@ def preference_columns(row: dict[str, Any], artifacts_dir: Path) -> dict[str, An
         "chosen": chosen,
         "rejected": rejected,
     }
+
+
+def _with_pair_features(features: datasets.Features, *, decode: bool = True) -> datasets.Features:
+    features = features.copy()
+    features["caption"] = datasets.Value("string")
+    features["label_0"] = datasets.Value("float64")
+    for column in IMAGE_COLUMNS:
+        features[column] = datasets.Image(decode=decode)
+    return features
+
+
+_QA_PAIR_FEATURES = {
+    "question": datasets.Value("string"),
+    "answer": datasets.Value("string"),
+    "element_type": datasets.Value("string"),
+    "element": datasets.Value("string"),
+    "valid": datasets.Value("bool"),
+}
+
+
+def pair_config_features(score_columns: list[str]) -> datasets.Features:
+    """The declared features of the rows with a pair that the pipeline itself writes
+    (`agfsync.steps.PreferenceDatasetExport`): its batches are written one by one, so
+    their types cannot be inferred from each batch (a batch of remote-rendered images
+    has only None seeds) and must be the same for all of them.
+
+    The images are declared `decode=False` (rows give `{"bytes", "path"}`): distilabel
+    1.5.3 writes a sample row of every config into its card as JSON and fails on
+    decoded images ("PngImageFile is not JSON serializable"). Our trainer reads them as
+    they are; `.cast_column("jpg_0", datasets.Image())` decodes them.
+    """
+    features = datasets.Features(
+        {
+            "prompt_id": datasets.Value("string"),
+            "category": datasets.Value("string"),
+            "prompt": datasets.Value("string"),
+            "qa_pairs": datasets.List(_QA_PAIR_FEATURES),
+            "image_paths": datasets.List(datasets.Value("string")),
+            "image_seeds": datasets.List(datasets.Value("int64")),
+            "noise_sigmas": datasets.List(datasets.Value("float64")),
+            **{column: datasets.List(datasets.Value("float64")) for column in score_columns},
+            "chosen_index": datasets.Value("int64"),
+            "rejected_index": datasets.Value("int64"),
+            "chosen_score": datasets.Value("float64"),
+            "rejected_score": datasets.Value("float64"),
+            "score_margin": datasets.Value("float64"),
+        }
+    )
+    return _with_pair_features(features, decode=False)
 
 
 def build_preference_dataset(
@@ -79,12 +140,7 @@ def build_preference_dataset(
             unpaired.append({**row, "pair_error": "the pair step failed on this row (see the log)"})
             continue
         paired.append({**row, **preference_columns(row, artifacts_dir)})
-    features = rows.features.copy()
-    features["caption"] = datasets.Value("string")
-    features["label_0"] = datasets.Value("float64")
-    for column in IMAGE_COLUMNS:
-        features[column] = datasets.Image()
-    return datasets.Dataset.from_list(paired, features=features), unpaired
+    return datasets.Dataset.from_list(paired, features=_with_pair_features(rows.features)), unpaired
 
 
 def write_dataset_folder(

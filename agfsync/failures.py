@@ -32,7 +32,7 @@ class RowFailure:
 def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
     """The retryable failures recorded on `row`."""
     failures = []
-    for column in ("prompt_error", "rewrite_error", "generation_error"):
+    for column in ("prompt_error", "rewrite_error", "generation_error", "export_error"):
         if row.get(column):
             failures.append(RowFailure(column, row[column]))
     if row.get("prompt") and row.get("qa_error"):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from distilabel.distiset import Distiset
 from distilabel.pipeline import Pipeline
 
 from agfsync.card import preference_card, render_prompt_card
@@ -215,7 +216,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         skip_finished_stages(pipeline)
     begin_execution(pipeline, options.use_cache)
     distiset = pipeline.run(parameters=parameters, use_cache=options.use_cache)
-    rows = distiset["default"]["train"] if "default" in distiset else None
+    rows = _leaf_rows(distiset, pipeline)
     extra_files = {
         "pipeline.yaml": Path(distiset.pipeline_path) if distiset.pipeline_path else Path(),
         "pipeline.log": Path(distiset.log_filename_path) if distiset.log_filename_path else Path(),
@@ -292,6 +293,18 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         seconds=time.perf_counter() - started,
         failures=failed,
     )
+
+
+def _leaf_rows(distiset: Distiset, pipeline: Pipeline) -> datasets.Dataset | None:
+    """Every row as the pipeline's last step left it. distilabel names the config of a
+    Distiset's only leaf step `default`; with images, the pair config
+    (`agfsync.steps.PreferenceDatasetExport`) is `default` and the leaf keeps its name.
+    """
+    (leaf,) = pipeline.dag.leaf_steps
+    for name in (leaf, "default"):
+        if name in distiset:
+            return distiset[name]["train"]
+    return None
 
 
 def _failures(rows: datasets.Dataset, pipeline: Pipeline) -> Counter[str]:

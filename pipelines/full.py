@@ -10,7 +10,12 @@ from distilabel.pipeline import Pipeline
 
 from agfsync.pipelines.text import add_text_steps, gemini_qa_llm, openai_llm
 from agfsync.scoring import WEIGHT_PRESETS, ScorerSpec
-from agfsync.steps import CandidateImageGeneration, ImageJudging, PreferencePairSelection
+from agfsync.steps import (
+    CandidateImageGeneration,
+    ImageJudging,
+    PreferenceDatasetExport,
+    PreferencePairSelection,
+)
 from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA
 
 SD15_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -34,7 +39,7 @@ def paper_judges() -> list[ScorerSpec]:
 def build_full_pipeline(
     name: str, qa_llm: LLM, image_model: str, height: int | None = None
 ) -> Pipeline:
-    """Text stage -> N candidates per prompt -> judges -> best/worst pair."""
+    """Text stage -> N candidates per prompt -> judges -> best/worst pair -> the pair config."""
     with Pipeline(
         name=name, description=f"AGFSync end to end: LLM prompts and QA, {image_model}."
     ) as pipeline:
@@ -48,7 +53,8 @@ def build_full_pipeline(
         )
         judge_images = ImageJudging(name="judge_images", scorers=paper_judges(), input_batch_size=8)
         select_pairs = PreferencePairSelection(name="select_pairs", input_batch_size=8)
-        decompose >> generate_images >> judge_images >> select_pairs
+        export_pairs = PreferenceDatasetExport(name="export_pairs", input_batch_size=8)
+        decompose >> generate_images >> judge_images >> select_pairs >> export_pairs
     return pipeline
 
 

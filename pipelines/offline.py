@@ -14,6 +14,7 @@ from agfsync.steps import (
     CandidateImageGeneration,
     ImageJudging,
     LoadPrompts,
+    PreferenceDatasetExport,
     PreferencePairSelection,
 )
 
@@ -22,7 +23,7 @@ OFFLINE_PIPELINE_NAME = "agfsync-offline"
 
 def build_offline_pipeline() -> Pipeline:
     """Prompts from a file -> N tiny-model images -> tiny VQA, CLIP and aesthetic judges
-    with equal weights -> best/worst pair."""
+    with equal weights -> best/worst pair -> the pair config."""
     with Pipeline(
         name=OFFLINE_PIPELINE_NAME,
         description="AGFSync on tiny random models: proves the wiring, images are meaningless.",
@@ -55,5 +56,6 @@ def build_offline_pipeline() -> Pipeline:
             input_batch_size=8,
         )
         select_pairs = PreferencePairSelection(name="select_pairs", input_batch_size=8)
-        load_prompts >> generate_images >> judge_images >> select_pairs
+        export_pairs = PreferenceDatasetExport(name="export_pairs", input_batch_size=8)
+        load_prompts >> generate_images >> judge_images >> select_pairs >> export_pairs
     return pipeline

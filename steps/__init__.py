@@ -5,6 +5,7 @@ from agfsync.steps.gemini import GeminiLLM
 from agfsync.steps.image_generation import CandidateImageGeneration
 from agfsync.steps.judging import ImageJudging
 from agfsync.steps.pairs import PreferencePairSelection
+from agfsync.steps.preference_export import PreferenceDatasetExport
 from agfsync.steps.prompt_generation import CategoryPromptGeneration, LoadCategories
 from agfsync.steps.prompts import LoadPrompts
 from agfsync.steps.qa_decomposition import QADecomposition
@@ -17,6 +18,7 @@ __all__ = [
     "ImageJudging",
     "LoadCategories",
     "LoadPrompts",
+    "PreferenceDatasetExport",
     "PreferencePairSelection",
     "PromptDeduplication",
     "QADecomposition",

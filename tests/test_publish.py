@@ -66,27 +66,50 @@ import datasets
 import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard
 
-split = sys.argv[1]
-rows = datasets.load_dataset("org/pairs", split=split)
+split, repo_id = sys.argv[1:]
+rows = datasets.load_dataset(repo_id, split=split)
 raw = rows.cast_column("jpg_0", datasets.Image(decode=False))
+decoded = rows.cast_column("jpg_0", datasets.Image())
 print(json.dumps({
     "num_rows": len(rows),
     "columns": rows.column_names,
     "image_features": [type(rows.features[c]).__name__ for c in ("jpg_0", "jpg_1", "chosen")],
-    "size": list(rows[0]["jpg_0"].size),
+    "decode": [rows.features[c].decode for c in ("jpg_0", "jpg_1", "chosen")],
+    "size": list(decoded[0]["jpg_0"].size),
     "jpg_0_sha": [hashlib.sha256(r["jpg_0"]["bytes"]).hexdigest() for r in raw],
     "prompt_ids": list(rows["prompt_id"]),
-    "card": DatasetCard.load("org/pairs", repo_type="dataset").data.to_dict(),
+    "card": DatasetCard.load(repo_id, repo_type="dataset").data.to_dict(),
 }))
 """
 
 
-def load_back(hub: HubServer, tmp_path: Path, split: str = "train") -> dict:
+def load_back(
+    hub: HubServer, tmp_path: Path, split: str = "train", repo_id: str = "org/pairs"
+) -> dict:
     result = run_command(
-        ["python", "-c", LOAD_BACK, split], cwd=tmp_path, env=hub_env(hub.url, tmp_path / "hf-load")
+        ["python", "-c", LOAD_BACK, split, repo_id],
+        cwd=tmp_path,
+        env=hub_env(hub.url, tmp_path / "hf-load"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def train_by_repo_id(repo_id: str, hub: HubServer, tmp_path: Path) -> str:
+    """One LoRA step of `agfsync train` on the published dataset; its log."""
+    trained = run_command(
+        [
+            *("agfsync", "train", "--pretrained-model", "tiny:stable-diffusion"),
+            *("--dataset", repo_id, "--max-train-steps", "1", "--train-batch-size", "2"),
+            *("--effective-batch-size", "2", "--validation-steps", "0"),
+            *("--report-to", "none", "--output-dir", "out"),
+        ],
+        cwd=tmp_path,
+        env=hub_env(hub.url, tmp_path / "hf"),
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
+    return trained.stderr
 
 
 def local_rows(run_dir: Path) -> datasets.Dataset:
@@ -109,6 +132,7 @@ class TestPublish:
             hashlib.sha256(row["jpg_0"]["bytes"]).hexdigest() for row in local
         ]
         assert loaded["image_features"] == ["Image"] * 3
+        assert loaded["decode"] == [True] * 3
         assert loaded["size"] == [32, 32]
         for column in ("caption", "label_0", "qa_pairs", "image_seeds", "noise_sigmas"):
             assert column in loaded["columns"]
@@ -155,19 +179,9 @@ class TestPublish:
         self, run_dir: Path, hub: HubServer, tmp_path: Path
     ) -> None:
         publish(run_dir, hub, tmp_path)
-        trained = run_command(
-            [
-                *("agfsync", "train", "--pretrained-model", "tiny:stable-diffusion"),
-                *("--dataset", "org/pairs", "--max-train-steps", "1", "--train-batch-size", "2"),
-                *("--effective-batch-size", "2", "--validation-steps", "0"),
-                *("--report-to", "none", "--output-dir", "out"),
-            ],
-            cwd=tmp_path,
-            env=hub_env(hub.url, tmp_path / "hf"),
+        assert f"{NUM_PROMPTS} pairs, 0 ties removed" in train_by_repo_id(
+            "org/pairs", hub, tmp_path
         )
-        assert trained.returncode == 0, trained.stderr[-3000:]
-        assert f"{NUM_PROMPTS} pairs, 0 ties removed" in trained.stderr
-        assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").is_file()
 
     def test_another_split_keeps_the_first(
         self, run_dir: Path, hub: HubServer, tmp_path: Path
@@ -326,18 +340,19 @@ class TestPublishFailures:
         assert "has no run.json" in result.stderr
 
 
-def test_distilabel_pipeline_run_pushes_rows_images_and_pipeline(
+def test_distilabel_pipeline_run_pushes_the_pair_config_with_embedded_images(
     hub: HubServer, tmp_path: Path
 ) -> None:
-    """distilabel's own `--repo-id`: the leaf step's rows, every candidate image under
-    artifacts/ (what `image_paths` point at) and pipeline.yaml. Embedded `datasets.Image`
-    DPO columns come from `agfsync publish` (README, "Publish")."""
+    """distilabel's own `--repo-id`: the default config has the DPO columns as
+    `datasets.Image` holding the chosen and rejected candidates' bytes, every score, the
+    QA pairs, seeds and sigmas; the leaf step's rows (every prompt, paths) are the
+    `export_pairs` config; the candidates are under artifacts/, with pipeline.yaml."""
     shutil.copy(REPO_ROOT / "pipelines" / "offline.yaml", tmp_path / "offline.yaml")
     env = {**hub_env(hub.url, tmp_path / "hf"), "DISTILABEL_CACHE_DIR": str(tmp_path / "cache")}
     result = run_command(
         [
             "distilabel", "pipeline", "run", "--config", "offline.yaml",
-            "--param", "load_prompts.num_prompts=2", "--repo-id", "org/raw",
+            "--param", "load_prompts.num_prompts=10", "--repo-id", "org/raw",
         ],
         tmp_path,
         env,
@@ -345,10 +360,27 @@ def test_distilabel_pipeline_run_pushes_rows_images_and_pipeline(
     assert result.returncode == 0, result.stderr[-3000:]
     files = hub.files("org/raw")
     assert {"README.md", "pipeline.yaml"} <= set(files)
-    shards = [path for path in files if path.startswith("data/")]
-    table = pq.read_table(io.BytesIO(files[shards[0]]))
-    assert table.num_rows == 2
-    for row in table.to_pylist():
+    raw_shards = [path for path in files if path.startswith("export_pairs/")]
+    raw = pq.read_table(io.BytesIO(files[raw_shards[0]])).to_pylist()
+    assert len(raw) == 10
+    chosen_sha = {}
+    for row in raw:
         for index in (row["chosen_index"], row["rejected_index"]):
-            image = files["artifacts/" + row["image_paths"][index]]
-            assert image.startswith(b"\x89PNG")
+            assert files["artifacts/" + row["image_paths"][index]].startswith(b"\x89PNG")
+        chosen = files["artifacts/" + row["image_paths"][row["chosen_index"]]]
+        chosen_sha[row["prompt_id"]] = hashlib.sha256(chosen).hexdigest()
+
+    loaded = load_back(hub, tmp_path, repo_id="org/raw")
+    assert loaded["num_rows"] == 10
+    assert sorted(loaded["prompt_ids"]) == sorted(chosen_sha)
+    assert loaded["jpg_0_sha"] == [chosen_sha[prompt_id] for prompt_id in loaded["prompt_ids"]]
+    assert loaded["image_features"] == ["Image"] * 3
+    assert loaded["decode"] == [False] * 3  # distilabel's card cannot hold decoded images
+    assert loaded["size"] == [32, 32]
+    for column in (
+        *("caption", "label_0", "qa_pairs", "image_seeds", "noise_sigmas", "score_margin"),
+        *("vqa_scores", "clip_scores", "aesthetic_scores", "weighted_scores"),
+    ):
+        assert column in loaded["columns"]
+    assert loaded["card"]["configs"][0]["config_name"] == "default"
+    assert "10 pairs, 0 ties removed" in train_by_repo_id("org/raw", hub, tmp_path)

@@ -1,0 +1,113 @@
+"""The export stage: the pairs as the pipeline's own training-ready dataset config."""
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import datasets
+from distilabel.constants import STEPS_OUTPUTS_PATH
+from distilabel.steps import Step, StepInput
+
+from agfsync.atomic import write_atomically
+from agfsync.dataset import MissingImageError, pair_config_features, preference_columns
+from agfsync.steps.artifacts import JOURNALS_DIR, run_artifacts_root
+from agfsync.steps.cache import UpstreamSignatureMixin
+
+if TYPE_CHECKING:
+    from distilabel.typing import StepOutput
+
+PAIR_CONFIG = "default"
+"""The Distiset config the shards are written to: `distilabel pipeline run --repo-id`
+pushes it as the repository's default config, beside the leaf step's raw rows."""
+
+
+class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
+    """Writes each batch's prompts that have a pair, in the Diffusion-DPO layout, as a
+    parquet shard of the Distiset's `default` config.
+
+    distilabel 1.5.3 stores step outputs without `datasets` features and moves rows
+    between processes as JSON, so its own rows can carry image paths but never
+    `datasets.Image` columns. `create_distiset` however loads every folder under
+    `steps_outputs/` as a config, with the features recorded in its parquet files. The
+    shards written here declare `jpg_0`/`jpg_1`/`chosen`/`rejected` as `datasets.Image`
+    referring to the candidate files, which `push_to_hub` embeds on upload, so
+    `distilabel pipeline run --repo-id` publishes a dataset the trainers read directly,
+    with every score, the QA pairs, seeds and sigmas, at no cost in disk here.
+
+    Rows pass through unchanged (they stay the leaf step's config). A batch whose shard
+    cannot be written (a missing image, a full disk) keeps its rows with the reason in
+    `export_error`; the next run of the same command writes it.
+
+    Input columns:
+        - prompt_id, prompt, category, qa_pairs, image_paths, image_seeds,
+          noise_sigmas, weighted_scores, the judges' `*_scores`, chosen_index,
+          rejected_index, chosen_score, rejected_score, score_margin.
+
+    Output columns:
+        - export_error (`str`): why the row's shard could not be written; None when it was.
+
+    Categories:
+        - save
+    """
+
+    @property
+    def inputs(self) -> list[str]:
+        return [
+            "prompt_id",
+            "prompt",
+            "category",
+            "qa_pairs",
+            "image_paths",
+            "image_seeds",
+            "noise_sigmas",
+            "weighted_scores",
+            "chosen_index",
+            "rejected_index",
+            "chosen_score",
+            "rejected_score",
+            "score_margin",
+        ]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["export_error"]
+
+    def process(self, inputs: StepInput) -> "StepOutput":
+        paired = [row for row in inputs if row.get("chosen_index") is not None]
+        for row in inputs:
+            row["export_error"] = None
+        if paired:
+            try:
+                self._write_shard(paired)
+            except (MissingImageError, OSError) as failure:
+                error = f"the pair shard was not written: {failure}"
+                self._logger.warning(f"{self.name}: {error}")
+                for row in paired:
+                    row["export_error"] = error
+        yield inputs
+
+    def _write_shard(self, rows: list[dict]) -> None:
+        artifacts = run_artifacts_root(self)
+        score_columns = sorted(column for column in rows[0] if column.endswith("_scores"))
+        features = pair_config_features(score_columns)
+        records = [
+            {
+                **{column: row[column] for column in features if column in row},
+                **preference_columns(row, artifacts, embed=False),
+            }
+            for row in rows
+        ]
+        shard = datasets.Dataset.from_list(records, features=features)
+        write_atomically(
+            self._shard_path(artifacts.parent, rows),
+            lambda path: shard.to_parquet(path),
+            partial_dir=artifacts.parent / JOURNALS_DIR,
+        )
+
+    @staticmethod
+    def _shard_path(data_dir: Path, rows: list[dict]) -> Path:
+        # distilabel reads the files of a config sorted by `int(stem)`; a digest of the
+        # batch's prompts names the same batch the same way when it is sent again.
+        digest = hashlib.sha256("\n".join(row["prompt_id"] for row in rows).encode())
+        number = int(digest.hexdigest()[:15], 16)
+        return data_dir / STEPS_OUTPUTS_PATH / PAIR_CONFIG / f"{number:018d}.parquet"
