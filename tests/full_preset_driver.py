@@ -45,7 +45,7 @@ def main(preset: str, categories: str, openai_url: str, image_model: str) -> Non
         },
         use_cache=False,
     )
-    for row in distiset["default"]["train"]:
+    for row in distiset["export_pairs"]["train"]:
         print(json.dumps(row, default=str))
 
 

@@ -209,9 +209,13 @@ class TestDistilabelCommand:
             env={"DISTILABEL_CACHE_DIR": str(cache)},
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        outputs = list(cache.rglob("steps_outputs/select_pairs/*.parquet"))
+        outputs = list(cache.rglob("steps_outputs/export_pairs/*.parquet"))
         assert outputs, "distilabel wrote no output for the leaf step"
-        rows = sum(pq.read_metadata(path).num_rows for path in outputs)
-        assert rows == SAMPLE_SIZE
+        rows = [row for path in outputs for row in pq.read_table(path).to_pylist()]
+        assert len(rows) == SAMPLE_SIZE
+        # the pair config beside it (see tests/test_publish.py for its push)
+        pairs = list(cache.rglob("steps_outputs/default/*.parquet"))
+        paired = [row["prompt_id"] for row in rows if row["chosen_index"] is not None]
+        assert sum(pq.read_metadata(path).num_rows for path in pairs) == len(paired) > 0
         images = list(cache.rglob("steps_artifacts/generate_images/images/*/*.png"))
         assert len(images) == SAMPLE_SIZE * 4

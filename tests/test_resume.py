@@ -209,12 +209,14 @@ class TestUnfinishedExecution:
         complete = write_outputs(pipeline, "load_prompts", [(0, False), (1, False), (2, True)])
         gap = write_outputs(pipeline, "generate_images", [(0, False), (2, True)])
         torn = write_outputs(pipeline, "judge_images", [(0, False), '{"seq_no": 1, "la'])
-        leaf = write_outputs(pipeline, "select_pairs", FINISHED)
+        done = write_outputs(pipeline, "select_pairs", FINISHED)
+        leaf = write_outputs(pipeline, "export_pairs", FINISHED)
         assert sorted(discard_unfinished_work(pipeline)) == [
+            "export_pairs",
             "generate_images",
             "judge_images",
-            "select_pairs",
         ]
+        assert done.exists()
         assert complete.exists() and not gap.exists() and not torn.exists()
         assert not leaf.exists() and not (execution / "batch_manager.json").exists()
 
