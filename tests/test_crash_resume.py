@@ -99,7 +99,7 @@ def test_killed_runs_resume_to_the_uninterrupted_dataset(tmp_path: Path) -> None
 
     result = run_command(command, cwd=tmp_path, env={"DISTILABEL_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "redoing: select_pairs" in result.stderr  # only the leaf step ran again
+    assert "redoing: export_pairs)" in result.stderr  # only the leaf step ran again
 
     rows = pq.read_table(output / "data").to_pylist()
     ids = [row["prompt_id"] for row in rows]
