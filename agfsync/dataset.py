@@ -90,6 +90,26 @@ _QA_PAIR_FEATURES = {
 }
 
 
+PAIR_ROW_FEATURES = datasets.Features(
+    {
+        "prompt_id": datasets.Value("string"),
+        "category": datasets.Value("string"),
+        "prompt": datasets.Value("string"),
+        "qa_pairs": datasets.List(_QA_PAIR_FEATURES),
+        "image_paths": datasets.List(datasets.Value("string")),
+        "image_seeds": datasets.List(datasets.Value("int64")),
+        "noise_sigmas": datasets.List(datasets.Value("float64")),
+        "chosen_index": datasets.Value("int64"),
+        "rejected_index": datasets.Value("int64"),
+        "chosen_score": datasets.Value("float64"),
+        "rejected_score": datasets.Value("float64"),
+        "score_margin": datasets.Value("float64"),
+    }
+)
+"""The columns of a row with a pair that the pipeline's pair config keeps, besides the
+judges' scores and the Diffusion-DPO columns."""
+
+
 def pair_config_features(score_columns: list[str]) -> datasets.Features:
     """The declared features of the rows with a pair that the pipeline itself writes
     (`agfsync.steps.PreferenceDatasetExport`): its batches are written one by one, so
@@ -101,23 +121,9 @@ def pair_config_features(score_columns: list[str]) -> datasets.Features:
     decoded images ("PngImageFile is not JSON serializable"). Our trainer reads them as
     they are; `.cast_column("jpg_0", datasets.Image())` decodes them.
     """
-    features = datasets.Features(
-        {
-            "prompt_id": datasets.Value("string"),
-            "category": datasets.Value("string"),
-            "prompt": datasets.Value("string"),
-            "qa_pairs": datasets.List(_QA_PAIR_FEATURES),
-            "image_paths": datasets.List(datasets.Value("string")),
-            "image_seeds": datasets.List(datasets.Value("int64")),
-            "noise_sigmas": datasets.List(datasets.Value("float64")),
-            **{column: datasets.List(datasets.Value("float64")) for column in score_columns},
-            "chosen_index": datasets.Value("int64"),
-            "rejected_index": datasets.Value("int64"),
-            "chosen_score": datasets.Value("float64"),
-            "rejected_score": datasets.Value("float64"),
-            "score_margin": datasets.Value("float64"),
-        }
-    )
+    features = PAIR_ROW_FEATURES.copy()
+    for column in score_columns:
+        features[column] = datasets.List(datasets.Value("float64"))
     return _with_pair_features(features, decode=False)
 
 

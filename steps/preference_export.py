@@ -9,7 +9,12 @@ from distilabel.constants import STEPS_OUTPUTS_PATH
 from distilabel.steps import Step, StepInput
 
 from agfsync.atomic import write_atomically
-from agfsync.dataset import MissingImageError, pair_config_features, preference_columns
+from agfsync.dataset import (
+    PAIR_ROW_FEATURES,
+    MissingImageError,
+    pair_config_features,
+    preference_columns,
+)
 from agfsync.steps.artifacts import JOURNALS_DIR, run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
 
@@ -52,21 +57,7 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
 
     @property
     def inputs(self) -> list[str]:
-        return [
-            "prompt_id",
-            "prompt",
-            "category",
-            "qa_pairs",
-            "image_paths",
-            "image_seeds",
-            "noise_sigmas",
-            "weighted_scores",
-            "chosen_index",
-            "rejected_index",
-            "chosen_score",
-            "rejected_score",
-            "score_margin",
-        ]
+        return [*PAIR_ROW_FEATURES, "weighted_scores"]
 
     @property
     def outputs(self) -> list[str]:
