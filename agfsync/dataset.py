@@ -19,6 +19,7 @@ from typing import Any
 import datasets
 
 from agfsync.errors import ConfigurationError
+from agfsync.safe_paths import inside
 
 IMAGE_COLUMNS = ("jpg_0", "jpg_1", "chosen", "rejected")
 ROWS_PER_SHARD = 500
@@ -30,7 +31,7 @@ class MissingImageError(ConfigurationError):
 
 
 def _image_file(artifacts_dir: Path, relative_path: str, prompt_id: str) -> Path:
-    path = artifacts_dir / relative_path
+    path = inside(artifacts_dir, relative_path)
     if not path.is_file():
         raise MissingImageError(
             f"Image {path} of prompt {prompt_id!r} is missing; run the same command again to "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from agfsync.errors import ConfigurationError
 from agfsync.qa import QAPair
+from agfsync.safe_paths import path_component
 
 SAMPLE_PROMPTS_PATH = Path(__file__).parent / "data" / "offline_prompts.jsonl"
 """24 hand-written prompts with QA pairs, two per AGFSync category."""
@@ -26,36 +28,100 @@ def prompt_id_for(category: str, prompt: str) -> str:
     return hashlib.sha1(f"{category}\n{prompt}".encode()).hexdigest()[:12]
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+def _read_rows(path: Path) -> list[tuple[str, Any]]:
+    """(where, value) of every row: `path:line` for JSONL, `path item N` for JSON."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise ConfigurationError(
+            f"{path}:{line} is not UTF-8 text (byte {path.read_bytes()[error.start]:#04x}); save "
+            "the file as UTF-8 (for Latin-1: iconv -f latin1 -t utf-8 IN > OUT)."
+        ) from None
     if path.suffix == ".json":
-        rows = json.loads(text)
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(
+                f"{path}:{error.lineno} is not valid JSON ({error.msg})."
+            ) from None
         if not isinstance(rows, list):
             raise ConfigurationError(f"{path} must hold a JSON list of objects.")
-        return rows
+        return [(f"{path} item {index}", row) for index, row in enumerate(rows, start=1)]
     rows = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((f"{path}:{line_number}", json.loads(line)))
         except json.JSONDecodeError as error:
             raise ConfigurationError(
                 f"{path}:{line_number} is not valid JSON ({error.msg}); "
                 "each line must be one JSON object."
-            ) from error
+            ) from None
     return rows
+
+
+def _text_field(where: str, row: dict[str, Any], name: str) -> str:
+    value = row.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ConfigurationError(
+            f"{where} lacks {name}; every row needs {', '.join(REQUIRED_FIELDS)} as non-empty text."
+        )
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{where}: {name} must be text, not {_json_type(value)} ({json.dumps(value)[:40]})."
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _prompt_id(where: str, row: dict[str, Any]) -> str:
+    """The row's id as given (text or an integer), else one derived from its text."""
+    value = row.get("prompt_id")
+    if value is None:
+        return prompt_id_for(row["category"], row["prompt"])
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ConfigurationError(
+            f"{where}: prompt_id must be text or an integer, not {_json_type(value)}; fix it or "
+            "leave it out (a stable id is then derived from the prompt)."
+        )
+    text = str(value)
+    if not text.strip() or any(unicodedata.category(char) == "Cc" for char in text):
+        raise ConfigurationError(
+            f"{where}: prompt_id {text!r} is blank or holds control characters; fix it or leave "
+            "it out (a stable id is then derived from the prompt)."
+        )
+    return text
 
 
 def load_prompt_records(path: str | Path | None = None) -> list[dict[str, Any]]:
     """Read and validate a prompt file (JSONL, or `.json` holding a list).
 
-    Each row needs `prompt` and `category`; `prompt_id` is derived when absent,
-    `prompt_model` defaults to `human`, and `qa_pairs`, when present, must follow
-    the `QAPair` schema. Raises `ConfigurationError` naming the file, the row and
-    the fix for a missing, empty or malformed file.
+    Each row is an object with `prompt` and `category` (non-empty text); `prompt_id`
+    (text or an integer) is derived when absent, `prompt_model` defaults to `human`,
+    and `qa_pairs`, when present, must follow the `QAPair` schema. Ids must be unique,
+    also as file names (`agfsync.safe_paths.path_component`, ignoring case), since each
+    names its images' folder. Raises `ConfigurationError` naming the file, the line and
+    the fix for a missing, unreadable, empty or malformed file.
     """
     source = Path(path) if path is not None else SAMPLE_PROMPTS_PATH
+    if source.is_dir():
+        raise ConfigurationError(
+            f"Prompt file {source} is a folder; pass a JSONL file (see agfsync/data/README.md "
+            "for the format)."
+        )
     if not source.is_file():
         raise ConfigurationError(
             f"Prompt file {source} does not exist; pass an existing JSONL file "
@@ -68,35 +134,42 @@ def load_prompt_records(path: str | Path | None = None) -> list[dict[str, Any]]:
             'such as {"prompt": "...", "category": "..."}.'
         )
     records = []
-    seen_ids: set[str] = set()
-    for index, row in enumerate(rows, start=1):
-        missing = [name for name in REQUIRED_FIELDS if not row.get(name)]
-        if missing:
+    first_seen: dict[str, str] = {}
+    for where, row in rows:
+        if not isinstance(row, dict):
             raise ConfigurationError(
-                f"Row {index} of {source} lacks {', '.join(missing)}; every row "
-                f"needs {', '.join(REQUIRED_FIELDS)}."
+                f"{where} is {_json_type(row)}, not a JSON object such as "
+                '{"prompt": "...", "category": "..."}.'
+            )
+        prompt = _text_field(where, row, "prompt")
+        category = _text_field(where, row, "category")
+        raw_pairs = row.get("qa_pairs")
+        if raw_pairs is not None and not isinstance(raw_pairs, list):
+            raise ConfigurationError(
+                f"{where}: qa_pairs must be a list of question objects, not "
+                f"{_json_type(raw_pairs)}."
             )
         try:
-            qa_pairs = [
-                QAPair.model_validate(pair).model_dump() for pair in row.get("qa_pairs", [])
-            ]
+            qa_pairs = [QAPair.model_validate(pair).model_dump() for pair in raw_pairs or []]
         except ValidationError as error:
             raise ConfigurationError(
-                f"Row {index} of {source} has an invalid qa_pairs entry: "
+                f"{where} has an invalid qa_pairs entry: "
                 f"{error.errors()[0]['loc']} {error.errors()[0]['msg']}."
-            ) from error
-        prompt_id = str(row.get("prompt_id") or prompt_id_for(row["category"], row["prompt"]))
-        if prompt_id in seen_ids:
+            ) from None
+        prompt_id = _prompt_id(where, {**row, "prompt": prompt, "category": category})
+        folder = path_component(prompt_id).casefold()
+        if folder in first_seen:
             raise ConfigurationError(
-                f"Row {index} of {source} repeats prompt_id {prompt_id!r}; ids must be unique."
+                f"{where} repeats prompt_id {prompt_id!r} of {first_seen[folder]} (ids must be "
+                "unique, also ignoring case, since each names a folder of images)."
             )
-        seen_ids.add(prompt_id)
+        first_seen[folder] = where
         records.append(
             {
                 "prompt_id": prompt_id,
-                "prompt": row["prompt"],
-                "category": row["category"],
-                "prompt_model": row.get("prompt_model", "human"),
+                "prompt": prompt,
+                "category": category,
+                "prompt_model": str(row.get("prompt_model") or "human"),
                 "qa_pairs": qa_pairs,
             }
         )

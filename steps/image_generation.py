@@ -22,6 +22,7 @@ from agfsync.generation import (
     calls_to_repeat,
     plan_jobs,
 )
+from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
 from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -49,7 +50,9 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     As in AGFSync, the prompt is encoded once; image 0 uses the clean embedding
     and images 1..N-1 add `noise_sigma * randn` to it, on top of a per-image seed
     derived from (`seed`, prompt id, image index). Images are written under the
-    run's artifacts folder as `<step name>/images/<prompt_id>/<index>.<ext>`, never
+    run's artifacts folder as `<step name>/images/<prompt_id>/<index>.<ext>` (an id that
+    is not a safe file name gets a folder named after it plus a digest; see
+    `agfsync.safe_paths`), never
     passed through the pipeline's queues. On a re-run, images that already exist
     and decode are kept; a missing or corrupt one is rendered again together with the
     rest of the denoising call that first made it, so with the same batch size it comes
@@ -230,8 +233,10 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         )
 
     def _relative_path(self, prompt_id: str, image_index: int) -> str:
+        """Where an image goes; the prompt id, untrusted, becomes one safe folder name."""
         extension = "jpg" if self.image_format == "jpeg" else self.image_format
-        return f"{self.name}/{IMAGES_ARTIFACT}/{prompt_id}/{image_index}.{extension}"
+        folder = path_component(prompt_id)
+        return f"{self.name}/{IMAGES_ARTIFACT}/{folder}/{image_index}.{extension}"
 
     def _render_remotely(
         self, prompts: list[str], jobs: list[ImageJob]

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
 from agfsync.failures import UNREADABLE_IMAGE
+from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
 from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -111,7 +112,7 @@ class ImageJudging(Step, UpstreamSignatureMixin):
         for row_index, row_paths in enumerate(paths):
             for image_index, path in enumerate(row_paths):
                 try:
-                    with Image.open(root / path) as image:
+                    with Image.open(inside(root, path)) as image:
                         images.append(image.convert("RGB"))
                 except (OSError, SyntaxError, ValueError) as error:
                     # Scored NaN below, so pair selection leaves it out; the reason stays.
