@@ -33,7 +33,7 @@ import datasets
 from PIL import Image
 
 from agfsync.card import preference_card
-from agfsync.dataset import IMAGE_COLUMNS, write_dataset_folder
+from agfsync.dataset import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
 from agfsync.errors import ConfigurationError
 from agfsync.publish import load_run
 from agfsync.review import (
@@ -393,13 +393,17 @@ def pull_reviews(
     output_dir: Path,
     source: str | None = None,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> ReviewReport:
     """Write the reviewed dataset to `output_dir` and return the agreement report.
 
     `source` is the dataset that was pushed; by default the one the push recorded in the
     Argilla dataset's guidelines. `seed` must be the one the records were pushed with;
     it is checked against the order recorded in each record's `image_a_is` metadata.
+    `output_dir` follows `agfsync.ownership`'s rule, checked before anything is asked.
     """
+    given = [Path(source)] if source and Path(source).exists() else []
+    check_dataset_folder(output_dir, flag="--out", overwrite=overwrite, protected=given)
     with _talking_to(target, "pull"):
         client = _client(target)
         remote = client.datasets(name=name, workspace=target.workspace)
@@ -463,6 +467,9 @@ def pull_reviews(
         output_dir,
         card=write_card,
         extra_files={"pipeline.yaml": folder / "pipeline.yaml"},
+        flag="--out",
+        overwrite=overwrite,
+        protected=[folder],
     )
     return report
 

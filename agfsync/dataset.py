@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from agfsync.errors import ConfigurationError
+from agfsync.ownership import FolderKind, check_output_folder, write_folder
 from agfsync.safe_paths import inside
 
 IMAGE_COLUMNS = ("jpg_0", "jpg_1", "chosen", "rejected")
@@ -150,6 +151,38 @@ def build_preference_dataset(
     return datasets.Dataset.from_list(paired, features=_with_pair_features(rows.features)), unpaired
 
 
+DATASET_ENTRIES = (
+    "README.md",
+    "data/",
+    "assets/",
+    "artifacts/",
+    "run.json",
+    "pipeline.yaml",
+    "pipeline.log",
+)
+"""The top-level names a dataset folder of agfsync may hold (besides its marker)."""
+
+
+def check_dataset_folder(
+    output_dir: Path,
+    *,
+    flag: str = "--output",
+    overwrite: bool = False,
+    kind: str = FolderKind.DATASET,
+    protected: Sequence[Path] = (),
+) -> None:
+    """Before any work: `output_dir` may receive a dataset folder (see
+    `agfsync.ownership`); raises ConfigurationError naming the problem otherwise."""
+    check_output_folder(
+        output_dir,
+        kind,
+        flag=flag,
+        overwrite=overwrite,
+        reserved=DATASET_ENTRIES,
+        protected=protected,
+    )
+
+
 def write_dataset_folder(
     dataset: datasets.Dataset,
     output_dir: Path,
@@ -158,6 +191,10 @@ def write_dataset_folder(
     extra_files: dict[str, Path] | None = None,
     artifacts_dir: Path | None = None,
     split: str = "train",
+    flag: str = "--output",
+    overwrite: bool = False,
+    kind: str = FolderKind.DATASET,
+    protected: Sequence[Path] = (),
 ) -> None:
     """Write `data/<split>-*.parquet`, `README.md`, extra files and `artifacts/`.
 
@@ -167,37 +204,20 @@ def write_dataset_folder(
     Shard names end in a digest of their bytes and the card lists them by name:
     `datasets` keys its local cache by the card's config, not by file contents, so a
     dataset regenerated in the same folder under the same names would load stale.
-    Everything is written to a sibling `.partial` folder first and renamed at the
-    end, so an interrupted write never leaves a folder that looks complete.
+    The folder is written aside and moved into place once complete, and only a folder
+    agfsync wrote is ever replaced (`agfsync.ownership.write_folder`): an interrupted
+    write never leaves a folder that looks complete, and a user's files are never lost.
     """
-    output_dir = output_dir.resolve()
-    if (
-        output_dir.exists()
-        and any(output_dir.iterdir())
-        and not (output_dir / "README.md").exists()
-    ):
-        raise ConfigurationError(
-            f"{output_dir} exists and does not hold an agfsync dataset; choose an empty or "
-            "new --output folder."
-        )
-    staging = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        _write_staging(dataset, staging, card, extra_files, artifacts_dir, split)
-    except BaseException as error:
-        # A full disk, a quota, a missing image, Ctrl-C: the staging copy goes, the
-        # folder (an earlier dataset, if any) stays as it was.
-        shutil.rmtree(staging, ignore_errors=True)
-        if not isinstance(error, OSError):
-            raise
-        raise ConfigurationError(
-            f"Could not write the dataset to {output_dir} ({error.strerror or error}); "
-            "nothing was changed there. Free disk space (or fix the cause) and run the "
-            "same command again: finished work is reused."
-        ) from error
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    staging.rename(output_dir)
+    check_dataset_folder(output_dir, flag=flag, overwrite=overwrite, kind=kind, protected=protected)
+    write_folder(
+        output_dir,
+        kind,
+        lambda staging: _write_staging(dataset, staging, card, extra_files, artifacts_dir, split),
+        flag=flag,
+        overwrite=overwrite,
+        protected=protected,
+        what="the dataset",
+    )
 
 
 def _write_staging(
@@ -208,7 +228,7 @@ def _write_staging(
     artifacts_dir: Path | None,
     split: str,
 ) -> None:
-    (staging / "data").mkdir(parents=True)
+    (staging / "data").mkdir()
     num_shards = max(1, math.ceil(len(dataset) / ROWS_PER_SHARD))
     shard_paths = []
     for index in range(num_shards):

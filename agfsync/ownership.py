@@ -20,6 +20,7 @@ add.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -58,10 +59,7 @@ class Ownership:
     """The process writing a staging folder (which is abandoned once it is gone)."""
 
     def covers(self, relative: str) -> bool:
-        return any(
-            relative == entry or (entry.endswith("/") and relative.startswith(entry))
-            for entry in self.entries
-        )
+        return any(matches(relative, entry) for entry in self.entries)
 
     def save(self, folder: Path) -> None:
         record = {"written_by": "agfsync", "kind": self.kind, "entries": sorted(self.entries)}
@@ -88,6 +86,21 @@ class Ownership:
             entries=entries,
             pid=pid if isinstance(pid, int) else None,
         )
+
+
+def matches(relative: str, entry: str) -> bool:
+    """Whether the path `relative` is `entry`: a file path, or a folder (ending in "/")
+    and everything under it; `*` in an entry matches within one name
+    (`checkpoint-*/`)."""
+    if entry.endswith("/"):
+        depth = entry.count("/")
+        parts = relative.split("/")
+        return len(parts) > depth and _same("/".join(parts[:depth]) + "/", entry)
+    return _same(relative, entry)
+
+
+def _same(path: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(path, pattern) if "*" in pattern else path == pattern
 
 
 def _files(folder: Path) -> Iterable[str]:
@@ -162,10 +175,12 @@ def check_output_folder(
             "--overwrite (which keeps those files)."
         )
     taken = sorted(
-        path
-        for path in foreign
-        for name in reserved
-        if path == name.rstrip("/") or path.startswith(name.rstrip("/") + "/")
+        {
+            path
+            for path in foreign
+            for name in reserved
+            if matches(path, name) or matches(path, name.rstrip("/"))
+        }
     )
     if taken:
         raise ConfigurationError(
@@ -198,6 +213,7 @@ def write_folder(
     flag: str,
     overwrite: bool = False,
     protected: Sequence[Path] = (),
+    what: str = "the folder",
 ) -> None:
     """Write a whole `kind` folder with `write(staging)`, then move it into `folder`.
 
@@ -232,7 +248,7 @@ def write_folder(
         if not isinstance(error, OSError):
             raise
         raise ConfigurationError(
-            f"Could not write {target} ({error.strerror or error}); nothing was changed "
+            f"Could not write {what} to {target} ({error.strerror or error}); nothing was changed "
             "there. Free disk space (or fix the cause) and run the same command again: "
             "finished work is reused."
         ) from error

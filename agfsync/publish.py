@@ -27,8 +27,9 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
 from agfsync.card import ASSETS_DIR, preference_card
-from agfsync.dataset import IMAGE_COLUMNS, write_dataset_folder
+from agfsync.dataset import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
 from agfsync.errors import ConfigurationError
+from agfsync.ownership import MARKER, FolderKind
 from agfsync.run_info import RunInfo
 
 PUBLISHED_RUN_FILES = ("pipeline.yaml",)
@@ -97,14 +98,23 @@ def stage_publication(
     split: str = "train",
     other_splits: dict[str, list[str]] | None = None,
     include_artifacts: bool = False,
+    overwrite: bool = False,
 ) -> list[str]:
     """Write the files to upload into `folder` and return their repo paths.
 
     `other_splits` are shards of other splits already in the repo; the card's config
-    lists them so that publishing one split does not hide the others.
+    lists them so that publishing one split does not hide the others. `folder` is an
+    agfsync publication folder (`agfsync.ownership`): a dry run replaces only its own.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.]+", split):
         raise ConfigurationError(f"--split {split!r}: use letters, digits, '_' and '.' only.")
+    check_dataset_folder(
+        folder,
+        flag="--dry-run",
+        overwrite=overwrite,
+        kind=FolderKind.PUBLICATION,
+        protected=[run_dir],
+    )
     dataset, run = load_run(run_dir)
 
     def write_card(data_files: list[str], staging: Path) -> str:
@@ -124,9 +134,15 @@ def stage_publication(
         extra_files={name: run_dir / name for name in PUBLISHED_RUN_FILES},
         artifacts_dir=run_dir / "artifacts" if include_artifacts else None,
         split=split,
+        flag="--dry-run",
+        overwrite=overwrite,
+        kind=FolderKind.PUBLICATION,
+        protected=[run_dir],
     )
     return sorted(
-        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.is_file() and path.name != MARKER
     )
 
 
@@ -141,11 +157,17 @@ def publish_run(
     dry_run_dir: Path | None = None,
     commit_message: str | None = None,
     retries: int = 3,
+    overwrite: bool = False,
 ) -> PublishResult:
     """Publish `run_dir` to the dataset repo `repo_id` (or stage it in `dry_run_dir`)."""
     if dry_run_dir is not None:
         files = stage_publication(
-            run_dir, dry_run_dir, repo_id=repo_id, split=split, include_artifacts=include_artifacts
+            run_dir,
+            dry_run_dir,
+            repo_id=repo_id,
+            split=split,
+            include_artifacts=include_artifacts,
+            overwrite=overwrite,
         )
         return PublishResult(repo_id=repo_id, files=files, deleted=[])
     token = token or os.environ.get("HF_TOKEN")

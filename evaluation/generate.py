@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from agfsync.evaluation.suites import PromptItem
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, derive_seed
+from agfsync.safe_paths import path_component
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ImageCache:
 
     def path(self, prompt: PromptItem, image_index: int) -> Path:
         digest = hashlib.sha256(prompt.prompt.encode()).hexdigest()[:8]
-        return self.folder / f"{safe_filename(prompt.id)}-{image_index}-{digest}.png"
+        return self.folder / f"{path_component(prompt.id)}-{image_index}-{digest}.png"
 
     def missing(self, prompts: Sequence[PromptItem]) -> list[tuple[PromptItem, int]]:
         return [
@@ -168,11 +168,6 @@ def render_missing(
         image.save(partial)
         partial.rename(target)
     return len(missing)
-
-
-def safe_filename(text: str) -> str:
-    """`text` with every run of characters outside `[A-Za-z0-9._-]` replaced by `_`."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
 def _lora_digest(reference: str) -> str:

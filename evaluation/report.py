@@ -19,14 +19,21 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+import datasets
+
 from agfsync.card import SCORE_NAMES, write_card_assets
-from agfsync.evaluation.generate import safe_filename
 from agfsync.evaluation.metrics import ALL, STATISTICS_NOTE, Comparison, ModelRole, Observation
 from agfsync.evaluation.suites import PromptItem, Suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
+from agfsync.ownership import FolderKind, check_output_folder, write_folder
 from agfsync.plots import save_bar_chart
 from agfsync.publish import load_run
+from agfsync.run_info import RunInfo
+from agfsync.safe_paths import path_component
 from agfsync.statistics import dataset_statistics
+
+REPORT_ENTRIES = ("index.html", "assets/", "images/")
+"""The names a report folder of agfsync holds."""
 
 METRIC_LABELS = {
     "tifa": "TIFA accuracy (%)",
@@ -110,9 +117,34 @@ def write_report(
     image_paths: Callable[[ModelRole, PromptItem], list[Path]],
     grid_size: int,
 ) -> Path:
-    """Write `folder/index.html` with its charts and image grids under `folder/images/`."""
-    if folder.exists():
-        shutil.rmtree(folder)
+    """Write `folder/index.html` with its charts and image grids under `folder/images/`
+    (an agfsync report folder: only an earlier report is replaced)."""
+
+    def write(staging: Path) -> None:
+        _write_evaluation_report(
+            staging,
+            metrics=metrics,
+            comparisons=comparisons,
+            observations=observations,
+            suites=suites,
+            image_paths=image_paths,
+            grid_size=grid_size,
+        )
+
+    write_folder(folder, FolderKind.REPORT, write, flag="report folder", what="the report")
+    return folder / "index.html"
+
+
+def _write_evaluation_report(
+    folder: Path,
+    *,
+    metrics: dict[str, Any],
+    comparisons: Sequence[Comparison],
+    observations: Sequence[Observation],
+    suites: Sequence[Suite],
+    image_paths: Callable[[ModelRole, PromptItem], list[Path]],
+    grid_size: int,
+) -> Path:
     (folder / "images").mkdir(parents=True)
     models = metrics["models"]
     sampling = metrics["config"]["sampling"]
@@ -148,15 +180,39 @@ def write_report(
     return _write_page(folder, "agfsync evaluation", body)
 
 
-def render_dataset_report(run_dir: Path, folder: Path) -> Path:
+def render_dataset_report(
+    run_dir: Path, folder: Path, *, flag: str = "--output", overwrite: bool = False
+) -> Path:
     """`folder/index.html` describing a dataset written by `agfsync generate`: sizes,
     score distributions, margins, categories and sample pairs (figures and samples
-    are the dataset card's, written under `folder/assets/`)."""
+    are the dataset card's, written under `folder/assets/`). `folder` is an agfsync
+    report folder (`agfsync.ownership`): only an earlier report is replaced, and never
+    the dataset itself."""
+    check_output_folder(
+        folder,
+        FolderKind.REPORT,
+        flag=flag,
+        overwrite=overwrite,
+        reserved=REPORT_ENTRIES,
+        protected=[run_dir],
+    )
     dataset, run = load_run(run_dir)
+    write_folder(
+        folder,
+        FolderKind.REPORT,
+        lambda staging: _write_dataset_report(run_dir, dataset, run, staging),
+        flag=flag,
+        overwrite=overwrite,
+        protected=[run_dir],
+        what="the report",
+    )
+    return folder / "index.html"
+
+
+def _write_dataset_report(
+    run_dir: Path, dataset: datasets.Dataset, run: RunInfo, folder: Path
+) -> Path:
     stats = dataset_statistics(dataset, run)
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
     assets = write_card_assets(dataset, stats, folder)
     low, median, high = stats.margin_quantiles()
     overview = [
@@ -312,7 +368,7 @@ def _charts(folder: Path, suite: str, comparisons: Sequence[Comparison]) -> str:
             by_metric[c.metric].append(c)
     for metric, groups in by_metric.items():
         label = metric_label(metric)
-        name = f"images/charts/{suite}-{safe_filename(metric)}-by-group.png"
+        name = f"images/charts/{suite}-{path_component(metric)}-by-group.png"
         if is_vote_metric(metric):
             series = {"win rate of tuned (%)": {c.group: 100 * c.win_rate.rate for c in groups}}
         else:
@@ -354,7 +410,7 @@ def _grid(
         cells = []
         for role in ("base", "tuned"):
             source = image_paths(role, item)[0]
-            name = f"images/{suite.name}/{safe_filename(item.id)}-{role}{source.suffix}"
+            name = f"images/{suite.name}/{path_component(item.id)}-{role}{source.suffix}"
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, folder / name)
             values = per_image.get((suite.name, item.id, role), {})

@@ -40,6 +40,7 @@ from agfsync.evaluation.metrics import (
 from agfsync.evaluation.report import write_report
 from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
+from agfsync.ownership import FolderKind, claim_folder
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
 
@@ -131,8 +132,16 @@ class PairedImages:
             yield entries[start : start + size]
 
 
-def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
-    """Compare tuned with base on `config.suites`; write the results under `out_dir`."""
+EVALUATION_ENTRIES = (METRICS_FILE, OBSERVATIONS_FILE, "images/", "report/")
+"""The names an evaluation folder of agfsync holds."""
+
+
+def evaluate(
+    config: EvaluationConfig, out_dir: Path, *, overwrite: bool = False
+) -> EvaluationResult:
+    """Compare tuned with base on `config.suites`; write the results under `out_dir`,
+    an agfsync evaluation folder (`agfsync.ownership`: a user's files there are kept,
+    and a folder of another kind is refused before anything runs)."""
     suites = [
         load_suite(
             name,
@@ -147,6 +156,13 @@ def evaluate(config: EvaluationConfig, out_dir: Path) -> EvaluationResult:
         "base": ModelUnderTest(config.base),
         "tuned": ModelUnderTest.tuned(config.tuned, config.base),
     }
+    claim_folder(
+        out_dir,
+        FolderKind.EVALUATION,
+        flag="--output",
+        overwrite=overwrite,
+        reserved=EVALUATION_ENTRIES,
+    ).add(*EVALUATION_ENTRIES)
     cache_root = config.image_cache or out_dir / "images"
     caches = {
         role: ImageCache(cache_root, model, config.sampling) for role, model in models.items()

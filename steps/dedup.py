@@ -8,6 +8,7 @@ from distilabel.steps import GlobalStep, StepInput
 from pydantic import Field
 
 from agfsync.dedup import SentenceEmbedder, embedding_duplicates, minhash_duplicates
+from agfsync.preflight import ModelNeed
 from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
@@ -46,6 +47,18 @@ class PromptDeduplication(GlobalStep, UpstreamSignatureMixin):
         description="Sentence encoder of the embedding route (paper: BGE-large).",
     )
     device: RuntimeParameter[str] | None = Field(default=None, description="torch device.")
+
+    def models_to_load(self) -> list[ModelNeed]:
+        """The sentence encoder of the embedding route, for the run's preflight check."""
+        if self.method != "embedding":
+            return []
+        return [
+            ModelNeed(
+                self.embedding_model,
+                f"{self.name}.embedding_model",
+                alternative="use --dedup minhash, which needs no model",
+            )
+        ]
 
     @property
     def inputs(self) -> list[str]:

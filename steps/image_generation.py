@@ -22,6 +22,7 @@ from agfsync.generation import (
     calls_to_repeat,
     plan_jobs,
 )
+from agfsync.preflight import ModelNeed
 from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
 from agfsync.steps.artifacts import run_artifacts_root
@@ -219,6 +220,17 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
                 self.safety_checker, device=self.device, dtype=self.dtype
             )
             self._safety_checker.load()
+
+    def models_to_load(self) -> list[ModelNeed]:
+        """The models `load()` will load, for the run's preflight check."""
+        if self.image_generation_model is not None:
+            return []
+        needs = [ModelNeed(self.model, f"{self.name}.model")]
+        if self.lora_weights:
+            needs.append(ModelNeed(self.lora_weights, f"{self.name}.lora_weights"))
+        if self.safety_checker:
+            needs.append(ModelNeed(self.safety_checker, f"{self.name}.safety_checker"))
+        return needs
 
     def _config(self) -> GenerationConfig:
         return GenerationConfig(

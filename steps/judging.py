@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
 from agfsync.failures import UNREADABLE_IMAGE
+from agfsync.preflight import ModelNeed
 from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
 from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
@@ -86,6 +87,14 @@ class ImageJudging(Step, UpstreamSignatureMixin):
 
     def _details_columns(self) -> list[str | None]:
         return [spec.scorer_class().details_column for spec in self.scorers]
+
+    def models_to_load(self) -> list[ModelNeed]:
+        """The judges' models, for the run's preflight check."""
+        return [
+            ModelNeed(reference, f"{self.name}: judge {spec.name}")
+            for spec in self.scorers
+            for reference in spec.model_references()
+        ]
 
     def load(self) -> None:
         super().load()

@@ -156,7 +156,11 @@ class DPOTrainingConfig(BaseModel):
 
     # -- outputs -----------------------------------------------------------------------
     output_dir: Path = Path("dpo-output")
-    """Where the LoRA or pipeline, model card, checkpoints, logs and validation grids go."""
+    """Where the LoRA or pipeline, model card, checkpoints, logs and validation grids go:
+    a new or empty folder, or one an earlier `agfsync train` wrote (`agfsync.ownership`)."""
+    overwrite: bool = False
+    """Also write into an `output_dir` holding files agfsync did not write; those are kept,
+    and a name agfsync writes (README.md, checkpoint-N, ...) that is taken stops the run."""
     checkpointing_steps: int = Field(default=500, ge=1)
     """Save a resumable checkpoint every N optimizer steps (Diffusion-DPO's SD 1.5 launcher)."""
     checkpoints_total_limit: int | None = Field(default=None, ge=1)

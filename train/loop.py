@@ -23,6 +23,7 @@ import torch
 from accelerate.logging import get_logger
 
 from agfsync.errors import ConfigurationError
+from agfsync.ownership import FolderKind, check_output_folder, claim_folder
 from agfsync.train.config import DPOTrainingConfig
 from agfsync.train.data import (
     BatchPlan,
@@ -84,6 +85,29 @@ class TrainingResult:
     hub_url: str | None = None
 
 
+TRAINING_ENTRIES = (
+    f"{CHECKPOINT_PREFIX}*/",
+    "logs/",
+    "validation/",
+    "latents-cache/",
+    "README.md",
+    "pytorch_lora_weights.safetensors",
+    "model_index.json",
+    "unet/",
+    "vae/",
+    "text_encoder/",
+    "text_encoder_2/",
+    "tokenizer/",
+    "tokenizer_2/",
+    "scheduler/",
+    "feature_extractor/",
+    "safety_checker/",
+    "image_encoder/",
+)
+"""The names a training folder of agfsync holds (checkpoints, logs, validation grids,
+latent cache, the model card and the saved LoRA or pipeline)."""
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
     """The `checkpoint-N` folders of a run, oldest first."""
     return sorted(
@@ -136,7 +160,14 @@ class DPOTrainer:
 
     def __init__(self, config: DPOTrainingConfig, *, hub_token: str | None = None) -> None:
         self.hub_token = hub_token
-        # Cheap checks first: dataset columns, base model family, optional packages.
+        # Cheap checks first: output folder, dataset columns, base model family, packages.
+        check_output_folder(
+            config.output_dir,
+            FolderKind.TRAINING,
+            flag="--output-dir",
+            overwrite=config.overwrite,
+            reserved=TRAINING_ENTRIES,
+        )
         self.pairs: PreferencePairs = open_preference_pairs(
             config.dataset,
             split=config.split,
@@ -157,7 +188,13 @@ class DPOTrainer:
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration, set_seed
 
-        config.output_dir.mkdir(parents=True, exist_ok=True)
+        claim_folder(
+            config.output_dir,
+            FolderKind.TRAINING,
+            flag="--output-dir",
+            overwrite=config.overwrite,
+            reserved=TRAINING_ENTRIES,
+        ).add(*TRAINING_ENTRIES)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision,
             log_with=None if config.report_to == "none" else config.report_to,

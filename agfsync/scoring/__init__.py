@@ -58,6 +58,11 @@ class ScorerSpec(BaseModel):
         """Output column holding this judge's per-image scores."""
         return f"{self.name}_scores"
 
+    def model_references(self) -> list[str]:
+        """Every model the judge loads: its own and, when given, a separate processor's."""
+        processor = self.options.get("processor")
+        return [self.model, *([str(processor)] if processor else [])]
+
     def scorer_class(self) -> type[ImageScorer]:
         if self.name not in SCORERS:
             raise ConfigurationError(
