@@ -31,6 +31,7 @@ from pathlib import Path
 
 from agfsync.atomic import write_atomically
 from agfsync.errors import ConfigurationError
+from agfsync.processes import is_alive
 
 MARKER = ".agfsync-owned.json"
 """The file that says a folder (and which of its paths) was written by agfsync."""
@@ -296,20 +297,8 @@ def _remove_abandoned_staging(target: Path) -> None:
     gone) are removed; nothing else is touched."""
     for candidate in target.parent.glob(f".{target.name}.*{STAGING_SUFFIX}"):
         ownership = Ownership.read(candidate)
-        if ownership is not None and ownership.kind == STAGING and not _alive(ownership.pid):
+        if ownership is not None and ownership.kind == STAGING and not is_alive(ownership.pid):
             shutil.rmtree(candidate, ignore_errors=True)
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, SecretStr
 
 from agfsync.errors import ConfigurationError
+from agfsync.providers import api_key_from_env, key_variables_text
 
 Verdict = Literal["first", "second", "tie"]
 
@@ -48,10 +48,6 @@ INSTRUCTION = (
     "{question} Answer with exactly one word: first, second, or tie."
 )
 
-API_KEY_ENV_VARS: dict[str, tuple[str, ...]] = {
-    "openai": ("OPENAI_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-}
 DEFAULT_MODELS = {"openai": "gpt-4o", "gemini": "gemini-2.0-flash"}
 """The paper's GPT-4V (`gpt-4-vision-preview`) is retired; gpt-4o is its vision successor."""
 
@@ -177,12 +173,11 @@ class VLMJudgeConfig(BaseModel):
 
     def create(self) -> PairJudge:
         key = self.api_key.get_secret_value() if self.api_key is not None else None
-        for name in API_KEY_ENV_VARS[self.provider]:
-            key = key or os.environ.get(name)
+        key = key or api_key_from_env(self.provider)
         if not key:
-            names = " or ".join(API_KEY_ENV_VARS[self.provider])
             raise ConfigurationError(
-                f"The {self.provider} VLM judge needs an API key: set {names} or pass "
+                f"The {self.provider} VLM judge needs an API key: set "
+                f"{key_variables_text(self.provider)} or pass "
                 "--vlm-api-key (a local server accepts any string)."
             )
         judge_class = OpenAIPairJudge if self.provider == "openai" else GeminiPairJudge

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import binascii
 import json
-import os
 import random
 import re
 from datetime import UTC, datetime
@@ -23,12 +22,11 @@ from distilabel.models.llms.utils import prepare_output
 from distilabel.typing import FormattedInput, GenerateOutput
 from pydantic import BaseModel, Field, PositiveInt, PrivateAttr, SecretStr, validate_call
 
+from agfsync.providers import api_key_from_env, key_variables_text
+
 if TYPE_CHECKING:
     from google.genai import Client
     from google.genai.types import Content, GenerateContentResponse, Part
-
-API_KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-"""Where the API key is read from when none is given, first match wins."""
 
 RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses retried with backoff (the set google-genai itself retries)."""
@@ -41,11 +39,8 @@ _sleep = asyncio.sleep
 
 
 def _api_key_from_env() -> SecretStr | None:
-    for name in API_KEY_ENV_VARS:
-        value = os.getenv(name, "").strip()
-        if value:
-            return SecretStr(value)
-    return None
+    value = api_key_from_env("gemini")
+    return SecretStr(value) if value else None
 
 
 class GeminiLLM(AsyncLLM):
@@ -189,9 +184,9 @@ class GeminiLLM(AsyncLLM):
         super().load()
         api_key = self.api_key.get_secret_value().strip() if self.api_key is not None else ""
         if not api_key:
-            names = " or ".join(API_KEY_ENV_VARS)
             raise ValueError(
-                f"{type(self).__name__} needs a Gemini API key: set {names}, or pass `api_key`."
+                f"{type(self).__name__} needs a Gemini API key: set "
+                f"{key_variables_text('gemini')}, or pass `api_key`."
             )
         try:
             from google import genai

@@ -13,6 +13,7 @@ from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.prompts import prompt_id_for
 from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.steps.usage import add_token_usage
 from agfsync.text import normalize_text
 
@@ -85,7 +86,7 @@ class LoadCategories(GeneratorStep):
             start = end
 
 
-class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
+class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
     """Writes `prompts_per_category` new prompts for each category row.
 
     Each call asks the LLM for `prompts_per_call` prompts (a JSON list), showing the
@@ -94,6 +95,10 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
     the category (normalized text) are skipped. A category that falls short is
     reported as a warning in the log and in `prompt_generation_notes` of its rows;
     `agfsync generate` also prints prompts per category against the target.
+
+    Runtime parameters:
+        - `prompts_per_call`, `max_calls`.
+        - `time_limit`: seconds the step may spend on LLM calls in one run.
 
     Input columns:
         - category, category_description, category_examples, prompts_per_category.
@@ -172,9 +177,7 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin):
             if len(prompts) >= target:
                 break
             try:
-                (output,) = self.llm.generate_outputs(
-                    inputs=[chat], num_generations=1, **self.llm.get_generation_kwargs()
-                )
+                (output,) = self.ask_llm([chat])
             except Exception as error:
                 # The client has already spent its own retries; the next call tries again.
                 problems.append(f"request failed: {error}")

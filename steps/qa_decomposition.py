@@ -12,6 +12,7 @@ from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.qa import validate_qa_pairs
 from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.steps.usage import add_token_usage
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ QA_RESPONSE_SCHEMA = {
 """JSON schema of a decomposition round, for providers with native structured output."""
 
 
-class QADecomposition(Task, UpstreamSignatureMixin):
+class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
     """Decomposes each prompt into atomic yes/no questions whose answer is "yes".
 
     The LLM is asked `num_generations` times per prompt (paper: 6 rounds); every
@@ -76,6 +77,7 @@ class QADecomposition(Task, UpstreamSignatureMixin):
     Runtime parameters:
         - `num_generations`: rounds per prompt (paper: 6).
         - `max_format_retries`.
+        - `time_limit`: seconds the step may spend on LLM calls in one run.
 
     Input columns:
         - prompt (`str`): the text to decompose.
@@ -148,11 +150,7 @@ class QADecomposition(Task, UpstreamSignatureMixin):
                     groups.setdefault(missing, []).append(index)
             for missing, indices in groups.items():
                 try:
-                    outputs = self.llm.generate_outputs(
-                        inputs=[chats[index] for index in indices],
-                        num_generations=missing,
-                        **self.llm.get_generation_kwargs(),
-                    )
+                    outputs = self.ask_llm([chats[index] for index in indices], missing)
                 except Exception as error:
                     # The client has already spent its own retries (429s, 5xx,
                     # timeouts); the rows record why and the next attempt asks again.

@@ -12,6 +12,7 @@ from agfsync.categories import StyleScheme, StyleSpec, load_style_scheme
 from agfsync.prompts import prompt_id_for
 from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.llm_calls import LLMTimeLimit
 
 if TYPE_CHECKING:
     from distilabel.typing import ChatType, StepOutput
@@ -24,7 +25,7 @@ style is unmistakable, and keep it safe (nothing scary, violent or explicit).
 Reply with the rewritten prompt only: no quotes, no preamble."""
 
 
-class StylePromptRewriting(Task, UpstreamSignatureMixin):
+class StylePromptRewriting(Task, UpstreamSignatureMixin, LLMTimeLimit):
     """Rewrites each seed prompt in one style, once per complexity (the open
     image-preferences scheme: Cinematic, Photographic, Anime, ... x simplified/complex).
 
@@ -35,6 +36,7 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin):
 
     Runtime parameters:
         - `styles_file`: YAML/JSON scheme; None: the shipped image-preferences one.
+        - `time_limit`: seconds the step may spend on LLM calls in one run.
 
     Input columns:
         - prompt_id, prompt (`str`): the seed prompt.
@@ -118,11 +120,7 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin):
             for complexity in self._scheme.complexities
         ]
         try:
-            outputs = self.llm.generate_outputs(
-                inputs=[self.format_input(job) for job in jobs],
-                num_generations=1,
-                **self.llm.get_generation_kwargs(),
-            )
+            outputs = self.ask_llm([self.format_input(job) for job in jobs])
             texts = [output["generations"][0] for output in outputs]
             error = None
         except Exception as failure:

@@ -1,0 +1,111 @@
+"""Logging of every agfsync command, configured once, and secrets kept out of it.
+
+- Credentials in URLs (`http://user:password@host/v1`, as in `OPENAI_BASE_URL`) are
+  replaced by `***` in every log record of this process and of the processes it forks
+  (distilabel's step processes), and in the `pipeline.yaml` a run writes
+  (`keep_credentials_out_of_files`).
+- When standard error is not a terminal (CI, `nohup`, a log file), distilabel's log
+  lines are written plainly instead of through rich, whose 80-column layout wraps
+  tracebacks beyond reading.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the user name and password of every URL replaced by `***`."""
+    return _URL_CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def _redact_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_values(item) for item in value]
+    return value
+
+
+_installed = False
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Once per process: INFO lines of agfsync on standard error, credentials in URLs
+    redacted from every record, plain distilabel lines when not on a terminal."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    make_record = logging.getLogRecordFactory()
+
+    def redacting_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        message = record.getMessage()
+        if exc_info := record.exc_info:
+            # Exception texts carry URLs too; formatted here so they can be redacted.
+            message += "\n" + logging.Formatter().formatException(exc_info)
+            record.exc_info = None
+        if "://" in message:
+            record.msg, record.args = redact(message), None
+        elif exc_info:
+            record.msg, record.args = message, None
+        return record
+
+    logging.setLogRecordFactory(redacting_record)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    agfsync_logger = logging.getLogger("agfsync")
+    agfsync_logger.addHandler(handler)
+    agfsync_logger.setLevel(level)
+    agfsync_logger.propagate = False
+    if not sys.stderr.isatty():
+        _plain_distilabel_lines()
+
+
+class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Stands in for rich's handler in distilabel's logging setup: one line per record,
+    tracebacks as Python prints them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sys.stderr)
+
+
+def _plain_distilabel_lines() -> None:
+    import distilabel.utils.logging as distilabel_logging
+
+    distilabel_logging.RichHandler = _PlainHandler  # type: ignore[assignment,misc]
+
+
+def keep_credentials_out_of_files(pipeline: Any) -> None:
+    """The `pipeline.yaml` distilabel writes (and `agfsync publish` uploads) gets
+    redacted URLs; the run itself keeps using the real ones, also when distilabel
+    reloads the pipeline from that file to resume."""
+    originals = {}
+    for name in pipeline.dag:
+        llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
+        url = getattr(llm, "base_url", None)
+        if isinstance(url, str) and redact(url) != url:
+            originals[name] = url
+    if not originals:
+        return
+    dump = pipeline.dump
+    refresh = pipeline._refresh_pipeline_from_cache
+
+    def redacted_dump(**kwargs: Any) -> Any:
+        return _redact_values(dump(**kwargs))
+
+    def refresh_keeping_urls() -> None:
+        refresh()
+        for step_name, url in originals.items():
+            pipeline.dag.get_step(step_name)["step"].llm.base_url = url
+
+    pipeline.dump = redacted_dump
+    pipeline._refresh_pipeline_from_cache = refresh_keeping_urls
