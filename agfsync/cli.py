@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from agfsync.errors import ConfigurationError
+from agfsync.errors import AgfsyncError, ConfigurationError
+from agfsync.logs import configure_logging
 
 app = typer.Typer(
     help="Build text-to-image preference datasets with AI feedback (AGFSync) on distilabel.",
@@ -23,12 +27,39 @@ argilla_app = typer.Typer(
 )
 app.add_typer(argilla_app, name="argilla")
 console = Console(soft_wrap=True)
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        help="Write into an output folder holding files agfsync did not write (they are "
+        "kept; a name agfsync writes that is taken stops the command)."
+    ),
+]
 errors = Console(stderr=True)
 
 
 def _fail(error: Exception) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {error}", soft_wrap=True, highlight=False)
-    return typer.Exit(code=2)
+    """One line on standard error (no traceback) and the error's exit code: 2 for bad
+    input or configuration, 1 for a run or publication that failed."""
+    message = " ".join(str(error).split())
+    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True, highlight=False)
+    return typer.Exit(code=getattr(error, "exit_code", 2))
+
+
+def _stopped() -> None:
+    """Ctrl-C or SIGTERM during a run: the step processes are already stopped; what was
+    finished is on disk. Exits at once (distilabel's threads would wait otherwise)."""
+    errors.print(
+        "Stopped. Finished work is kept: run the same command again to resume.",
+        highlight=False,
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)
+
+
+@app.callback()
+def _configure() -> None:
+    configure_logging()
 
 
 @app.command()
@@ -75,6 +106,14 @@ def generate(
     use_cache: Annotated[
         bool, typer.Option(help="Resume from distilabel's cache when the same run was started.")
     ] = True,
+    overwrite: Overwrite = False,
+    llm_time_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds each LLM step may spend on calls in this run; unanswered rows "
+            "are retried by the next run [default: no limit]."
+        ),
+    ] = None,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
     from agfsync.runs import RunOptions, run_preset
@@ -93,11 +132,15 @@ def generate(
         qa_model=qa_model,
         structured_output=structured_output,
         use_cache=use_cache,
+        overwrite=overwrite,
+        llm_time_limit=llm_time_limit,
     )
     try:
         summary = run_preset(preset, output_dir, options)
-    except ConfigurationError as error:
+    except AgfsyncError as error:
         raise _fail(error) from None
+    except KeyboardInterrupt:
+        _stopped()
     console.print(
         f"[bold green]Dataset ready:[/] {summary.output_dir} "
         f"({summary.num_rows} {summary.unit}, {summary.seconds:.1f} s)"
@@ -149,6 +192,7 @@ def publish(
     retries: Annotated[
         int, typer.Option(help="Retries of transient Hub failures (exponential back-off).")
     ] = 3,
+    overwrite: Overwrite = False,
 ) -> None:
     """Publish a generated dataset to the Hugging Face Hub in one commit, with its card."""
     from agfsync.publish import publish_run
@@ -164,8 +208,9 @@ def publish(
             dry_run_dir=dry_run,
             commit_message=commit_message,
             retries=retries,
+            overwrite=overwrite,
         )
-    except ConfigurationError as error:
+    except AgfsyncError as error:
         raise _fail(error) from None
     if dry_run is not None:
         console.print(f"[bold green]Dry run:[/] {len(result.files)} files written to {dry_run}")
@@ -216,7 +261,7 @@ def argilla_push(
                 seed=seed,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
-    except ConfigurationError as error:
+    except AgfsyncError as error:
         raise _fail(error) from None
     state = "created" if result.created else "updated"
     console.print(
@@ -244,6 +289,7 @@ def argilla_pull(
     api_url: ArgillaUrl = None,
     api_key: ArgillaKey = None,
     retries: ArgillaRetries = 3,
+    overwrite: Overwrite = False,
 ) -> None:
     """Pull submitted reviews, write the reviewed dataset and print AI-human agreement."""
     from agfsync.argilla_review import ArgillaTarget, agreement_rows, pull_reviews
@@ -251,9 +297,11 @@ def argilla_pull(
 
     target = ArgillaTarget(name, workspace, api_url, api_key, retries)
     try:
-        report = pull_reviews(name, target, output_dir=out, source=source, seed=seed)
+        report = pull_reviews(
+            name, target, output_dir=out, source=source, seed=seed, overwrite=overwrite
+        )
         published = publish_run(out, repo_id) if repo_id else None
-    except ConfigurationError as error:
+    except AgfsyncError as error:
         raise _fail(error) from None
     console.print(
         f"[bold green]Reviewed dataset:[/] {out} ({report.records} pairs in Argilla, "
@@ -312,7 +360,7 @@ def estimate(
             num_images=num_images,
             questions_per_prompt=questions_per_prompt,
         )
-    except ConfigurationError as error:
+    except AgfsyncError as error:
         raise _fail(error) from None
     console.print(f"[bold]Estimate for {preset}, {prompts} prompts[/]", highlight=False)
     for step in result.llm_steps:
@@ -442,6 +490,7 @@ def evaluate_command(
     image_cache: Annotated[
         Path | None, typer.Option(help="Image cache shared between runs (default: OUT/images).")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Compare a tuned model with its base on benchmark suites; write metrics and a report."""
     from typing import Any
@@ -499,8 +548,8 @@ def evaluate_command(
             spec.model = model or spec.model
         if vqa_mode is not None:
             config.vqa.options["mode"] = vqa_mode
-        result = evaluate(config, output)
-    except (ConfigurationError, ValidationError) as error:
+        result = evaluate(config, output, overwrite=overwrite)
+    except (AgfsyncError, ValidationError) as error:
         raise _fail(error) from None
     for comparison in result.comparisons:
         if comparison.group != ALL:
@@ -526,12 +575,13 @@ def report_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Report folder (default: RUN_DIR/report).")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Render an HTML report of a preference dataset: scores, margins, categories, samples."""
     from agfsync.evaluation.report import render_dataset_report
 
     try:
-        path = render_dataset_report(run_dir, output or run_dir / "report")
-    except ConfigurationError as error:
+        path = render_dataset_report(run_dir, output or run_dir / "report", overwrite=overwrite)
+    except AgfsyncError as error:
         raise _fail(error) from None
     console.print(f"[bold green]Report:[/] {path}")

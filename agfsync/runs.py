@@ -8,8 +8,8 @@ appears once it is complete.
 from __future__ import annotations
 
 import logging
+import math
 import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,13 +19,24 @@ from typing import Any
 import datasets
 from distilabel.distiset import Distiset
 from distilabel.pipeline import Pipeline
+from distilabel.pipeline.step_wrapper import _StepWrapperException
 
 from agfsync.card import preference_card, render_prompt_card
 from agfsync.categories import load_categories
-from agfsync.dataset import MissingImageError, build_preference_dataset, write_dataset_folder
-from agfsync.errors import ConfigurationError
+from agfsync.dataset import (
+    MissingImageError,
+    build_preference_dataset,
+    check_dataset_folder,
+    write_dataset_folder,
+)
+from agfsync.errors import ConfigurationError, RunFailedError
+from agfsync.estimate import EstimateTables, estimate_run
 from agfsync.failures import row_failures
+from agfsync.logs import keep_credentials_out_of_files
+from agfsync.preflight import check_disk, check_models
+from agfsync.processes import RunLock, children_die_with_this_process, stop_promptly_on_interrupt
 from agfsync.prompts import load_prompt_records
+from agfsync.providers import api_key_from_env, key_variables_text, provider_of_llm
 from agfsync.qa import qa_statistics
 from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 from agfsync.steps.artifacts import carry_over_artifacts
@@ -50,12 +61,6 @@ WRITE_PROMPTS_STEP = "write_prompts"
 DEDUPLICATE_STEP = "deduplicate_prompts"
 DECOMPOSE_STEP = "decompose_prompts"
 
-API_KEYS = {
-    "OpenAILLM": ("OPENAI_API_KEY",),
-    "GeminiLLM": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-}
-"""Environment variables that hold each LLM class's key (any one suffices)."""
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -75,6 +80,10 @@ class RunOptions:
     structured_output: bool = True
     """False drops the presets' JSON-schema requests, for servers without support."""
     use_cache: bool = True
+    overwrite: bool = False
+    """Write into an output folder holding files agfsync did not write (they are kept)."""
+    llm_time_limit: float | None = None
+    """Seconds each LLM step may spend on calls in this run (`time_limit` of the steps)."""
 
 
 @dataclass(frozen=True)
@@ -93,32 +102,19 @@ class RunSummary:
     remain, running the same command again retries them and reuses everything else."""
 
 
-def _check_writable(output_dir: Path) -> None:
-    parent = output_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parent):
-            pass
-    except OSError as error:
-        raise ConfigurationError(
-            f"Cannot write the dataset to {output_dir} ({error.strerror}); choose a writable "
-            "--output folder."
-        ) from error
-
-
 def _check_api_keys(pipeline: Pipeline) -> None:
     """A missing key stops the run before any work, naming the variable to set."""
     for name in pipeline.dag:
         llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
-        variables = API_KEYS.get(type(llm).__name__, ())
+        provider = provider_of_llm(llm)
         if (
-            variables
+            provider is not None
             and getattr(llm, "api_key", None) is None
-            and not any(os.environ.get(variable) for variable in variables)
+            and api_key_from_env(provider.name) is None
         ):
             raise ConfigurationError(
-                f"Step {name!r} needs {' or '.join(variables)}; export it (any value works "
-                "for a local OpenAI-compatible server)."
+                f"Step {name!r} needs {key_variables_text(provider.name)}; export it (any "
+                "value works for a local OpenAI-compatible server)."
             )
 
 
@@ -156,6 +152,9 @@ def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, 
         },
         DEDUPLICATE_STEP: {"method": options.dedup_method},
     }
+    for name in pipeline.dag:
+        if getattr(pipeline.dag.get_step(name)["step"], "llm", None) is not None:
+            wanted.setdefault(name, {})["time_limit"] = options.llm_time_limit
     parameters = {}
     for step_name, values in wanted.items():
         if step_name in pipeline.dag:
@@ -165,13 +164,7 @@ def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, 
     return parameters
 
 
-def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None) -> RunSummary:
-    """Run `preset` and write its dataset to `output_dir`."""
-    from agfsync.pipelines import build_preset
-
-    options = options or RunOptions()
-    started = time.perf_counter()
-    pipeline = build_preset(preset)
+def _check_options(options: RunOptions) -> None:
     if options.num_images is not None and options.num_images < 2:
         raise ConfigurationError(
             f"--num-images {options.num_images} cannot form a pair; use 2 or more candidates "
@@ -183,25 +176,153 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     ):
         if value is not None and value < 1:
             raise ConfigurationError(f"{flag} {value} must be at least 1.")
-    makes_images = GENERATE_IMAGES_STEP in pipeline.dag
-    # Prompts from a file are counted up front (every one must come out); prompts an
-    # LLM writes are as many as it wrote. Bad input files fail here, before any call.
-    expected_rows = None
-    if LOAD_CATEGORIES_STEP in pipeline.dag:
-        load_categories(options.categories_file)
-    else:
-        expected_rows = len(load_prompt_records(options.prompts_file))
-        if options.num_prompts is not None:
-            expected_rows = min(expected_rows, options.num_prompts)
-        if not makes_images:
-            expected_rows = None
-    _check_writable(output_dir)
-    _check_api_keys(pipeline)
-    _configure_llms(pipeline, options)
+    for flag, number in (
+        ("--min-margin", options.min_margin),
+        ("--llm-time-limit", options.llm_time_limit),
+    ):
+        if number is not None and not math.isfinite(number):
+            raise ConfigurationError(f"{flag} {number} is not a number; give a finite value.")
+    if options.min_margin is not None and options.min_margin < 0:
+        raise ConfigurationError(f"--min-margin {options.min_margin} must be 0 or more.")
+    if options.llm_time_limit is not None and options.llm_time_limit <= 0:
+        raise ConfigurationError(
+            f"--llm-time-limit {options.llm_time_limit} must be a positive number of seconds."
+        )
 
+
+def _expected_prompts(pipeline: Pipeline, options: RunOptions) -> int:
+    """How many prompts the run will have: counted from the prompt file (bad input files
+    fail here, before any call), or categories x prompts per category."""
+    if LOAD_CATEGORIES_STEP in pipeline.dag:
+        loader = pipeline.dag.get_step(LOAD_CATEGORIES_STEP)["step"]
+        per_category = options.prompts_per_category or loader.prompts_per_category
+        return len(load_categories(options.categories_file)) * per_category
+    count = len(load_prompt_records(options.prompts_file))
+    return min(count, options.num_prompts) if options.num_prompts is not None else count
+
+
+def _check_disk(pipeline: Pipeline, preset: str, prompts: int, output_dir: Path) -> None:
+    """Room for the candidate images in distilabel's cache and the dataset folder, by
+    `agfsync estimate`'s figures for the preset."""
+    if GENERATE_IMAGES_STEP not in pipeline.dag:
+        return
+    tables = EstimateTables.load()
+    profile = tables.profiles.get(tables.preset_profiles.get(preset, ""))
+    if profile is None:
+        return
+    estimate = estimate_run(pipeline, preset, prompts, tables=tables)
+    check_disk(
+        {
+            pipeline._cache_dir: estimate.num_images * profile.bytes_per_image,
+            output_dir: estimate.disk_bytes,
+        },
+        hint="free some space, choose another --output (or DISTILABEL_CACHE_DIR for the "
+        "cache), or run fewer prompts",
+    )
+
+
+def _preflight(pipeline: Pipeline, preset: str, output_dir: Path, options: RunOptions) -> int:
+    """Everything that can be checked before the first model load or LLM call; returns
+    the number of prompts the run expects."""
+    _check_options(options)
+    prompts = _expected_prompts(pipeline, options)
+    check_dataset_folder(output_dir, overwrite=options.overwrite)
+    _check_api_keys(pipeline)
+    check_models(
+        need
+        for name in pipeline.dag
+        for need in getattr(pipeline.dag.get_step(name)["step"], "models_to_load", list)()
+    )
+    _check_disk(pipeline, preset, prompts, output_dir)
+    return prompts
+
+
+def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None) -> RunSummary:
+    """Run `preset` and write its dataset to `output_dir`.
+
+    validate (inputs, output folder, keys, models, disk) -> prepare (options, runtime
+    parameters, resume) -> run (one run per cache, failures named) -> write.
+    """
+    from agfsync.pipelines import build_preset
+
+    options = options or RunOptions()
+    started = time.perf_counter()
+    pipeline = build_preset(preset)
+    _configure_llms(pipeline, options)
+    keep_credentials_out_of_files(pipeline)
+    expected = _preflight(pipeline, preset, output_dir, options)
     parameters = _parameters(pipeline, options)
     # Step signatures, which locate the cache, include the runtime parameters.
     pipeline._set_runtime_parameters(parameters)
+    cache = pipeline._cache_dir / pipeline.name
+    lock = RunLock(
+        cache,
+        about={"preset": preset, "output": os.fspath(output_dir.resolve())},
+        what=f"the cache of preset {preset} ({cache})",
+    )
+    failures = StepFailures(pipeline)
+    with lock:
+        distiset = _run(pipeline, parameters, options, failures)
+        rows = _leaf_rows(distiset, pipeline)
+        outcome = RunOutcome(
+            preset=preset,
+            pipeline=pipeline,
+            options=options,
+            rows=rows,
+            output_dir=output_dir,
+            extra_files={
+                "pipeline.yaml": Path(distiset.pipeline_path or ""),
+                "pipeline.log": Path(distiset.log_filename_path or ""),
+            },
+            artifacts_dir=Path(distiset.artifacts_path) if distiset.artifacts_path else None,
+            started=started,
+            expected_prompts=expected,
+            failures=failures,
+        )
+        if GENERATE_IMAGES_STEP not in pipeline.dag:
+            return _write_text_dataset(outcome)
+        return _write_preference_dataset(outcome)
+
+
+class StepFailures:
+    """The first step that failed inside distilabel (to load, or a global step) and its
+    error, caught from distilabel's error callback, so the command can name them."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.first: str | None = None
+        callback = pipeline._error_callback
+
+        def recording(error: BaseException) -> None:
+            if self.first is None and isinstance(error, _StepWrapperException):
+                verb = "failed to load" if error.is_load_error else "failed"
+                message = str(error.subprocess_exception or error.message).strip()
+                last_line = message.splitlines()[-1] if message else type(error).__name__
+                self.first = f"step {error.step.name!r} {verb}: {last_line}"
+            callback(error)
+
+        pipeline._error_callback = recording  # type: ignore[method-assign]
+
+
+def _why_nothing(failures: StepFailures, pipeline: Pipeline, rows: datasets.Dataset | None) -> str:
+    """The cause to name when a run produced nothing usable: the step that failed, else
+    the first failure recorded on a row."""
+    if failures.first is not None:
+        return failures.first
+    writers = _column_writers(pipeline)
+    for row in rows or []:
+        for failure in row_failures(row):
+            return f"{writers.get(failure.column, 'a step')}: {failure.reason}"
+    return "no step recorded a cause (see the log above)"
+
+
+def _run(
+    pipeline: Pipeline,
+    parameters: dict[str, dict[str, Any]],
+    options: RunOptions,
+    failures: StepFailures,
+) -> Distiset:
+    """Resume bookkeeping, then `pipeline.run`; a step that fails inside distilabel is
+    named with its error."""
     if options.use_cache:
         resuming = is_unfinished(pipeline)
         discarded = discard_unfinished_work(pipeline)
@@ -211,57 +332,95 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
                 "from its images and journals (redoing: %s).",
                 ", ".join(discarded) or "the dataset only",
             )
-        if makes_images:
+        if GENERATE_IMAGES_STEP in pipeline.dag:
             carry_over_artifacts(pipeline, GENERATE_IMAGES_STEP, IMAGES_ARTIFACT)
         skip_finished_stages(pipeline)
     begin_execution(pipeline, options.use_cache)
-    distiset = pipeline.run(parameters=parameters, use_cache=options.use_cache)
-    rows = _leaf_rows(distiset, pipeline)
-    extra_files = {
-        "pipeline.yaml": Path(distiset.pipeline_path) if distiset.pipeline_path else Path(),
-        "pipeline.log": Path(distiset.log_filename_path) if distiset.log_filename_path else Path(),
-    }
-    if not makes_images:
-        if rows is None or len(rows) == 0:
-            raise ConfigurationError(
-                "The run wrote no prompts (see the log above); fix the cause and run the same "
-                "command again to resume."
-            )
-        report = _text_report(rows, pipeline, options)
-        failed = _failures(rows, pipeline)
-        write_dataset_folder(
-            rows,
-            output_dir,
-            card=lambda data_files, _folder: render_prompt_card(
-                rows,
-                preset=preset,
-                report=report,
-                load_path=os.fspath(output_dir),
-                data_files=data_files,
-            ),
-            extra_files=extra_files,
-        )
-        if not failed:
-            finish_execution(pipeline)
-        return RunSummary(
-            output_dir=output_dir.resolve(),
-            num_rows=len(rows),
-            seconds=time.perf_counter() - started,
-            unit="prompts with QA pairs",
-            report=report,
-            failures=failed,
-        )
+    children_die_with_this_process()
+    try:
+        with stop_promptly_on_interrupt(pipeline):
+            return pipeline.run(parameters=parameters, use_cache=options.use_cache)
+    except RuntimeError as error:
+        if failures.first is not None:
+            raise RunFailedError(failures.first + ".") from error
+        raise
 
-    found = 0 if rows is None else len(rows)
-    if rows is None or found == 0 or (expected_rows is not None and found != expected_rows):
-        expected = "" if expected_rows is None else f" of {expected_rows}"
-        raise ConfigurationError(
-            f"The run stopped with {found}{expected} prompts done (see the log above); fix "
-            "the cause and run the same command again to resume."
+
+@dataclass
+class RunOutcome:
+    """What `pipeline.run` left, for writing the dataset folder."""
+
+    preset: str
+    pipeline: Pipeline
+    options: RunOptions
+    rows: datasets.Dataset | None
+    output_dir: Path
+    extra_files: dict[str, Path]
+    artifacts_dir: Path | None
+    started: float
+    expected_prompts: int
+    failures: StepFailures
+
+
+def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
+    pipeline, options, rows, output_dir = (
+        outcome.pipeline,
+        outcome.options,
+        outcome.rows,
+        outcome.output_dir,
+    )
+    usable = [] if rows is None else [row for row in rows if row["prompt"] and row["qa_pairs"]]
+    if rows is None or not usable:
+        raise RunFailedError(
+            "The run wrote no prompt with QA pairs: "
+            + _why_nothing(outcome.failures, pipeline, rows)
+            + "; fix the cause and run the same command again (finished work is reused)."
         )
-    artifacts_dir = Path(distiset.artifacts_path) if distiset.artifacts_path else None
+    report = _text_report(rows, pipeline, options)
+    failed = _failures(rows, pipeline)
+    write_dataset_folder(
+        rows,
+        output_dir,
+        card=lambda data_files, _folder: render_prompt_card(
+            rows,
+            preset=outcome.preset,
+            report=report,
+            load_path=os.fspath(output_dir),
+            data_files=data_files,
+        ),
+        extra_files=outcome.extra_files,
+        overwrite=options.overwrite,
+    )
+    if not failed:
+        finish_execution(pipeline)
+    return RunSummary(
+        output_dir=output_dir.resolve(),
+        num_rows=len(rows),
+        seconds=time.perf_counter() - outcome.started,
+        unit="prompts with QA pairs",
+        report=report,
+        failures=failed,
+    )
+
+
+def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
+    pipeline, rows, output_dir = outcome.pipeline, outcome.rows, outcome.output_dir
+    expected = outcome.expected_prompts
+    found = 0 if rows is None else len(rows)
+    # Prompts from a file must all come out; prompts an LLM writes are as many as it wrote.
+    from_file = LOAD_CATEGORIES_STEP not in pipeline.dag
+    if rows is None or found == 0 or (from_file and found != expected):
+        total = f" of {expected}" if from_file else ""
+        raise RunFailedError(
+            f"The run stopped with {found}{total} prompts done: "
+            f"{_why_nothing(outcome.failures, pipeline, rows)}; fix the cause and run the "
+            "same command again to resume."
+        )
+    artifacts_dir = outcome.artifacts_dir
     if artifacts_dir is None:
-        raise ConfigurationError("The run produced no images; see the log above.")
+        raise RunFailedError(
+            f"The run produced no images: {_why_nothing(outcome.failures, pipeline, rows)}."
+        )
     failed = _failures(rows, pipeline)
     try:
         dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
@@ -269,7 +428,14 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         # The rows say done but a file is gone: the next run renders it again.
         record_steps_to_redo(pipeline, [GENERATE_IMAGES_STEP])
         raise
-    run = _run_info(preset, pipeline, options, unpaired)
+    if len(dataset) == 0:
+        reasons = Counter(str(row["pair_error"]) for row in unpaired)
+        listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+        raise RunFailedError(
+            f"No prompt got a preference pair ({len(unpaired)} prompts: {listed}); nothing "
+            "was written. Lower --min-margin, or render more candidates (--num-images)."
+        )
+    run = _run_info(outcome.preset, pipeline, outcome.options, unpaired)
 
     def write_card(data_files: list[str], folder: Path) -> str:
         run.save(folder)
@@ -281,8 +447,9 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         dataset,
         output_dir,
         card=write_card,
-        extra_files=extra_files,
+        extra_files=outcome.extra_files,
         artifacts_dir=artifacts_dir,
+        overwrite=outcome.options.overwrite,
     )
     if not failed:
         finish_execution(pipeline)
@@ -290,7 +457,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         output_dir=output_dir.resolve(),
         num_rows=len(dataset),
         num_unpaired=len(unpaired),
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - outcome.started,
         failures=failed,
     )
 
@@ -307,15 +474,20 @@ def _leaf_rows(distiset: Distiset, pipeline: Pipeline) -> datasets.Dataset | Non
     return None
 
 
-def _failures(rows: datasets.Dataset, pipeline: Pipeline) -> Counter[str]:
-    """Rows with a retryable failure, counted by the step to redo, with that step's first
-    reason as an example (`step: reason`). The steps are recorded with the execution, so
-    that the next run of the command redoes them (see `agfsync.steps.resume`)."""
-    writers = {
+def _column_writers(pipeline: Pipeline) -> dict[str, str]:
+    """The step that writes each output column."""
+    return {
         column: name
         for name in pipeline.dag
         for column in pipeline.dag.get_step(name)["step"].outputs
     }
+
+
+def _failures(rows: datasets.Dataset, pipeline: Pipeline) -> Counter[str]:
+    """Rows with a retryable failure, counted by the step to redo, with that step's first
+    reason as an example (`step: reason`). The steps are recorded with the execution, so
+    that the next run of the command redoes them (see `agfsync.steps.resume`)."""
+    writers = _column_writers(pipeline)
     failed: Counter[str] = Counter()
     examples: dict[str, str] = {}
     to_redo: set[str] = set()
