@@ -48,6 +48,9 @@ def _fail(error: Exception) -> typer.Exit:
 def _stopped() -> None:
     """Ctrl-C or SIGTERM during a run: the step processes are already stopped; what was
     finished is on disk. Exits at once (distilabel's threads would wait otherwise)."""
+    from agfsync.processes import kill_children
+
+    kill_children()  # any worker distilabel's pool started while stopping
     errors.print(
         "Stopped. Finished work is kept: run the same command again to resume.",
         highlight=False,

@@ -148,7 +148,10 @@ def build_preference_dataset(
             unpaired.append({**row, "pair_error": "the pair step failed on this row (see the log)"})
             continue
         paired.append({**row, **preference_columns(row, artifacts_dir)})
-    return datasets.Dataset.from_list(paired, features=_with_pair_features(rows.features)), unpaired
+    features = _with_pair_features(rows.features)
+    if not paired:  # `from_list` cannot type an empty list
+        return datasets.Dataset.from_dict({name: [] for name in features}, features), unpaired
+    return datasets.Dataset.from_list(paired, features=features), unpaired
 
 
 DATASET_ENTRIES = (

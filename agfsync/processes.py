@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from multiprocessing.pool import TERMINATE
 from pathlib import Path
 from typing import IO, Any
 
@@ -131,6 +132,13 @@ def children_die_with_this_process() -> None:
     os.register_at_fork(after_in_child=_die_with_main_process)
 
 
+def kill_children() -> None:
+    """SIGKILL every process this one started with multiprocessing."""
+    for child in multiprocessing.active_children():
+        with suppress(ProcessLookupError):
+            os.kill(child.pid or 0, signal.SIGKILL)
+
+
 @contextmanager
 def stop_promptly_on_interrupt(pipeline: Any) -> Iterator[None]:
     """While `pipeline.run` runs, Ctrl-C (SIGINT) and SIGTERM kill the step processes
@@ -138,9 +146,15 @@ def stop_promptly_on_interrupt(pipeline: Any) -> Iterator[None]:
     wait for the batches in flight."""
 
     def stop(signum: int, frame: Any) -> None:
-        for child in multiprocessing.active_children():
-            with suppress(ProcessLookupError):
-                os.kill(child.pid or 0, signal.SIGKILL)
+        pool = getattr(pipeline, "_pool", None)
+        if pool is not None:
+            # No new workers in place of the ones killed below.
+            pool._worker_handler._state = TERMINATE
+            # A worker killed while waiting for a task holds the pool's queue lock, so
+            # the pool's own terminate (run on the way out) would wait for it forever;
+            # the workers are gone already.
+            pool.terminate = lambda: None
+        kill_children()
         raise KeyboardInterrupt
 
     def install() -> Any:

@@ -224,7 +224,6 @@ def _check_disk(pipeline: Pipeline, preset: str, prompts: int, output_dir: Path)
 def _preflight(pipeline: Pipeline, preset: str, output_dir: Path, options: RunOptions) -> int:
     """Everything that can be checked before the first model load or LLM call; returns
     the number of prompts the run expects."""
-    _check_options(options)
     prompts = _expected_prompts(pipeline, options)
     check_dataset_folder(output_dir, overwrite=options.overwrite)
     _check_api_keys(pipeline)
@@ -250,10 +249,12 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     pipeline = build_preset(preset)
     _configure_llms(pipeline, options)
     keep_credentials_out_of_files(pipeline)
-    expected = _preflight(pipeline, preset, output_dir, options)
+    _check_options(options)
     parameters = _parameters(pipeline, options)
-    # Step signatures, which locate the cache, include the runtime parameters.
+    # Step signatures, which locate the cache, include the runtime parameters; the
+    # models a step loads may depend on them too (the dedup method).
     pipeline._set_runtime_parameters(parameters)
+    expected = _preflight(pipeline, preset, output_dir, options)
     cache = pipeline._cache_dir / pipeline.name
     lock = RunLock(
         cache,
@@ -433,7 +434,7 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
         listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
         raise RunFailedError(
             f"No prompt got a preference pair ({len(unpaired)} prompts: {listed}); nothing "
-            "was written. Lower --min-margin, or render more candidates (--num-images)."
+            "was written. Each reason is the pair step's; see the README's bad-input table."
         )
     run = _run_info(outcome.preset, pipeline, outcome.options, unpaired)
 
