@@ -42,6 +42,15 @@ def tiny_sd_path(isolated_caches: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
+def offline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dataset folder of the offline preset on 2 prompts, shared by the tests that
+    only read it (a test that changes a dataset makes its own)."""
+    from tests.helpers import generate_offline_run
+
+    return generate_offline_run(tmp_path_factory.mktemp("offline-run") / "run", 2)
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_path(isolated_caches: dict[str, str]) -> str:
     return resolve_model("tiny:clip")
 

@@ -37,7 +37,7 @@ class TestGenerateRejectsBadInput:
         bad.write_text('{"prompt": "a cat"}\n')
         code, output = _generate("--prompts", str(bad), "-o", str(tmp_path / "out"))
         assert code != 0
-        assert "Row 1" in output and "lacks category" in output
+        assert "bad.jsonl:1 lacks category" in output
 
     def test_unknown_preset(self, tmp_path: Path) -> None:
         code, output = _generate("--preset", "nonsense", "-o", str(tmp_path / "out"))

@@ -19,7 +19,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
-from agfsync.errors import ConfigurationError
+from agfsync.errors import AgfsyncError
 from agfsync.train.config import DPOTrainingConfig
 
 DESCRIPTION = """\
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, hub_token = parse_config(sys.argv[1:] if argv is None else argv)
         result = train(config, hub_token=hub_token)
-    except ConfigurationError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except AgfsyncError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return error.exit_code
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

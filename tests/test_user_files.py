@@ -1,0 +1,250 @@
+"""The user's files are sacred: agfsync replaces only folders it wrote (by its marker),
+refuses any other non-empty output folder before doing any work, and with
+`--overwrite` writes beside the user's files without touching them.
+
+Each command that takes an output folder is tried on a folder that looks like a
+user's project (a README.md among other files); the folder must come out byte for
+byte as it went in.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agfsync.cli import app
+from agfsync.errors import ConfigurationError
+from agfsync.ownership import MARKER, FolderKind, Ownership, check_output_folder, write_folder
+from tests.helpers import run_command
+
+runner = CliRunner()
+
+
+def make_project(folder: Path) -> dict[str, bytes]:
+    """A user's project: files agfsync must never lose. Returns their contents."""
+    files = {
+        "README.md": b"# my project\n",
+        "src/main.py": b"print('hello')\n",
+        "thesis.tex": b"\\documentclass{article}\n",
+    }
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return files
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
+
+
+def agfsync(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+REFUSAL = "is not empty and was not written by agfsync"
+
+
+class TestEveryCommandRefusesAUsersFolder:
+    """Before any work: nothing is loaded, nothing is written, the folder is unchanged."""
+
+    def test_generate(self, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync("generate", "--num-prompts", "2", "-o", str(tmp_path))
+        assert code == 2 and REFUSAL in output and "--overwrite" in output
+        assert contents(tmp_path) == files
+
+    def test_generate_into_the_current_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        files = make_project(tmp_path)
+        monkeypatch.chdir(tmp_path)
+        code, output = agfsync("generate", "--num-prompts", "2", "-o", ".")
+        assert code == 2 and REFUSAL in output
+        assert len(output.strip().splitlines()) == 1
+        assert contents(tmp_path) == files
+
+    def test_overwrite_never_replaces_a_users_file(self, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync("generate", "-o", str(tmp_path), "--overwrite")
+        assert code == 2 and "README.md, which agfsync did not write" in output
+        assert contents(tmp_path) == files
+
+    def test_publish_dry_run(self, offline_run: Path, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync(
+            "publish", str(offline_run), "--repo-id", "org/x", "--dry-run", str(tmp_path)
+        )
+        assert code == 2 and REFUSAL in output
+        assert contents(tmp_path) == files
+
+    def test_publish_dry_run_into_the_run_folder(self, offline_run: Path) -> None:
+        before = contents(offline_run)
+        code, output = agfsync(
+            "publish", str(offline_run), "--repo-id", "org/x", "--dry-run", str(offline_run)
+        )
+        assert code == 2 and "which this command reads" in output
+        assert contents(offline_run) == before
+
+    def test_report_into_the_dataset(self, offline_run: Path) -> None:
+        before = contents(offline_run)
+        code, output = agfsync("report", str(offline_run), "-o", str(offline_run))
+        assert code == 2 and "which this command reads" in output
+        assert contents(offline_run) == before
+
+    def test_report_into_a_users_folder(self, offline_run: Path, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync("report", str(offline_run), "-o", str(tmp_path))
+        assert code == 2 and REFUSAL in output
+        assert contents(tmp_path) == files
+
+    def test_argilla_pull_before_asking_the_server(self, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync(
+            "argilla", "pull", "pairs", "--out", str(tmp_path),
+            "--api-url", "http://127.0.0.1:9", "--api-key", "k",
+        )  # fmt: skip
+        assert code == 2 and REFUSAL in output
+        assert contents(tmp_path) == files
+
+    def test_evaluate(self, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync(
+            "evaluate", "--base", "tiny:stable-diffusion", "--tuned", "tiny:stable-diffusion",
+            "--suite", "dsg", "--prompts-per-suite", "1", "-o", str(tmp_path),
+        )  # fmt: skip
+        assert code == 2 and REFUSAL in output
+        assert contents(tmp_path) == files
+
+    def test_train(self, offline_run: Path, tmp_path: Path) -> None:
+        files = make_project(tmp_path)
+        code, output = agfsync(
+            "train", "--pretrained-model", "tiny:stable-diffusion", "--dataset",
+            str(offline_run), "--output-dir", str(tmp_path), "--max-train-steps", "1",
+        )  # fmt: skip
+        assert code == 2 and REFUSAL in output
+        assert contents(tmp_path) == files
+
+
+class TestOutputPaths:
+    def test_an_existing_file(self, tmp_path: Path) -> None:
+        (tmp_path / "notes.txt").write_text("mine")
+        code, output = agfsync("generate", "-o", str(tmp_path / "notes.txt"))
+        assert code == 2 and "is a file, not a folder" in output
+        assert (tmp_path / "notes.txt").read_text() == "mine"
+
+    def test_a_folder_nobody_may_write(self) -> None:
+        # /sys refuses new entries even to root, so this holds whoever runs the tests.
+        code, output = agfsync("generate", "-o", "/sys/agfsync-test-output")
+        assert code == 2 and "Cannot write to --output /sys/agfsync-test-output" in output
+        assert len(output.strip().splitlines()) == 1
+
+    def test_a_folder_below_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / "a-file").write_text("")
+        code, output = agfsync("generate", "-o", str(tmp_path / "a-file" / "dataset"))
+        assert code == 2 and "Cannot write to --output" in output
+
+
+class TestOwnership:
+    """The rule itself, on folders written by `write_folder`."""
+
+    @staticmethod
+    def write(target: Path, files: dict[str, str], **kwargs: object) -> None:
+        def fill(staging: Path) -> None:
+            for name, text in files.items():
+                (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                (staging / name).write_text(text)
+
+        write_folder(target, FolderKind.DATASET, fill, flag="--output", **kwargs)  # type: ignore[arg-type]
+
+    def test_a_new_folder_gets_a_marker_listing_its_files(self, tmp_path: Path) -> None:
+        self.write(tmp_path / "out", {"README.md": "card", "data/a.parquet": "rows"})
+        marker = json.loads((tmp_path / "out" / MARKER).read_text())
+        assert marker["kind"] == "dataset"
+        assert marker["entries"] == ["README.md", "data/a.parquet"]
+
+    def test_replacing_its_own_folder_deletes_only_what_it_wrote(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1", "data/old.parquet": "old"})
+        (out / "report").mkdir()  # another agfsync folder inside: kept
+        Ownership(kind=FolderKind.REPORT, entries=["index.html"]).save(out / "report")
+        (out / "report" / "index.html").write_text("report")
+        self.write(out, {"README.md": "v2", "data/new.parquet": "new"})
+        assert contents(out) == {
+            MARKER: (out / MARKER).read_bytes(),
+            "README.md": b"v2",
+            "data/new.parquet": b"new",
+            "report/index.html": b"report",
+            f"report/{MARKER}": (out / "report" / MARKER).read_bytes(),
+        }
+
+    def test_a_file_the_user_added_stops_the_replacement(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1"})
+        (out / "notes.txt").write_text("mine")
+        with pytest.raises(ConfigurationError, match="holds files agfsync did not write"):
+            self.write(out, {"README.md": "v2"})
+        assert (out / "README.md").read_text() == "v1"
+
+    def test_overwrite_writes_beside_the_users_files(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        self.write(out, {"README.md": "v1", "data/a": "1"}, overwrite=True)
+        self.write(out, {"README.md": "v2", "data/b": "2"}, overwrite=True)
+        assert (out / "notes.txt").read_text() == "mine"
+        assert sorted(contents(out)) == [MARKER, "README.md", "data/b", "notes.txt"]
+
+    def test_another_kind_is_never_replaced(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "card"})
+        with pytest.raises(ConfigurationError, match="holds an agfsync dataset, not a report"):
+            check_output_folder(out, FolderKind.REPORT, flag="-o")
+
+    def test_a_users_partial_folder_is_left_alone(self, tmp_path: Path) -> None:
+        (tmp_path / "out.partial").mkdir()
+        (tmp_path / "out.partial" / "keep.txt").write_text("mine")
+        self.write(tmp_path / "out", {"README.md": "card"})
+        assert (tmp_path / "out.partial" / "keep.txt").read_text() == "mine"
+
+    def test_a_failed_write_leaves_the_folder_and_no_staging(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1"})
+
+        def fail(staging: Path) -> None:
+            (staging / "README.md").write_text("half")
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            write_folder(out, FolderKind.DATASET, fail, flag="--output")
+        assert (out / "README.md").read_text() == "v1"
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
+
+
+class TestRunsIntoOwnedFolders:
+    """A real run (the offline preset on 2 prompts) writes beside the user's files with
+    `--overwrite`, and a re-run replaces its own dataset and nothing else."""
+
+    def test_overwrite_then_rerun(self, tmp_path: Path) -> None:
+        out = tmp_path / "mixed"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        first = run_command(
+            ["agfsync", "generate", "--num-prompts", "2", "-o", str(out), "--overwrite"], tmp_path
+        )
+        assert first.returncode == 0, first.stderr[-2000:]
+        first_shards = sorted(path.name for path in (out / "data").iterdir())
+        second = run_command(
+            ["agfsync", "generate", "--num-prompts", "3", "-o", str(out), "--overwrite"], tmp_path
+        )
+        assert second.returncode == 0, second.stderr[-2000:]
+        shards = sorted(path.name for path in (out / "data").iterdir())
+        assert len(shards) == 1 and shards != first_shards  # the old shard went
+        assert (out / "notes.txt").read_text() == "mine"
+        shutil.rmtree(out)
