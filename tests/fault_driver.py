@@ -9,6 +9,7 @@ fault counts calls within the process it fires in (one replica per step).
 import errno
 import itertools
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -106,7 +107,19 @@ def disk_full_when_writing_parquet() -> None:
     datasets.Dataset.to_parquet = to_parquet
 
 
+def no_free_disk() -> None:
+    """Every file system reports 1 MB free."""
+    usage = shutil.disk_usage
+
+    def nearly_full(path: Any) -> Any:
+        total, used, _free = usage(path)
+        return type(usage(path))(total, used, 1_000_000)
+
+    shutil.disk_usage = nearly_full  # type: ignore[assignment]
+
+
 FAULTS: dict[str, Callable[[], None]] = {
+    "no-free-disk": no_free_disk,
     "judge-fails-on-its-second-batch": judge_fails_on_its_second_batch,
     "out-of-memory-above-small-batches": out_of_memory_above_small_batches,
     "generation-out-of-memory-on-its-second-batch": generation_out_of_memory_on_its_second_batch,
