@@ -108,12 +108,12 @@ def disk_full_when_writing_parquet() -> None:
 
 
 def no_free_disk() -> None:
-    """Every file system reports 1 MB free."""
+    """Every file system reports 10 kB free."""
     usage = shutil.disk_usage
 
     def nearly_full(path: Any) -> Any:
         total, used, _free = usage(path)
-        return type(usage(path))(total, used, 1_000_000)
+        return type(usage(path))(total, used, 10_000)
 
     shutil.disk_usage = nearly_full  # type: ignore[assignment]
 
