@@ -49,7 +49,7 @@ class TestGenerateRejectsBadInput:
         blocker.write_text("")
         code, output = _generate("-o", str(blocker / "dataset"))
         assert code != 0
-        assert "Cannot write the dataset" in output and "writable --output" in output
+        assert "Cannot write to --output" in output and "choose a folder you can write to" in output
 
     @pytest.mark.parametrize("count", ["1", "0"])
     def test_fewer_than_two_candidates(self, tmp_path: Path, count: str) -> None:
