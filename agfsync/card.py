@@ -7,6 +7,8 @@ the card can load, reproduce and train on the dataset.
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,7 +158,11 @@ def render_dataset_card(
         _table(
             ["judge", "model", "weight"],
             [
-                [judge.name, f"`{judge.model or 'default'}`", f"{judge.weight:g}"]
+                [
+                    markdown_text(judge.name),
+                    markdown_text(judge.model or "default"),
+                    f"{judge.weight:g}",
+                ]
                 for judge in run.judges
             ],
         ),
@@ -198,8 +204,14 @@ def _provenance_table(stats: DatasetStatistics, run: RunInfo) -> str:
     config = stats.generation_config
     rows = [
         ["preset", f"`{run.preset}`"],
-        *[[f"LLM ({step})", f"`{model}`"] for step, model in run.llm_models.items()],
-        ["image model", ", ".join(f"`{name}`" for name in stats.image_models) or "unknown"],
+        *[
+            [f"LLM ({markdown_text(step)})", markdown_text(model)]
+            for step, model in run.llm_models.items()
+        ],
+        [
+            "image model",
+            ", ".join(markdown_text(name) for name in stats.image_models) or "unknown",
+        ],
         ["candidates per prompt (N)", str(stats.candidates_per_prompt)],
         ["embedding-noise sigma", ", ".join(f"{s:g}" for s in stats.noise_sigmas) or "none"],
         ["denoising steps", str(config.get("num_inference_steps", "default"))],
@@ -241,7 +253,9 @@ def _scores_table(stats: DatasetStatistics) -> str:
 def _unpaired_lines(stats: DatasetStatistics) -> str:
     if not stats.unpaired_reasons:
         return "Every prompt produced a pair.\n"
-    reasons = "; ".join(f"{reason} ({count})" for reason, count in stats.unpaired_reasons.items())
+    reasons = "; ".join(
+        f"{markdown_text(reason)} ({count})" for reason, count in stats.unpaired_reasons.items()
+    )
     return (
         f"{stats.num_unpaired} prompts got no pair and are not rows of this dataset "
         f"(listed with their reason in `run.json`): {reasons}.\n"
@@ -252,7 +266,7 @@ def _category_table(stats: DatasetStatistics) -> str:
     return _table(
         ["category", "prompts", "pairs"],
         [
-            [name, str(count), str(stats.pairs_per_category.get(name, 0))]
+            [markdown_text(name), str(count), str(stats.pairs_per_category.get(name, 0))]
             for name, count in stats.prompts_per_category.items()
         ],
     )
@@ -263,13 +277,24 @@ def _samples(samples: list[SamplePair]) -> str:
         return "No pairs.\n"
     rows = [
         [
-            sample.prompt.replace("|", "\\|"),
+            markdown_text(sample.prompt),
             f"![chosen]({sample.chosen}) {sample.chosen_score:.2f}",
             f"![rejected]({sample.rejected}) {sample.rejected_score:.2f}",
         ]
         for sample in samples
     ]
     return _table(["prompt", "chosen (weighted score)", "rejected (weighted score)"], rows)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
+
+
+def markdown_text(text: object) -> str:
+    """Text from data (a prompt, a category, a model name) as inert markdown on one line:
+    HTML and markdown syntax shown literally, so that it can neither break a table nor
+    add links, images or markup to the card."""
+    flat = " ".join(str(text).split())
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -390,7 +415,7 @@ def render_prompt_card(
     return PROMPT_CARD_TEMPLATE.format(
         metadata=_metadata(len(dataset), {"train": data_files}, license_id, "text-generation"),
         title=f"agfsync prompts with QA pairs ({preset})",
-        report="\n".join(f"- {line}" for line in report),
+        report="\n".join(f"- {markdown_text(line)}" for line in report),
         load_path=load_path,
     )
 

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from agfsync.errors import AgfsyncError, ConfigurationError
+from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
 from agfsync.logs import configure_logging
 
 app = typer.Typer(
@@ -196,6 +196,9 @@ def publish(
         int, typer.Option(help="Retries of transient Hub failures (exponential back-off).")
     ] = 3,
     overwrite: Overwrite = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a request to the Hub may wait for an answer.")
+    ] = 60.0,
 ) -> None:
     """Publish a generated dataset to the Hugging Face Hub in one commit, with its card."""
     from agfsync.publish import publish_run
@@ -212,6 +215,7 @@ def publish(
             commit_message=commit_message,
             retries=retries,
             overwrite=overwrite,
+            timeout=timeout,
         )
     except AgfsyncError as error:
         raise _fail(error) from None
@@ -429,6 +433,15 @@ def train(ctx: typer.Context) -> None:
     raise typer.Exit(code=main(ctx.args))
 
 
+EVALUATE_FLAGS = {
+    "suites": "--suite",
+    "tifa_question_answers": "--tifa-qa",
+    "heldout_prompts": "--heldout",
+    "num_inference_steps": "--steps",
+}
+"""Fields of the evaluation's configuration whose flag is not `--<field-name>`."""
+
+
 @app.command("evaluate")
 def evaluate_command(
     base: Annotated[str, typer.Option(help="Base model: Hub id, folder or tiny:<name>.")],
@@ -513,6 +526,11 @@ def evaluate_command(
     try:
         if vqa_mode not in (None, "answer", "probability"):
             raise ConfigurationError(f"--vqa-mode is answer or probability, not {vqa_mode!r}.")
+        if suite is not None and not all(name.strip() for name in suite.split(",")):
+            raise ConfigurationError(
+                f"--suite {suite!r} names an empty suite; give a comma-separated list of "
+                "tifa, dsg, hpsv2, vlm, heldout (or leave --suite out for dsg,hpsv2)."
+            )
         config = EvaluationConfig(
             base=base,
             tuned=tuned,
@@ -539,7 +557,7 @@ def evaluate_command(
             device=device,
             image_cache=image_cache,
             **given(
-                suites=[name.strip() for name in suite.split(",")] if suite else None,
+                suites=None if suite is None else [name.strip() for name in suite.split(",")],
                 dtype=dtype,
             ),
         )
@@ -552,8 +570,12 @@ def evaluate_command(
         if vqa_mode is not None:
             config.vqa.options["mode"] = vqa_mode
         result = evaluate(config, output, overwrite=overwrite)
-    except (AgfsyncError, ValidationError) as error:
+    except AgfsyncError as error:
         raise _fail(error) from None
+    except ValidationError as error:
+        raise _fail(ConfigurationError(describe_validation_error(error, EVALUATE_FLAGS))) from None
+    except KeyboardInterrupt:
+        _stopped()
     for comparison in result.comparisons:
         if comparison.group != ALL:
             continue

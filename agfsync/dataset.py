@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
 
 from agfsync.errors import ConfigurationError
 from agfsync.ownership import FolderKind, check_output_folder, write_folder
@@ -127,6 +130,58 @@ def pair_config_features(score_columns: list[str]) -> datasets.Features:
     for column in score_columns:
         features[column] = datasets.List(datasets.Value("float64"))
     return _with_pair_features(features, decode=False)
+
+
+def listed_shards(folder: Path, split: str = "train") -> list[Path]:
+    """The parquet shards of `split` that the folder's card lists (its `configs`), each
+    checked to lie inside the folder and to be a readable parquet file. A parquet file
+    in `data/` that the card does not list is refused rather than published (a stray
+    copy would duplicate rows)."""
+    card = folder / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8")
+        metadata = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else None
+    except (OSError, IndexError, yaml.YAMLError) as error:
+        raise ConfigurationError(
+            f"{card} is missing or its metadata cannot be read ({error}); regenerate the "
+            "dataset (`agfsync generate` with the same arguments reuses finished work)."
+        ) from None
+    listed = [
+        entry["path"]
+        for config in (metadata or {}).get("configs") or []
+        if isinstance(config, dict)
+        for entry in config.get("data_files") or []
+        if isinstance(entry, dict) and entry.get("split") == split
+    ]
+    paths = [
+        inside(folder, path)
+        for entry in listed
+        for path in ([entry] if isinstance(entry, str) else entry)
+    ]
+    if not paths:
+        raise ConfigurationError(
+            f"The card of {folder} lists no {split!r} shards; point at the output folder of "
+            "`agfsync generate`."
+        )
+    strays = sorted(
+        path.relative_to(folder).as_posix()
+        for path in (folder / "data").glob("*.parquet")
+        if path.resolve() not in paths
+    )
+    if strays:
+        raise ConfigurationError(
+            f"{folder} holds parquet files its card does not list ({', '.join(strays)}); move "
+            "them out of data/ (agfsync publishes exactly the rows its card describes)."
+        )
+    for path in paths:
+        try:
+            pq.read_metadata(path)
+        except (OSError, pa.ArrowException) as error:
+            raise ConfigurationError(
+                f"{path} is not a readable parquet file ({error}); regenerate the dataset "
+                "(`agfsync generate` with the same arguments reuses finished work)."
+            ) from None
+    return paths
 
 
 def build_preference_dataset(

@@ -31,3 +31,23 @@ class RunFailedError(AgfsyncError):
 
 class PublishError(AgfsyncError):
     """A publication (Hub, Argilla) failed; the remote side is unchanged."""
+
+
+def describe_validation_error(error: Exception, flags: dict[str, str] | None = None) -> str:
+    """A pydantic ValidationError as one readable line, `where: problem (got value)` for
+    each problem, without pydantic's documentation links. With `flags` (command-line
+    options), `where` is the field's flag (`flags[field]`, else `--field-name`);
+    without, the key path in the file (`profiles.offline.images_per_second`)."""
+    problems = []
+    for item in getattr(error, "errors", lambda: [])()[:3]:
+        location = [str(part) for part in item.get("loc", ())]
+        if flags is None:
+            where = ".".join(location) or "the file"
+        else:
+            field = location[0] if location else ""
+            where = flags.get(field) or "--" + field.replace("_", "-")
+            where += "".join(f"[{part}]" for part in location[1:])
+        got = item.get("input")
+        shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+        problems.append(f"{where}: {item.get('msg', 'invalid')}{shown}")
+    return "; ".join(problems) or str(error)

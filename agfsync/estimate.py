@@ -18,7 +18,7 @@ import yaml
 from distilabel.pipeline import Pipeline
 from pydantic import BaseModel, Field, ValidationError
 
-from agfsync.errors import ConfigurationError
+from agfsync.errors import ConfigurationError, describe_validation_error
 from agfsync.prompts import load_prompt_records
 
 PAPER_QUESTIONS_PER_PROMPT = 9.03
@@ -62,6 +62,11 @@ class EstimateTables(BaseModel):
 
     @classmethod
     def load(cls, path: Path | None = None) -> EstimateTables:
+        if path is not None and not path.is_file():
+            raise ConfigurationError(
+                f"Estimate tables {path} do not exist; pass an existing YAML file (see "
+                "agfsync/data/estimate.yaml for the format)."
+            )
         text = (
             path.read_text(encoding="utf-8")
             if path is not None
@@ -69,8 +74,14 @@ class EstimateTables(BaseModel):
         )
         try:
             return cls.model_validate(yaml.safe_load(text))
-        except (ValidationError, yaml.YAMLError) as error:
-            raise ConfigurationError(f"Invalid estimate tables {path}: {error}") from error
+        except ValidationError as error:
+            raise ConfigurationError(
+                f"Invalid estimate tables {path}: {describe_validation_error(error)}"
+            ) from None
+        except yaml.YAMLError as error:
+            raise ConfigurationError(
+                f"Invalid estimate tables {path}: not YAML ({' '.join(str(error).split())})"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,19 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
 from agfsync.card import ASSETS_DIR, preference_card
-from agfsync.dataset import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
-from agfsync.errors import ConfigurationError
+from agfsync.dataset import (
+    IMAGE_COLUMNS,
+    check_dataset_folder,
+    listed_shards,
+    write_dataset_folder,
+)
+from agfsync.errors import AgfsyncError, ConfigurationError, PublishError
 from agfsync.ownership import MARKER, FolderKind
 from agfsync.run_info import RunInfo
+from agfsync.safe_paths import inside
 
+HUB_TIMEOUT_SECONDS = 60.0
+"""How long a request to the Hub may wait for an answer before it counts as failed."""
 PUBLISHED_RUN_FILES = ("pipeline.yaml",)
 """Files of the run folder uploaded as they are (besides data, card and run.json).
 `pipeline.log` stays local: it holds machine paths and is for debugging."""
@@ -52,12 +60,7 @@ def load_run(run_dir: Path) -> tuple[datasets.Dataset, RunInfo]:
     """The preference rows and run record of an `agfsync generate` output folder,
     checked: at least one pair, and every image present and decodable."""
     run = RunInfo.load(run_dir)
-    shards = sorted((run_dir / "data").glob("*.parquet"))
-    if not shards:
-        raise ConfigurationError(
-            f"{run_dir} has no data/*.parquet shards; point at the output folder of "
-            "`agfsync generate`."
-        )
+    shards = listed_shards(run_dir)
     if sum(pq.read_metadata(path).num_rows for path in shards) == 0:
         reasons = sorted({item.reason for item in run.unpaired})
         raise ConfigurationError(
@@ -90,6 +93,23 @@ def _check_images(dataset: datasets.Dataset) -> None:
                 ) from error
 
 
+def _check_candidates(dataset: datasets.Dataset, artifacts: Path) -> None:
+    """Every candidate image the rows list is a file under `artifacts/`."""
+    missing = [
+        path
+        for paths in dataset.select_columns(["image_paths"])["image_paths"]
+        for path in paths
+        if not inside(artifacts, path).is_file()
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"--include-artifacts: {len(missing)} candidate images are missing from "
+            f"{artifacts} (first: {missing[0]}); regenerate the dataset (`agfsync generate` "
+            "with the same arguments reuses finished work) or publish without "
+            "--include-artifacts."
+        )
+
+
 def stage_publication(
     run_dir: Path,
     folder: Path,
@@ -116,6 +136,8 @@ def stage_publication(
         protected=[run_dir],
     )
     dataset, run = load_run(run_dir)
+    if include_artifacts:
+        _check_candidates(dataset, run_dir / "artifacts")
 
     def write_card(data_files: list[str], staging: Path) -> str:
         run.save(staging)
@@ -158,8 +180,10 @@ def publish_run(
     commit_message: str | None = None,
     retries: int = 3,
     overwrite: bool = False,
+    timeout: float = HUB_TIMEOUT_SECONDS,
 ) -> PublishResult:
-    """Publish `run_dir` to the dataset repo `repo_id` (or stage it in `dry_run_dir`)."""
+    """Publish `run_dir` to the dataset repo `repo_id` (or stage it in `dry_run_dir`).
+    Every request to the Hub gives up after `timeout` seconds without an answer."""
     if dry_run_dir is not None:
         files = stage_publication(
             run_dir,
@@ -176,6 +200,7 @@ def publish_run(
             "No Hugging Face token: set HF_TOKEN or pass --token (a token with write access "
             "to the repo)."
         )
+    _use_timeout(timeout)
     return _with_retries(
         lambda: _upload(
             run_dir,
@@ -188,7 +213,21 @@ def publish_run(
         ),
         repo_id=repo_id,
         retries=retries,
+        timeout=timeout,
     )
+
+
+def _use_timeout(seconds: float) -> None:
+    """huggingface_hub's shared client waits forever by default: bound every request."""
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils._http import default_client_factory
+
+    def client() -> httpx2.Client:
+        session = default_client_factory()
+        session.timeout = httpx2.Timeout(seconds, connect=min(seconds, 10.0))
+        return session
+
+    set_client_factory(client)
 
 
 def _upload(
@@ -260,21 +299,35 @@ def _upload(
 
 
 def _with_retries(
-    upload: Callable[[], PublishResult], *, repo_id: str, retries: int
+    upload: Callable[[], PublishResult], *, repo_id: str, retries: int, timeout: float
 ) -> PublishResult:
-    """Retry transient failures (network, 5xx, 429) with exponential back-off. Any
-    failure leaves the repo unchanged: the commit is the last call, and atomic."""
+    """Retry transient failures (network, timeouts, 5xx, 429) with exponential back-off.
+    Any failure leaves the repo unchanged: the commit is the last call, and atomic."""
     attempt = 0
     while True:
         try:
             return upload()
+        except AgfsyncError:
+            raise
+        except ValueError as error:  # a 200 whose body is not the Hub's JSON
+            endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+            raise PublishError(
+                f"Publishing to {repo_id} failed: {endpoint} answered with something that is "
+                f"not the Hub's API ({type(error).__name__}: {error}). No commit was made. "
+                "Check HF_ENDPOINT (and any proxy)."
+            ) from error
         except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
             response = getattr(error, "response", None)
             status = getattr(response, "status_code", None)
             transient = status is None or status == 429 or status >= 500
             if not transient or attempt >= retries:
-                reason = f"HTTP {status}: {error}" if status else f"{type(error).__name__}: {error}"
-                raise ConfigurationError(
+                if isinstance(error, httpx2.TimeoutException):
+                    reason = f"no answer within {timeout:g} s"
+                elif status:
+                    reason = f"HTTP {status}: {error}"
+                else:
+                    reason = f"{type(error).__name__}: {error}"
+                raise PublishError(
                     f"Publishing to {repo_id} failed after {attempt + 1} attempt(s) "
                     f"({reason.splitlines()[0]}). No commit was made: the repository is "
                     "unchanged. Check the token's write access, the repo id and the network "

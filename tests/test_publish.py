@@ -248,7 +248,7 @@ class TestPublishFailures:
             tmp_path,
             env,
         )
-        assert result.returncode == 2, result.stderr[-3000:]
+        assert result.returncode == 1, result.stderr[-3000:]
         assert "Publishing to org/pairs failed after 1 attempt(s)" in result.stderr
         assert "the repository is unchanged" in result.stderr
         assert "Traceback" not in result.stderr
@@ -264,7 +264,7 @@ class TestPublishFailures:
             tmp_path,
             hub_env(hub.url, tmp_path / "hf"),
         )
-        assert failed.returncode == 2
+        assert failed.returncode == 1
         assert "HTTP 500" in failed.stderr and "No commit was made" in failed.stderr
         assert hub.commit_count("org/pairs") == before
         hub.failing_commits = 1

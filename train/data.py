@@ -29,6 +29,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from datasets.exceptions import DatasetGenerationError
 from PIL import Image
 
 from agfsync.errors import ConfigurationError
@@ -156,9 +157,12 @@ def open_preference_pairs(
     """Open a Hub dataset or local folder and check its columns (no model involved)."""
     try:
         dataset = datasets.load_dataset(name, split=split, streaming=streaming)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
+    except (FileNotFoundError, ValueError, ConnectionError, DatasetGenerationError) as error:
+        # A generation error says only that something failed; its cause says what.
+        cause = error.__cause__ if isinstance(error, DatasetGenerationError) else None
+        reason = " ".join(str(cause or error).split())
         raise ConfigurationError(
-            f"Cannot load split {split!r} of dataset {name!r}: {error}"
+            f"Cannot load split {split!r} of dataset {name!r}: {reason}"
         ) from None
     features = dataset.features
     if features is None:
