@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from agfsync.ownership import STAGING_SUFFIX
 from agfsync.testing.prompt_files import write_scaled_prompts
 from tests.helpers import BIN_DIR, assert_same_dataset, run_command
 
@@ -93,8 +94,13 @@ def test_killed_runs_resume_to_the_uninterrupted_dataset(tmp_path: Path) -> None
         lambda: batches_judged(cache) >= batches_at,
         f"judging had recorded {batches_at} batches",
     )
-    partial = output.with_name(output.name + ".partial")
-    kill_when(command, cache, partial.exists, "the dataset folder was being written")
+    staging = f".{output.name}.*{STAGING_SUFFIX}"
+    kill_when(
+        command,
+        cache,
+        lambda: any(output.parent.glob(staging)),
+        "the dataset folder was being written",
+    )
     assert not output.exists()
 
     result = run_command(command, cwd=tmp_path, env={"DISTILABEL_CACHE_DIR": str(cache)})

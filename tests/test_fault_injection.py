@@ -162,7 +162,7 @@ class TestFaultsDuringARun:
         message = faulty.stderr.strip().splitlines()[-1]
         assert "Could not write the dataset to" in message
         assert "No space left on device" in message and "run the same command again" in message
-        assert not output.exists() and not output.with_name("run.partial").exists()
+        assert not output.exists() and not list(output.parent.glob(f".{output.name}.*"))
 
         run_again(output)
         assert_same_dataset(output, undisturbed)
