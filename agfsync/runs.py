@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections import Counter
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,9 +343,19 @@ def _run(
         with stop_promptly_on_interrupt(pipeline):
             return pipeline.run(parameters=parameters, use_cache=options.use_cache)
     except RuntimeError as error:
+        _stop_log_listener()
         if failures.first is not None:
             raise RunFailedError(failures.first + ".") from error
         raise
+
+
+def _stop_log_listener() -> None:
+    """distilabel stops its log thread only after a run that ended well; left running,
+    it prints a traceback at exit, after the command's own last line."""
+    from distilabel.utils.logging import stop_logging
+
+    with suppress(Exception):
+        stop_logging()
 
 
 @dataclass

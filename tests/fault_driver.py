@@ -107,6 +107,15 @@ def disk_full_when_writing_parquet() -> None:
     datasets.Dataset.to_parquet = to_parquet
 
 
+def image_model_fails_to_load() -> None:
+    """Loading the image model raises (a broken checkpoint, a driver too old)."""
+
+    def load(self: CandidateImageGenerator) -> None:
+        raise RuntimeError("simulated: the checkpoint's unet is truncated")
+
+    CandidateImageGenerator.load = load  # type: ignore[method-assign]
+
+
 def no_free_disk() -> None:
     """Every file system reports 10 kB free."""
     usage = shutil.disk_usage
@@ -120,6 +129,7 @@ def no_free_disk() -> None:
 
 FAULTS: dict[str, Callable[[], None]] = {
     "no-free-disk": no_free_disk,
+    "image-model-fails-to-load": image_model_fails_to_load,
     "judge-fails-on-its-second-batch": judge_fails_on_its_second_batch,
     "out-of-memory-above-small-batches": out_of_memory_above_small_batches,
     "generation-out-of-memory-on-its-second-batch": generation_out_of_memory_on_its_second_batch,

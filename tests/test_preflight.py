@@ -114,3 +114,33 @@ class TestNothingUsableExitsNonZero:
         message = result.stderr.strip().splitlines()[-1]
         assert "wrote no prompt with QA pairs" in message and "write_prompts" in message
         assert "400" in message and not (tmp_path / "out").exists()
+
+
+class TestAFailedStepIsNamed:
+    def test_the_last_line_names_the_step_and_its_error(self, tmp_path: Path) -> None:
+        result = run_command(
+            ["python", "-m", "tests.fault_driver", "image-model-fails-to-load", "generate",
+             "-o", str(tmp_path / "out"), "--num-prompts", "2"],
+            REPO_ROOT,
+            {"DISTILABEL_CACHE_DIR": str(tmp_path / "cache")},
+        )  # fmt: skip
+        assert result.returncode == 1
+        last = result.stderr.strip().splitlines()[-1]
+        assert "step 'generate_images' failed to load" in last
+        assert "the checkpoint's unet is truncated" in last
+        assert "see the log above" not in last
+
+    def test_logs_are_plain_lines_without_a_terminal(self, tmp_path: Path) -> None:
+        """Captured output (CI, nohup) has distilabel's lines unwrapped, no rich boxes."""
+        result = run_command(
+            ["python", "-m", "tests.fault_driver", "image-model-fails-to-load", "generate",
+             "-o", str(tmp_path / "out"), "--num-prompts", "2"],
+            REPO_ROOT,
+            {"DISTILABEL_CACHE_DIR": str(tmp_path / "cache")},
+        )  # fmt: skip
+        lines = result.stderr.splitlines()
+        assert any(line.startswith("['distilabel.pipeline']") for line in lines)
+        assert not any(char in result.stderr for char in "│╭╰")
+        assert any(
+            "RuntimeError: simulated: the checkpoint's unet is truncated" in line for line in lines
+        )

@@ -2,13 +2,17 @@
 cache and logs, the dataset and card, a publish, the Argilla records and a training
 run are scanned for fake keys set throughout."""
 
+import json
 import uuid
 from pathlib import Path
 
 import argilla as rg
+from pytest_httpserver import HTTPServer
 
 from tests.argilla_server.fixture import ArgillaServer
 from tests.helpers import run_command
+from tests.openai_server import ScriptedChatCompletions
+from tests.test_text_preset import yes_questions
 
 FAKE_KEYS = {
     "OPENAI_API_KEY": "sk-agfsync-FAKE-openai-1f2e3d",
@@ -60,3 +64,44 @@ def test_no_produced_file_holds_a_secret(argilla_server: ArgillaServer, tmp_path
     records = [str(record.to_dict()) for record in dataset.records]
     assert len(records) == 4
     assert not any(key in record for record in records for key in FAKE_KEYS.values())
+
+
+def test_credentials_in_a_base_url_are_never_written(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    """`OPENAI_BASE_URL=http://user:password@host/v1` (a proxy with basic auth): the run
+    uses it, and neither the cache, the dataset (pipeline.yaml, pipeline.log) nor the
+    output hold the password; a second run, which distilabel resumes from the cached
+    pipeline.yaml, still reaches the server."""
+    password = "pw-FAKE-9e8d7c"
+    completions = ScriptedChatCompletions(
+        [lambda body: json.dumps(yes_questions(["fox"]) if "Description" in str(body) else
+                                 ["a red fox in the snow at dawn"])]
+    )  # fmt: skip
+    url = completions.install(httpserver).replace("http://", f"http://agfsync:{password}@")
+    (tmp_path / "categories.yaml").write_text(
+        '- name: Animals\n  description: animals\n  examples: ["a fox"]\n'
+    )
+    env = {
+        "OPENAI_BASE_URL": url,
+        "OPENAI_API_KEY": FAKE_KEYS["OPENAI_API_KEY"],
+        "DISTILABEL_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    command = [
+        "agfsync", "generate", "--preset", "text-openai", "-o", "out", "--dedup", "minhash",
+        "--categories", "categories.yaml", "--prompts-per-category", "1",
+    ]  # fmt: skip
+    outputs = []
+    for _ in range(2):
+        result = run_command(command, tmp_path, env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout + result.stderr)
+    assert completions.requests  # the run did talk to the server
+    assert (tmp_path / "out" / "pipeline.yaml").is_file()
+    assert "http://***@" in (tmp_path / "out" / "pipeline.yaml").read_text()
+    leaks = [
+        str(path)
+        for path in tmp_path.rglob("*")
+        if path.is_file() and password.encode() in path.read_bytes()
+    ]
+    assert leaks == [] and not any(password in output for output in outputs)
