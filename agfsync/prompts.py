@@ -84,6 +84,8 @@ def _json_type(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "an object"
+    if isinstance(value, str):
+        return "text"
     return type(value).__name__
 
 

@@ -217,17 +217,36 @@ def publish_run(
     )
 
 
+class _BoundedTransport(httpx2.HTTPTransport):
+    """Gives every request a timeout: huggingface_hub passes `timeout=None` (wait
+    forever) explicitly, which overrides a client's own timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        given = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: given.get(phase)
+            or (min(self.seconds, 10.0) if phase == "connect" else self.seconds)
+            for phase in ("connect", "read", "write", "pool")
+        }
+        return super().handle_request(request)
+
+
 def _use_timeout(seconds: float) -> None:
-    """huggingface_hub's shared client waits forever by default: bound every request."""
+    """Bound every request huggingface_hub makes from now on in this process."""
     from huggingface_hub import set_client_factory
-    from huggingface_hub.utils._http import default_client_factory
+    from huggingface_hub.utils._http import hf_request_event_hook
 
-    def client() -> httpx2.Client:
-        session = default_client_factory()
-        session.timeout = httpx2.Timeout(seconds, connect=min(seconds, 10.0))
-        return session
-
-    set_client_factory(client)
+    set_client_factory(
+        lambda: httpx2.Client(
+            transport=_BoundedTransport(seconds),
+            event_hooks={"request": [hf_request_event_hook]},
+            follow_redirects=True,
+        )
+    )
 
 
 def _upload(

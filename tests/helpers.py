@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
@@ -63,3 +64,10 @@ def assert_same_dataset(produced: Path, expected: Path) -> None:
     ]
     for produced_image, expected_image in zip(produced_images, expected_images, strict=True):
         assert produced_image.read_bytes() == expected_image.read_bytes(), produced_image
+
+
+def card_listing(files: list[str], folder: Path) -> str:
+    """A minimal dataset card whose metadata lists `files` as the train split (the
+    `card` argument of `agfsync.dataset.write_dataset_folder`)."""
+    config = {"config_name": "default", "data_files": [{"split": "train", "path": files}]}
+    return "---\n" + yaml.safe_dump({"configs": [config]}) + "---\n"

@@ -61,3 +61,147 @@ class TestGenerateRejectsBadInput:
     def test_errors_are_one_line(self, tmp_path: Path) -> None:
         _, output = _generate("--preset", "nonsense", "-o", str(tmp_path / "out"))
         assert len(output.strip().splitlines()) == 1
+
+
+def _prompt_file(tmp_path: Path, content: bytes, name: str = "prompts.jsonl") -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+class TestPromptFiles:
+    """Each bad file: exit 2, one line naming the file and line, no output folder."""
+
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (
+                '{"prompt": "un café crème", "category": "food"}\n'.encode("latin-1"),
+                "prompts.jsonl:1 is not UTF-8 text (byte 0xe9); save the file as UTF-8",
+            ),
+            (b'["a cat", "animals"]\n', "prompts.jsonl:1 is a list, not a JSON object"),
+            (
+                b'{"prompt": 42, "category": "c"}\n',
+                "prompts.jsonl:1: prompt must be text, not a number",
+            ),
+            (
+                b'{"prompt": ["a"], "category": "c"}\n',
+                "prompts.jsonl:1: prompt must be text, not a list",
+            ),
+            (b'{"prompt": "   ", "category": "c"}\n', "prompts.jsonl:1 lacks prompt"),
+            (b'{"prompt": "a cat", "category": " \\t"}\n', "prompts.jsonl:1 lacks category"),
+            (
+                b'{"prompt": "a cat", "category": "c", "qa_pairs": "yes"}\n',
+                "prompts.jsonl:1: qa_pairs must be a list of question objects, not text",
+            ),
+            (
+                b'{"prompt": "a", "category": "c", "prompt_id": ["a"]}\n',
+                "prompt_id must be text or an integer, not a list",
+            ),
+            (b'\n\n{"prompt": "a", "category": "c"\n', "prompts.jsonl:3 is not valid JSON"),
+        ],
+    )
+    def test_refused_with_its_line(self, tmp_path: Path, content: bytes, expected: str) -> None:
+        code, output = _generate(
+            "--prompts", _prompt_file(tmp_path, content), "-o", str(tmp_path / "out")
+        )
+        assert code == 2
+        assert expected in output
+        assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
+        assert not (tmp_path / "out").exists()
+
+    def test_null_qa_pairs_read_as_none(self, tmp_path: Path) -> None:
+        from agfsync.prompts import load_prompt_records
+
+        path = _prompt_file(tmp_path, b'{"prompt": "a cat", "category": "c", "qa_pairs": null}\n')
+        assert load_prompt_records(path)[0]["qa_pairs"] == []
+
+    def test_a_folder_given_as_the_prompt_file(self, tmp_path: Path) -> None:
+        code, output = _generate("--prompts", str(tmp_path), "-o", str(tmp_path / "out"))
+        assert code == 2 and "is a folder; pass a JSONL file" in output
+
+
+class TestOptions:
+    @pytest.mark.parametrize(
+        ("args", "expected"),
+        [
+            (["--min-margin", "nan"], "--min-margin nan is not a number"),
+            (["--min-margin", "-1"], "--min-margin -1.0 must be 0 or more"),
+            (["--llm-time-limit", "0"], "--llm-time-limit 0.0 must be a positive number"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, args: list[str], expected: str) -> None:
+        code, output = _generate(*args, "-o", str(tmp_path / "out"))
+        assert code == 2 and expected in output
+
+    @pytest.mark.parametrize(
+        ("suite", "expected"),
+        [
+            (
+                "bogus",
+                "--suite[0]: Input should be 'tifa', 'dsg', 'hpsv2', 'vlm' or 'heldout' "
+                "(got 'bogus')",
+            ),
+            ("", "--suite '' names an empty suite"),
+            ("dsg,", "--suite 'dsg,' names an empty suite"),
+        ],
+    )
+    def test_evaluate_suites(self, tmp_path: Path, suite: str, expected: str) -> None:
+        result = runner.invoke(
+            app,
+            ["evaluate", "--base", "tiny:stable-diffusion", "--tuned", "tiny:stable-diffusion",
+             "--suite", suite, "-o", str(tmp_path / "eval")],
+        )  # fmt: skip
+        assert result.exit_code == 2 and expected in result.output
+        assert "errors.pydantic.dev" not in result.output and not (tmp_path / "eval").exists()
+
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            ("profiles: 3\n", "profiles: Input should be a valid dictionary (got 3)"),
+            ("a: [\n", "not YAML"),
+        ],
+    )
+    def test_estimate_tables(self, tmp_path: Path, content: str, expected: str) -> None:
+        tables = tmp_path / "tables.yaml"
+        tables.write_text(content)
+        result = runner.invoke(
+            app, ["estimate", "--preset", "offline", "--prompts", "10", "--tables", str(tables)]
+        )
+        assert result.exit_code == 2 and expected in result.output
+        assert "errors.pydantic.dev" not in result.output
+
+    def test_estimate_tables_missing(self, tmp_path: Path) -> None:
+        result = runner.invoke(
+            app, ["estimate", "--preset", "offline", "--prompts", "10", "--tables", "nope.yaml"]
+        )
+        assert result.exit_code == 2 and "Estimate tables nope.yaml do not exist" in result.output
+
+
+class TestRunsWithNothingUsable:
+    def test_a_run_in_which_no_prompt_gets_a_pair(self, tmp_path: Path) -> None:
+        from tests.helpers import run_command
+
+        result = run_command(
+            ["agfsync", "generate", "--num-prompts", "2", "--min-margin", "1000", "-o", "out"],
+            tmp_path,
+        )
+        assert result.returncode == 1
+        message = result.stderr.strip().splitlines()[-1]
+        assert "No prompt got a preference pair (2 prompts: " in message
+        assert "is below the minimum of 1000" in message
+        assert "nothing was written" in message and not (tmp_path / "out").exists()
+        assert "Keys mismatch" not in result.stderr
+
+
+class TestTrainAndPublishInputs:
+    def test_train_on_a_folder_without_pairs(self, tmp_path: Path) -> None:
+        (tmp_path / "empty").mkdir()
+        result = runner.invoke(
+            app,
+            ["train", "--pretrained-model", "tiny:stable-diffusion", "--dataset",
+             str(tmp_path / "empty"), "--output-dir", str(tmp_path / "trained")],
+        )  # fmt: skip
+        assert result.exit_code == 2
+        assert "Cannot load split 'train' of dataset" in result.output
+        assert "Traceback" not in result.output

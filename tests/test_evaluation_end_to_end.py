@@ -28,7 +28,7 @@ from agfsync.evaluation.run import parse_scorer
 from agfsync.evaluation.suites import HPSV2_STYLES, TIFA_SAMPLE_QUESTION_ANSWERS
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
 from agfsync.run_info import RunInfo
-from tests.helpers import REPO_ROOT, run_command
+from tests.helpers import REPO_ROOT, card_listing, run_command
 from tests.openai_server import ScriptedChatCompletions
 from tests.test_evaluation_generate import make_tiny_lora
 
@@ -393,7 +393,7 @@ def dataset_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     pairs, _ = build_preference_dataset(datasets.Dataset.from_list(rows), artifacts)
     run_dir = root / "run"
-    write_dataset_folder(pairs, run_dir, card=lambda files, folder: "card")
+    write_dataset_folder(pairs, run_dir, card=card_listing)
     RunInfo(preset="offline", seed=0).save(run_dir)
     return run_dir
 

@@ -8,9 +8,12 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +21,12 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from pytest_httpserver import HTTPServer
 
 from agfsync.dataset import write_dataset_folder
+from agfsync.ownership import MARKER
 from agfsync.run_info import RunInfo, UnpairedPrompt
-from tests.helpers import REPO_ROOT, closed_port, generate_offline_run, run_command
+from tests.helpers import REPO_ROOT, card_listing, closed_port, generate_offline_run, run_command
 from tests.hub_server import HubServer
 
 TOKEN = "hf_test_secret_token_4242"
@@ -210,7 +215,7 @@ class TestPublish:
         written = {
             path.relative_to(dry).as_posix(): path.read_bytes()
             for path in dry.rglob("*")
-            if path.is_file()
+            if path.is_file() and path.name != MARKER  # agfsync's own, never uploaded
         }
         assert set(written) == set(uploaded)
         for path in ("README.md", "run.json", "pipeline.yaml"):
@@ -304,7 +309,7 @@ class TestPublishFailures:
     def test_a_run_without_pairs_is_refused(self, run_dir: Path, tmp_path: Path) -> None:
         empty = tmp_path / "empty"
         rows = local_rows(run_dir).select([])
-        write_dataset_folder(rows, empty, card=lambda files, folder: "card")
+        write_dataset_folder(rows, empty, card=card_listing)
         RunInfo(
             preset="offline",
             seed=0,
@@ -326,9 +331,9 @@ class TestPublishFailures:
             return row
 
         rows = rows.map(corrupt, with_indices=True)
-        shutil.rmtree(broken / "data")
-        (broken / "data").mkdir()
-        rows.to_parquet(broken / "data" / "train-00000-of-00001-0.parquet")
+        (shard,) = (broken / "data").glob("*.parquet")
+        rows.to_parquet(broken / "shard.parquet")
+        (broken / "shard.parquet").replace(shard)
         result = dry_run(broken, tmp_path)
         assert result.returncode == 2
         assert f"Image `jpg_0` of prompt {bad_id!r} is missing or unreadable" in result.stderr
@@ -384,3 +389,78 @@ def test_distilabel_pipeline_run_pushes_the_pair_config_with_embedded_images(
         assert column in loaded["columns"]
     assert loaded["card"]["configs"][0]["config_name"] == "default"
     assert "10 pairs, 0 ties removed" in train_by_repo_id("org/raw", hub, tmp_path)
+
+
+class TestPublishBadInput:
+    def test_a_truncated_shard_is_refused_before_staging(
+        self, run_dir: Path, tmp_path: Path
+    ) -> None:
+        broken = tmp_path / "broken"
+        shutil.copytree(run_dir, broken)
+        (shard,) = (broken / "data").glob("*.parquet")
+        shard.write_bytes(shard.read_bytes()[:2000])
+        result = dry_run(broken, tmp_path)
+        assert result.returncode == 2
+        assert f"{shard.name} is not a readable parquet file" in result.stderr
+        assert "ArrowInvalid" not in result.stderr and not (tmp_path / "d").exists()
+
+    def test_a_stray_shard_is_refused(self, run_dir: Path, tmp_path: Path) -> None:
+        doubled = tmp_path / "doubled"
+        shutil.copytree(run_dir, doubled)
+        (shard,) = (doubled / "data").glob("*.parquet")
+        shutil.copyfile(shard, doubled / "data" / "train-copy.parquet")
+        result = dry_run(doubled, tmp_path)
+        assert result.returncode == 2
+        assert "holds parquet files its card does not list (data/train-copy.parquet)" in (
+            result.stderr
+        )
+
+    def test_a_missing_candidate_with_include_artifacts(
+        self, run_dir: Path, tmp_path: Path
+    ) -> None:
+        partial = tmp_path / "partial"
+        shutil.copytree(run_dir, partial)
+        victim = sorted((partial / "artifacts").rglob("*.png"))[0]
+        victim.unlink()
+        result = run_command(
+            ["agfsync", "publish", str(partial), "--repo-id", "o/n", "--include-artifacts",
+             "--dry-run", str(tmp_path / "d")],
+            tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert "--include-artifacts: 1 candidate images are missing" in result.stderr
+        assert victim.name in result.stderr
+
+    def test_a_hub_that_answers_html(
+        self, run_dir: Path, httpserver: HTTPServer, tmp_path: Path
+    ) -> None:
+        httpserver.expect_request(re.compile(".*")).respond_with_data(
+            "<html>proxy login</html>", content_type="text/html"
+        )
+        result = run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"],
+            tmp_path,
+            hub_env(httpserver.url_for("").rstrip("/"), tmp_path / "hf"),
+        )
+        assert result.returncode == 1
+        message = result.stderr.strip().splitlines()[-1]
+        assert "answered with something that is not the Hub's API" in message
+        assert "Traceback" not in result.stderr
+
+    def test_a_hub_that_never_answers(self, run_dir: Path, tmp_path: Path) -> None:
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections (the backlog), never answers
+        try:
+            started = time.monotonic()
+            result = run_command(
+                ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries",
+                 "0", "--timeout", "2"],
+                tmp_path,
+                hub_env(f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path / "hf"),
+            )  # fmt: skip
+        finally:
+            silent.close()
+        assert time.monotonic() - started < 60
+        assert result.returncode == 1
+        assert "no answer within 2 s" in result.stderr.strip().splitlines()[-1]
