@@ -7,6 +7,7 @@ it plus a digest (`agfsync.safe_paths.path_component`), recorded in `image_paths
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -148,3 +149,38 @@ class TestHostileIdsEndToEnd:
                 assert (artifacts / relative).resolve().is_relative_to(artifacts)
             chosen = Image.open(io.BytesIO(row["jpg_0"]["bytes"])).convert("RGB")
             assert chosen.tobytes() != stranger.resize(chosen.size).tobytes()
+
+
+class TestTextFromDataInTheCard:
+    """HTML, markdown table syntax and newlines in a prompt or a category are shown
+    literally on the card, on one line, and break none of its tables."""
+
+    def test_card_cells_are_inert(self, tmp_path: Path) -> None:
+        sample = load_prompt_records()[:2]
+        hostile = [
+            {
+                "prompt_id": "html",
+                "prompt": 'A cat <img src=x onerror="alert(1)"> | col | ![x](http://evil/x.png)',
+                "category": "Cats | <b>bold</b>\nsecond line",
+                "qa_pairs": sample[0]["qa_pairs"],
+            },
+            {**{k: sample[1][k] for k in ("prompt", "category", "qa_pairs")}, "prompt_id": "ok"},
+        ]
+        prompts = write_jsonl(tmp_path / "hostile.jsonl", hostile)
+        result = run_command(
+            ["agfsync", "generate", "--prompts", str(prompts), "-o", str(tmp_path / "out")],
+            tmp_path,
+            {"DISTILABEL_CACHE_DIR": str(tmp_path / "cache")},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        card = (tmp_path / "out" / "README.md").read_text()
+        assert "<img" not in card and "<b>" not in card
+        assert not re.search(r"(?<!\\)\]\(http://evil", card)  # no link or image made
+        assert (
+            "&lt;img src=x onerror=" in card
+            and "Cats \\| &lt;b&gt;bold&lt;/b&gt; second line" in card
+        )
+        for table in card.split("\n\n"):
+            rows = [line for line in table.splitlines() if line.startswith("|")]
+            cells = {len(re.split(r"(?<!\\)\|", row)) for row in rows}
+            assert len(cells) <= 1, table  # every row of a table has the same cells
