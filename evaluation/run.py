@@ -41,6 +41,7 @@ from agfsync.evaluation.report import write_report
 from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
 from agfsync.ownership import FolderKind, claim_folder
+from agfsync.preflight import ModelNeed, check_models
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
 
@@ -132,6 +133,22 @@ class PairedImages:
             yield entries[start : start + size]
 
 
+def _models_to_load(
+    config: EvaluationConfig, models: dict[ModelRole, ModelUnderTest]
+) -> list[ModelNeed]:
+    """Every model the evaluation will load (the judges of the chosen suites only), for
+    the check before any image is rendered."""
+    needs = [ModelNeed(models["base"].model, "--base"), ModelNeed(models["tuned"].model, "--tuned")]
+    names = set(config.suites)
+    judges = [(config.vqa, "--vqa-model")] if names & {"tifa", "dsg", "heldout"} else []
+    if names & set(IMAGE_SCORE_SUITES):
+        judges += [(config.clip, "--clip-model"), (config.aesthetic, "--aesthetic-model")]
+        judges += [(spec, f"--scorer {spec.name}") for spec in config.extra_scorers]
+    for spec, flag in judges:
+        needs += [ModelNeed(reference, flag) for reference in spec.model_references()]
+    return needs
+
+
 EVALUATION_ENTRIES = (METRICS_FILE, OBSERVATIONS_FILE, "images/", "report/")
 """The names an evaluation folder of agfsync holds."""
 
@@ -156,6 +173,7 @@ def evaluate(
         "base": ModelUnderTest(config.base),
         "tuned": ModelUnderTest.tuned(config.tuned, config.base),
     }
+    check_models(_models_to_load(config, models))
     claim_folder(
         out_dir,
         FolderKind.EVALUATION,

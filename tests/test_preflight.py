@@ -146,3 +146,35 @@ class TestAFailedStepIsNamed:
             "failed: simulated: the checkpoint's unet is truncated"
         ) in lines
         assert "Traceback" not in result.stderr
+
+
+class TestTrainAndEvaluateCheckTheirModels:
+    def test_evaluate(self, tmp_path: Path) -> None:
+        from typer.testing import CliRunner
+
+        from agfsync.cli import app
+
+        result = CliRunner().invoke(
+            app,
+            ["evaluate", "--base", "tiny:stable-diffusion", "--tuned", "tiny:stable-diffusion",
+             "--suite", "dsg", "--vqa-model", "org/vqa-not-cached", "-o", str(tmp_path / "e")],
+        )  # fmt: skip
+        assert result.exit_code == 2
+        assert "Model org/vqa-not-cached (--vqa-model) is not in the Hugging Face cache" in (
+            result.output
+        )
+        assert not (tmp_path / "e").exists()
+
+    def test_train(self, offline_run: Path, tmp_path: Path) -> None:
+        from typer.testing import CliRunner
+
+        from agfsync.cli import app
+
+        result = CliRunner().invoke(
+            app,
+            ["train", "--pretrained-model", str(tmp_path / "no-model"), "--dataset",
+             str(offline_run), "--output-dir", str(tmp_path / "t")],
+        )  # fmt: skip
+        assert result.exit_code == 2
+        assert "(--pretrained-model) does not exist" in result.output
+        assert not (tmp_path / "t").exists()

@@ -24,6 +24,7 @@ from accelerate.logging import get_logger
 
 from agfsync.errors import ConfigurationError
 from agfsync.ownership import FolderKind, check_output_folder, claim_folder
+from agfsync.preflight import ModelNeed, check_model
 from agfsync.train.config import DPOTrainingConfig
 from agfsync.train.data import (
     BatchPlan,
@@ -168,6 +169,7 @@ class DPOTrainer:
             overwrite=config.overwrite,
             reserved=TRAINING_ENTRIES,
         )
+        check_model(ModelNeed(config.pretrained_model, "--pretrained-model"))
         self.pairs: PreferencePairs = open_preference_pairs(
             config.dataset,
             split=config.split,
