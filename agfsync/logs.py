@@ -60,12 +60,15 @@ def configure_logging(level: int = logging.INFO) -> None:
         return record
 
     logging.setLogRecordFactory(redacting_record)
+    # On the root logger: while a pipeline runs, distilabel replaces the root's handlers
+    # with its queue (into pipeline.log and the terminal), and agfsync's records, from
+    # any process, follow them there. Other libraries stay at WARNING.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    agfsync_logger = logging.getLogger("agfsync")
-    agfsync_logger.addHandler(handler)
-    agfsync_logger.setLevel(level)
-    agfsync_logger.propagate = False
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("agfsync").setLevel(level)
     if not sys.stderr.isatty():
         _plain_distilabel_lines()
 

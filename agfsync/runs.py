@@ -292,7 +292,9 @@ class StepFailures:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.first: str | None = None
-        callback = pipeline._error_callback
+        callback = getattr(pipeline, "_error_callback", None)
+        if callback is None:  # RayPipeline reports failures its own way
+            return
 
         def recording(error: BaseException) -> None:
             if self.first is None and isinstance(error, _StepWrapperException):
@@ -381,6 +383,8 @@ def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
         outcome.rows,
         outcome.output_dir,
     )
+    # Recorded first: the next run redoes the failed steps, also when nothing came out.
+    failed = Counter[str]() if rows is None else _failures(rows, pipeline)
     usable = [] if rows is None else [row for row in rows if row["prompt"] and row["qa_pairs"]]
     if rows is None or not usable:
         raise RunFailedError(
@@ -389,7 +393,6 @@ def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
             + "; fix the cause and run the same command again (finished work is reused)."
         )
     report = _text_report(rows, pipeline, options)
-    failed = _failures(rows, pipeline)
     write_dataset_folder(
         rows,
         output_dir,
@@ -418,6 +421,8 @@ def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
 def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
     pipeline, rows, output_dir = outcome.pipeline, outcome.rows, outcome.output_dir
     expected = outcome.expected_prompts
+    # Recorded first: the next run redoes the failed steps, also when nothing came out.
+    failed = Counter[str]() if rows is None else _failures(rows, pipeline)
     found = 0 if rows is None else len(rows)
     # Prompts from a file must all come out; prompts an LLM writes are as many as it wrote.
     from_file = LOAD_CATEGORIES_STEP not in pipeline.dag
@@ -433,7 +438,6 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
         raise RunFailedError(
             f"The run produced no images: {_why_nothing(outcome.failures, pipeline, rows)}."
         )
-    failed = _failures(rows, pipeline)
     try:
         dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
     except MissingImageError:

@@ -10,6 +10,7 @@ identical re-run still resumes from the cache.
 """
 
 import hashlib
+from pathlib import Path
 
 from distilabel.constants import STEP_ATTR_NAME
 from distilabel.mixins.signature import SignatureMixin
@@ -34,3 +35,24 @@ class UpstreamSignatureMixin(SignatureMixin):
             )
         parts = [super().signature, *self._upstream_signatures]
         return hashlib.sha1("-".join(parts).encode()).hexdigest()
+
+
+class FileContentsSignatureMixin(SignatureMixin):
+    """A signature that also covers the contents of the files a step reads.
+
+    A step's attributes hold a file's path, not its contents: editing a prompt file and
+    running the same command again would reuse what the old contents produced. The
+    step lists the files it reads (`signature_files`); their bytes are hashed into its
+    signature (and so, through `UpstreamSignatureMixin`, into every later step's).
+    """
+
+    @property
+    def signature_files(self) -> list[Path]:
+        raise NotImplementedError
+
+    @property
+    def signature(self) -> str:
+        digest = hashlib.sha1(super().signature.encode())
+        for path in self.signature_files:
+            digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+        return digest.hexdigest()

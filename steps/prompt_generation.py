@@ -1,6 +1,7 @@
 """The prompt stage: an LLM writes new prompts for each category."""
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
@@ -8,11 +9,11 @@ from distilabel.steps import GeneratorStep, StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field, PrivateAttr
 
-from agfsync.categories import load_categories
+from agfsync.categories import AGFSYNC_CATEGORIES_PATH, load_categories
 from agfsync.llm_json import MalformedOutputError, parse_json_list
 from agfsync.prompts import prompt_id_for
 from agfsync.steps.artifacts import recorded_or_computed
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.steps.usage import add_token_usage
 from agfsync.text import normalize_text
@@ -37,7 +38,7 @@ PROMPTS_RESPONSE_SCHEMA = {
 """JSON schema of a prompt-writing reply, for providers with native structured output."""
 
 
-class LoadCategories(GeneratorStep):
+class LoadCategories(GeneratorStep, FileContentsSignatureMixin):
     """Emits one row per prompt category, read from a YAML/JSON file (default: the
     12 AGFSync categories with 5 examples each).
 
@@ -61,6 +62,10 @@ class LoadCategories(GeneratorStep):
     )
 
     _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    @property
+    def signature_files(self) -> list[Path]:
+        return [Path(self.categories_file) if self.categories_file else AGFSYNC_CATEGORIES_PATH]
 
     def load(self) -> None:
         super().load()

@@ -1,12 +1,14 @@
 """Loading prompts (with their QA pairs) from a file into a pipeline."""
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import GeneratorStep
 from pydantic import Field, PrivateAttr
 
-from agfsync.prompts import load_prompt_records
+from agfsync.prompts import SAMPLE_PROMPTS_PATH, load_prompt_records
+from agfsync.steps.cache import FileContentsSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import GeneratorStepOutput
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 PROMPT_COLUMNS = ["prompt_id", "prompt", "category", "prompt_model", "qa_pairs"]
 
 
-class LoadPrompts(GeneratorStep):
+class LoadPrompts(GeneratorStep, FileContentsSignatureMixin):
     """Loads prompts and their question–answer pairs from a JSONL or JSON file.
 
     The file is validated when the step loads: every row needs `prompt` and
@@ -63,6 +65,10 @@ class LoadPrompts(GeneratorStep):
     )
 
     _records: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+
+    @property
+    def signature_files(self) -> list[Path]:
+        return [Path(self.data_files) if self.data_files else SAMPLE_PROMPTS_PATH]
 
     def load(self) -> None:
         super().load()

@@ -1,6 +1,7 @@
 """The image-preferences prompt scheme: seed prompts rewritten per style and complexity."""
 
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
@@ -8,10 +9,15 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field, PrivateAttr
 
-from agfsync.categories import StyleScheme, StyleSpec, load_style_scheme
+from agfsync.categories import (
+    IMAGE_PREFERENCES_STYLES_PATH,
+    StyleScheme,
+    StyleSpec,
+    load_style_scheme,
+)
 from agfsync.prompts import prompt_id_for
 from agfsync.steps.artifacts import recorded_or_computed
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.steps.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
 from agfsync.steps.llm_calls import LLMTimeLimit
 
 if TYPE_CHECKING:
@@ -25,7 +31,7 @@ style is unmistakable, and keep it safe (nothing scary, violent or explicit).
 Reply with the rewritten prompt only: no quotes, no preamble."""
 
 
-class StylePromptRewriting(Task, UpstreamSignatureMixin, LLMTimeLimit):
+class StylePromptRewriting(Task, UpstreamSignatureMixin, FileContentsSignatureMixin, LLMTimeLimit):
     """Rewrites each seed prompt in one style, once per complexity (the open
     image-preferences scheme: Cinematic, Photographic, Anime, ... x simplified/complex).
 
@@ -54,6 +60,10 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin, LLMTimeLimit):
     )
 
     _scheme: StyleScheme | None = PrivateAttr(default=None)
+
+    @property
+    def signature_files(self) -> list[Path]:
+        return [Path(self.styles_file) if self.styles_file else IMAGE_PREFERENCES_STYLES_PATH]
 
     def load(self) -> None:
         super().load()

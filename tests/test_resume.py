@@ -275,3 +275,37 @@ class TestStages:
         stages.parent.mkdir(parents=True)
         stages.write_text(json.dumps({"current_stage": 1, "stages_last_batch": [[], [], []]}))
         assert skip_finished_stages(pipeline) == 1
+
+
+class TestInputFilesKeyTheCache:
+    """A step's cache key covers the contents of the files it reads, not their paths: a
+    prompt file edited in place is read again, and everything after it recomputed."""
+
+    def test_an_edited_prompt_file_is_not_served_from_the_cache(self, tmp_path: Path) -> None:
+        from agfsync.steps import LoadPrompts
+
+        path = tmp_path / "prompts.jsonl"
+
+        def signature(text: str) -> str:
+            path.write_text(text)
+            return LoadPrompts(name="load", data_files=str(path)).signature
+
+        first = signature("".join(_sample_lines()[:2]))
+        assert signature("".join(_sample_lines()[:2])) == first
+        assert signature("".join(_sample_lines()[2:4])) != first
+
+    def test_a_changed_prompt_file_changes_every_later_step(self, tmp_path: Path) -> None:
+        pipeline = build_preset("offline")
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text("".join(line for line in _sample_lines()[:2]))
+        pipeline._set_runtime_parameters({"load_prompts": {"data_files": str(prompts)}})
+        before = {name: pipeline.dag.get_step(name)["step"].signature for name in pipeline.dag}
+        prompts.write_text("".join(line for line in _sample_lines()[2:4]))
+        after = {name: pipeline.dag.get_step(name)["step"].signature for name in pipeline.dag}
+        assert all(before[name] != after[name] for name in pipeline.dag)
+
+
+def _sample_lines() -> list[str]:
+    from agfsync.prompts import SAMPLE_PROMPTS_PATH
+
+    return SAMPLE_PROMPTS_PATH.read_text().splitlines(keepends=True)
