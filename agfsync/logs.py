@@ -73,7 +73,7 @@ def configure_logging(level: int = logging.INFO) -> None:
         _plain_distilabel_lines()
 
 
-class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _PlainHandler(logging.StreamHandler):
     """Stands in for rich's handler in distilabel's logging setup: one line per record,
     tracebacks as Python prints them."""
 
@@ -84,7 +84,7 @@ class _PlainHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _plain_distilabel_lines() -> None:
     import distilabel.utils.logging as distilabel_logging
 
-    distilabel_logging.RichHandler = _PlainHandler  # type: ignore[assignment,misc]
+    distilabel_logging.RichHandler = _PlainHandler
 
 
 def keep_credentials_out_of_files(pipeline: Any) -> None:

@@ -63,7 +63,11 @@ class Ownership:
         return any(matches(relative, entry) for entry in self.entries)
 
     def save(self, folder: Path) -> None:
-        record = {"written_by": "agfsync", "kind": self.kind, "entries": sorted(self.entries)}
+        record: dict[str, object] = {
+            "written_by": "agfsync",
+            "kind": self.kind,
+            "entries": sorted(self.entries),
+        }
         if self.pid is not None:
             record["pid"] = self.pid
         text = json.dumps(record, indent=1) + "\n"

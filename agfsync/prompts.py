@@ -30,25 +30,26 @@ def prompt_id_for(category: str, prompt: str) -> str:
 
 def _read_rows(path: Path) -> list[tuple[str, Any]]:
     """(where, value) of every row: `path:line` for JSONL, `path item N` for JSON."""
+    data = path.read_bytes()
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        bad_line = data[: error.start].count(b"\n") + 1
         raise ConfigurationError(
-            f"{path}:{line} is not UTF-8 text (byte {path.read_bytes()[error.start]:#04x}); save "
-            "the file as UTF-8 (for Latin-1: iconv -f latin1 -t utf-8 IN > OUT)."
+            f"{path}:{bad_line} is not UTF-8 text (byte {data[error.start]:#04x}); save the "
+            "file as UTF-8 (for Latin-1: iconv -f latin1 -t utf-8 IN > OUT)."
         ) from None
     if path.suffix == ".json":
         try:
-            rows = json.loads(text)
+            items = json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigurationError(
                 f"{path}:{error.lineno} is not valid JSON ({error.msg})."
             ) from None
-        if not isinstance(rows, list):
+        if not isinstance(items, list):
             raise ConfigurationError(f"{path} must hold a JSON list of objects.")
-        return [(f"{path} item {index}", row) for index, row in enumerate(rows, start=1)]
-    rows = []
+        return [(f"{path} item {index}", item) for index, item in enumerate(items, start=1)]
+    rows: list[tuple[str, Any]] = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -304,7 +304,7 @@ class StepFailures:
                 self.first = f"step {error.step.name!r} {verb}: {last_line}"
             callback(error)
 
-        pipeline._error_callback = recording  # type: ignore[method-assign]
+        pipeline._error_callback = recording
 
 
 def _why_nothing(failures: StepFailures, pipeline: Pipeline, rows: datasets.Dataset | None) -> str:

@@ -197,10 +197,14 @@ def render_dataset_report(
         protected=[run_dir],
     )
     dataset, run = load_run(run_dir)
+
+    def write(staging: Path) -> None:
+        _write_dataset_report(run_dir, dataset, run, staging)
+
     write_folder(
         folder,
         FolderKind.REPORT,
-        lambda staging: _write_dataset_report(run_dir, dataset, run, staging),
+        write,
         flag=flag,
         overwrite=overwrite,
         protected=[run_dir],

@@ -124,7 +124,7 @@ def no_free_disk() -> None:
         total, used, _free = usage(path)
         return type(usage(path))(total, used, 10_000)
 
-    shutil.disk_usage = nearly_full  # type: ignore[assignment]
+    shutil.disk_usage = nearly_full
 
 
 FAULTS: dict[str, Callable[[], None]] = {

@@ -8,6 +8,7 @@ it plus a digest (`agfsync.safe_paths.path_component`), recorded in `image_paths
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -57,7 +58,7 @@ class TestInside:
             inside(tmp_path / "root", "link/secret.txt")
 
 
-def write_jsonl(path: Path, rows: list[object]) -> Path:
+def write_jsonl(path: Path, rows: Sequence[object]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
