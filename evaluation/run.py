@@ -40,7 +40,7 @@ from agfsync.evaluation.metrics import (
 from agfsync.evaluation.report import write_report
 from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
-from agfsync.ownership import FolderKind, claim_folder
+from agfsync.ownership import FolderKind, check_output_folder, claim_folder
 from agfsync.preflight import ModelNeed, check_models
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
@@ -159,6 +159,13 @@ def evaluate(
     """Compare tuned with base on `config.suites`; write the results under `out_dir`,
     an agfsync evaluation folder (`agfsync.ownership`: a user's files there are kept,
     and a folder of another kind is refused before anything runs)."""
+    check_output_folder(
+        out_dir,
+        FolderKind.EVALUATION,
+        flag="--output",
+        overwrite=overwrite,
+        reserved=EVALUATION_ENTRIES,
+    )
     suites = [
         load_suite(
             name,

@@ -169,7 +169,6 @@ class DPOTrainer:
             overwrite=config.overwrite,
             reserved=TRAINING_ENTRIES,
         )
-        check_model(ModelNeed(config.pretrained_model, "--pretrained-model"))
         self.pairs: PreferencePairs = open_preference_pairs(
             config.dataset,
             split=config.split,
@@ -183,6 +182,7 @@ class DPOTrainer:
                 f"Dataset {config.dataset!r} has no pairs left to train on "
                 f"({self.pairs.ties_removed} ties removed)."
             )
+        check_model(ModelNeed(config.pretrained_model, "--pretrained-model"))
         info = inspect_base_model(config.pretrained_model)
         self.config = config = config.resolved(info.family, info.native_resolution)
         self.optimizer_class = _optimizer_class(config)
