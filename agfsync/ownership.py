@@ -213,7 +213,7 @@ def _check_writable(target: Path, flag: str) -> None:
 def write_folder(
     folder: Path,
     kind: str,
-    write: Callable[[Path], None],
+    write: Callable[[Path], object],
     *,
     flag: str,
     overwrite: bool = False,

@@ -118,33 +118,7 @@ def write_report(
     grid_size: int,
 ) -> Path:
     """Write `folder/index.html` with its charts and image grids under `folder/images/`
-    (an agfsync report folder: only an earlier report is replaced)."""
-
-    def write(staging: Path) -> None:
-        _write_evaluation_report(
-            staging,
-            metrics=metrics,
-            comparisons=comparisons,
-            observations=observations,
-            suites=suites,
-            image_paths=image_paths,
-            grid_size=grid_size,
-        )
-
-    write_folder(folder, FolderKind.REPORT, write, flag="report folder", what="the report")
-    return folder / "index.html"
-
-
-def _write_evaluation_report(
-    folder: Path,
-    *,
-    metrics: dict[str, Any],
-    comparisons: Sequence[Comparison],
-    observations: Sequence[Observation],
-    suites: Sequence[Suite],
-    image_paths: Callable[[ModelRole, PromptItem], list[Path]],
-    grid_size: int,
-) -> Path:
+    (called with the staging folder of `agfsync.ownership.write_folder`)."""
     (folder / "images").mkdir(parents=True)
     models = metrics["models"]
     sampling = metrics["config"]["sampling"]

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from agfsync.evaluation.metrics import (
 from agfsync.evaluation.report import write_report
 from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
-from agfsync.ownership import FolderKind, check_output_folder, claim_folder
+from agfsync.ownership import FolderKind, check_output_folder, claim_folder, write_folder
 from agfsync.preflight import ModelNeed, check_models
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
@@ -247,16 +248,23 @@ def evaluate(
     with (out_dir / OBSERVATIONS_FILE).open("w", encoding="utf-8") as handle:
         for observation in observations:
             handle.write(json.dumps(asdict(observation)) + "\n")
-    report_path = write_report(
-        out_dir / "report",
-        metrics=metrics,
-        comparisons=comparisons,
-        observations=observations,
-        suites=suites,
-        image_paths=images.paths,
-        grid_size=config.grid_size,
+    report = out_dir / "report"  # an agfsync report folder: only an earlier one is replaced
+    write_folder(
+        report,
+        FolderKind.REPORT,
+        partial(
+            write_report,
+            metrics=metrics,
+            comparisons=comparisons,
+            observations=observations,
+            suites=suites,
+            image_paths=images.paths,
+            grid_size=config.grid_size,
+        ),
+        flag="report folder",
+        what="the report",
     )
-    return EvaluationResult(metrics_path, report_path, comparisons)
+    return EvaluationResult(metrics_path, report / "index.html", comparisons)
 
 
 def measure_fidelity(
