@@ -2,10 +2,14 @@
 
 `push_for_review` turns rows of a generated (or published) dataset into Argilla
 records: the prompt, both images side by side in a per-record random order (the
-order is recorded in the `image_a_is` metadata), the QA list and every score, a
-preference question with the AI's choice as a suggestion, and filterable
-metadata. Record ids are the prompt ids, so a re-push updates records instead of
-duplicating them.
+order is recorded in the `image_a_is` metadata), the QA list, a preference question
+and filterable metadata. The review is blind by default: reviewers see neither the
+AI's choice nor the judges' scores, so that their agreement with the AI is a measure
+and not an echo; `show_ai_choice` adds both (recorded per record in `ai_choice_shown`,
+and `pull_reviews` reports agreement on blind records only). Images are re-encoded for
+review (longest side at most `REVIEW_IMAGE_SIZE`, WebP) and records are sent in
+requests of at most `REQUEST_BYTES`. Record ids are the prompt ids, so a re-push
+updates records instead of duplicating them.
 
 `pull_reviews` reads the submitted answers, resolves them per record
 (`agfsync.review.resolve_votes`), writes the reviewed dataset (human verdicts
@@ -58,11 +62,17 @@ GUIDELINES = """\
 Each record shows a prompt and two images generated for it. Choose the image that
 follows the prompt better (every listed question should be answered "yes" for it)
 and looks better. Pick "Both good" or "Both bad" when you cannot separate them,
-and "Toxic content" when either image is unsafe. The AI's choice is shown as a
-suggestion; judge for yourself, the order of the images is random.
+and "Toxic content" when either image is unsafe. The order of the images is random;
+judge for yourself (where the AI's choice is shown as a suggestion, it is a hint only).
 """
-LOG_CHUNK = 64
-"""Records per request when logging; progress is reported per chunk."""
+REVIEW_IMAGE_SIZE = 768
+"""Longest side of an image as reviewers see it: enough to judge, small to send."""
+REVIEW_IMAGE_QUALITY = 90
+"""WebP quality of the review copies."""
+REQUEST_BYTES = 16 * 2**20
+"""Most bytes of record data (data URIs, texts) in one request to the server."""
+FIELD_CHARACTERS = 5_000_000
+"""argilla-server's limit on an image field's data URI."""
 
 
 def _argilla() -> Any:
@@ -96,16 +106,22 @@ def review_settings(source: str | None = None) -> Any:
     """The Argilla dataset settings agfsync pushes to and expects to pull from; with
     `source`, the guidelines end by naming it."""
     rg = _argilla()
+    # Everything that tells the AI's choice is hidden from annotators (owners and
+    # admins still filter on it), so that a blind review stays blind.
+    hidden = {"visible_for_annotators": False}
     metadata = [
         rg.TermsMetadataProperty(name="category"),
-        rg.TermsMetadataProperty(name="image_a_is", title="image A is the AI's"),
-        rg.FloatMetadataProperty(name="score_margin"),
+        rg.TermsMetadataProperty(name="image_a_is", title="image A is the AI's", **hidden),
+        rg.TermsMetadataProperty(
+            name="ai_choice_shown", title="AI choice shown to reviewers", **hidden
+        ),
+        rg.FloatMetadataProperty(name="score_margin", **hidden),
     ]
     for column in SCORE_COLUMNS:
         name = column.removesuffix("_scores")
         metadata += [
-            rg.FloatMetadataProperty(name=f"{name}_a", title=f"{name} score of image A"),
-            rg.FloatMetadataProperty(name=f"{name}_b", title=f"{name} score of image B"),
+            rg.FloatMetadataProperty(name=f"{name}_a", title=f"{name} score of image A", **hidden),
+            rg.FloatMetadataProperty(name=f"{name}_b", title=f"{name} score of image B", **hidden),
         ]
     note = "" if source is None else "\n" + SOURCE_NOTE.format(source=source_reference(source))
     return rg.Settings(
@@ -199,10 +215,20 @@ def _client(target: ArgillaTarget) -> Any:
     return client
 
 
-def _data_uri(image: dict[str, Any]) -> str:
-    data = image["bytes"]
-    kind = (Image.open(io.BytesIO(data)).format or "PNG").lower()
-    return f"data:image/{kind};base64," + base64.b64encode(data).decode("ascii")
+def review_image(data: bytes) -> str:
+    """An image as reviewers see it: a WebP data URI, its longest side at most
+    `REVIEW_IMAGE_SIZE` (never enlarged)."""
+    with Image.open(io.BytesIO(data)) as image:
+        copy = image.convert("RGB")
+    copy.thumbnail((REVIEW_IMAGE_SIZE, REVIEW_IMAGE_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    copy.save(buffer, format="WEBP", quality=REVIEW_IMAGE_QUALITY)
+    uri = "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    if len(uri) > FIELD_CHARACTERS:
+        raise ConfigurationError(
+            f"A review image is {len(uri):,} characters, over Argilla's {FIELD_CHARACTERS:,}."
+        )
+    return uri
 
 
 def _qa_markdown(row: dict[str, Any]) -> str:
@@ -227,14 +253,13 @@ def _finite(value: float) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def to_record(row: dict[str, Any], *, seed: int) -> Any:
-    """One Argilla record of a preference row (images as data URIs)."""
+def to_record(row: dict[str, Any], *, seed: int, show_ai_choice: bool = False) -> Any:
+    """One Argilla record of a preference row (`jpg_0` chosen, `jpg_1` rejected). Blind
+    unless `show_ai_choice`: then the AI's choice is a suggestion and the scores a field."""
     rg = _argilla()
     record_id = row["prompt_id"]
     rejected_first = shows_rejected_first(record_id, seed)
-    images = (
-        (row["rejected"], row["chosen"]) if rejected_first else (row["chosen"], row["rejected"])
-    )
+    images = (row["jpg_1"], row["jpg_0"]) if rejected_first else (row["jpg_0"], row["jpg_1"])
     indices = (
         (row["rejected_index"], row["chosen_index"])
         if rejected_first
@@ -243,30 +268,52 @@ def to_record(row: dict[str, Any], *, seed: int) -> Any:
     metadata: dict[str, Any] = {
         "category": row.get("category") or "none",
         "image_a_is": "rejected" if rejected_first else "chosen",
+        "ai_choice_shown": "yes" if show_ai_choice else "no",
         "score_margin": _finite(row["score_margin"]),
     }
     for column in _score_columns(row):
         name = column.removesuffix("_scores")
         metadata[f"{name}_a"] = _finite(row[column][indices[0]])
         metadata[f"{name}_b"] = _finite(row[column][indices[1]])
+    suggestion = rg.Suggestion(
+        question_name=PREFERENCE_QUESTION,
+        value="image_b" if rejected_first else "image_a",
+        agent="agfsync weighted AI judges",
+    )
     return rg.Record(
         id=record_id,
         fields={
             "prompt": row["caption"],
-            "image_a": _data_uri(images[0]),
-            "image_b": _data_uri(images[1]),
+            "image_a": review_image(images[0]),
+            "image_b": review_image(images[1]),
             "qa_pairs": _qa_markdown(row),
-            "scores": _scores_markdown(row, *indices),
+            "scores": _scores_markdown(row, *indices) if show_ai_choice else HIDDEN_SCORES,
         },
         metadata={key: value for key, value in metadata.items() if value is not None},
-        suggestions=[
-            rg.Suggestion(
-                question_name=PREFERENCE_QUESTION,
-                value="image_b" if rejected_first else "image_a",
-                agent="agfsync weighted AI judges",
-            )
-        ],
+        suggestions=[suggestion] if show_ai_choice else [],
     )
+
+
+HIDDEN_SCORES = "Hidden for a blind review (pushed without --show-ai-choice)."
+
+
+def _record_bytes(record: Any) -> int:
+    return sum(len(str(value)) for value in record.fields.to_dict().values()) + 2_000
+
+
+def request_batches(records: Iterator[Any], budget: int = REQUEST_BYTES) -> Iterator[list[Any]]:
+    """Records grouped into requests of at most `budget` bytes (one record at least)."""
+    batch: list[Any] = []
+    size = 0
+    for record in records:
+        record_size = _record_bytes(record)
+        if batch and size + record_size > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += record_size
+    if batch:
+        yield batch
 
 
 def resolve_source(source: str) -> Path:
@@ -290,12 +337,6 @@ def resolve_source(source: str) -> Path:
         ) from error
 
 
-def _raw_images(dataset: datasets.Dataset) -> datasets.Dataset:
-    for column in IMAGE_COLUMNS:
-        dataset = dataset.cast_column(column, datasets.Image(decode=False))
-    return dataset
-
-
 @dataclass(frozen=True)
 class PushResult:
     dataset: str
@@ -310,16 +351,18 @@ def push_for_review(
     sample: int | None = None,
     by: str | None = None,
     seed: int = 0,
+    show_ai_choice: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> PushResult:
-    """Create (if needed) the Argilla dataset and log the sampled pairs into it."""
+    """Create (if needed) the Argilla dataset and log the sampled pairs into it (blind
+    unless `show_ai_choice`)."""
     rg = _argilla()
     dataset, _ = load_run(resolve_source(source))
     if by is not None and by not in dataset.column_names:
         raise ConfigurationError(f"--by {by!r} is not a column; columns: {dataset.column_names}.")
     plain = dataset.select_columns([c for c in dataset.column_names if c not in IMAGE_COLUMNS])
     indices = sample_rows(list(plain), sample, by=by, seed=seed)
-    rows = _raw_images(dataset).select(indices)
+    rows = dataset.select(indices)
     with _talking_to(target, "push"):
         client = _client(target)
         existing = client.datasets(name=target.dataset, workspace=target.workspace)
@@ -348,10 +391,10 @@ def push_for_review(
                     "--dataset name."
                 )
         done = 0
-        for start in range(0, len(rows), LOG_CHUNK):
-            chunk = rows.select(range(start, min(start + LOG_CHUNK, len(rows))))
+        records = (to_record(row, seed=seed, show_ai_choice=show_ai_choice) for row in rows)
+        for chunk in request_batches(records):
             try:
-                existing.records.log([to_record(row, seed=seed) for row in chunk])
+                existing.records.log(chunk, batch_size=len(chunk))
             except Exception as error:
                 raise ConfigurationError(
                     f"Logging stopped after {done} of {len(rows)} records "
@@ -384,6 +427,9 @@ class ReviewReport:
     by_margin: dict[str, Agreement]
     unknown_records: list[str] = field(default_factory=list)
     """Record ids that are not prompt ids of the source (left out, listed here)."""
+    not_blind: int = 0
+    """Records whose reviewers were shown the AI's choice: their verdicts are applied
+    to the dataset but left out of the agreement."""
 
 
 def pull_reviews(
@@ -425,7 +471,10 @@ def pull_reviews(
         dataset, run = load_run(folder)
         answers: dict[str, list[str]] = {}
         orders: dict[str, bool] = {}
+        shown: set[str] = set()
         for record in remote.records(with_responses=True, with_suggestions=False):
+            if record.metadata.get("ai_choice_shown") != "no":
+                shown.add(record.id)
             responses = record.responses[PREFERENCE_QUESTION] if record.responses else []
             answers[record.id] = [
                 response.value
@@ -441,15 +490,15 @@ def pull_reviews(
                 "the seed used for the push."
             )
     verdicts = {record_id: resolve_votes(votes) for record_id, votes in answers.items()}
-    raw = _raw_images(dataset)
 
     def review(row: dict[str, Any]) -> dict[str, Any]:
         verdict = verdicts.get(row["prompt_id"], resolve_votes([]))
         return apply_verdict(row, verdict, orders.get(row["prompt_id"], False))
 
-    reviewed = raw.map(review, features=_reviewed_features(raw.features))
-    reviewed = reviewed.cast(_decoded(reviewed.features))
-    report = _report(dataset, verdicts, orders, unknown=sorted(set(orders) - set(row_index)))
+    reviewed = dataset.map(review, features=_reviewed_features(dataset.features))
+    report = _report(
+        dataset, verdicts, orders, shown=shown, unknown=sorted(set(orders) - set(row_index))
+    )
 
     def write_card(data_files: list[str], staging: Path) -> str:
         run.save(staging)
@@ -481,27 +530,23 @@ def _reviewed_features(features: datasets.Features) -> datasets.Features:
     return reviewed
 
 
-def _decoded(features: datasets.Features) -> datasets.Features:
-    decoded = features.copy()
-    for column in IMAGE_COLUMNS:
-        decoded[column] = datasets.Image()
-    return decoded
-
-
 def _report(
     dataset: datasets.Dataset,
     verdicts: dict[str, Any],
     orders: dict[str, bool],
     *,
+    shown: set[str],
     unknown: list[str],
 ) -> ReviewReport:
+    """Agreement between the AI and the reviewers, on blind records only (where the
+    reviewers saw the AI's choice, agreeing with it says little)."""
     rows = {
         row["prompt_id"]: row
         for row in dataset.select_columns(["prompt_id", "category", "score_margin"])
     }
     judged: list[tuple[str, Side, Side]] = []
     for record_id, verdict in verdicts.items():
-        if record_id in rows and verdict.preferred is not None:
+        if record_id in rows and verdict.preferred is not None and record_id not in shown:
             judged.append((record_id, ai_side(orders[record_id]), verdict.preferred))
     edges = margin_buckets([rows[record_id]["score_margin"] for record_id, _, _ in judged])
     by_category: dict[str, list[tuple[Side, Side]]] = defaultdict(list)
@@ -518,6 +563,7 @@ def _report(
         by_category={key: agreement(pairs) for key, pairs in sorted(by_category.items())},
         by_margin={key: agreement(pairs) for key, pairs in by_margin.items()},
         unknown_records=unknown,
+        not_blind=len(shown & set(verdicts)),
     )
 
 

@@ -8,13 +8,17 @@ the card can load, reproduce and train on the dataset.
 from __future__ import annotations
 
 import html
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import yaml
+from huggingface_hub import DatasetCardData
+from PIL import Image
 
+from agfsync.dataset import IMAGE_COLUMNS, IMAGES_CONFIG, card_configs
+from agfsync.model_facts import model_facts
 from agfsync.plots import save_bar_chart, save_histograms
 from agfsync.run_info import RunInfo
 from agfsync.statistics import DatasetStatistics, dataset_statistics
@@ -48,9 +52,7 @@ LIMITATIONS = """\
   VQA model answers some questions wrongly. A small score margin means a weak
   preference; filter on `score_margin` or review a sample in Argilla
   (`agfsync argilla push`) before trusting it.
-- **Synthetic prompts.** Prompts were written by an LLM per category (or taken from a
-  prompt file): they inherit the LLM's style, topics and stereotypes, and are not a
-  sample of what people ask for.
+- {prompts}
 - **Both images come from one model.** The pair shows which of the base model's own
   candidates the judges preferred; it teaches the model to prefer its better outputs,
   not new concepts.
@@ -77,6 +79,12 @@ class CardAssets:
     samples: list[SamplePair]
 
 
+def image_suffix(data: bytes) -> str:
+    """The file suffix of encoded image bytes (`.png`, `.jpg`, `.webp`)."""
+    kind = (Image.open(io.BytesIO(data)).format or "PNG").lower()
+    return ".jpg" if kind == "jpeg" else f".{kind}"
+
+
 def write_card_assets(
     dataset: datasets.Dataset, stats: DatasetStatistics, folder: Path
 ) -> CardAssets:
@@ -101,17 +109,15 @@ def write_card_assets(
     )
     figures["prompts and pairs per category"] = "categories.png"
     samples = []
-    raw = dataset.cast_column("chosen", datasets.Image(decode=False)).cast_column(
-        "rejected", datasets.Image(decode=False)
-    )
-    for index in range(min(NUM_SAMPLE_PAIRS, len(raw))):
-        row = raw[index]
+    shown = ["caption", "category", *IMAGE_COLUMNS, "chosen_score", "rejected_score"]
+    rows = dataset.select_columns(shown)
+    for index in range(min(NUM_SAMPLE_PAIRS, len(rows))):
+        row = rows[index]
         names = {}
-        for role in ("chosen", "rejected"):
-            suffix = Path(row[role]["path"] or "image.png").suffix or ".png"
-            name = f"samples/pair-{index}-{role}{suffix}"
+        for role, column in (("chosen", "jpg_0"), ("rejected", "jpg_1")):
+            name = f"samples/pair-{index}-{role}{image_suffix(row[column])}"
             (assets / name).parent.mkdir(parents=True, exist_ok=True)
-            (assets / name).write_bytes(row[role]["bytes"])
+            (assets / name).write_bytes(row[column])
             names[role] = name
         samples.append(
             SamplePair(
@@ -134,27 +140,39 @@ def render_dataset_card(
     run: RunInfo,
     assets: CardAssets,
     *,
+    features: datasets.Features,
     load_path: str,
     data_files: dict[str, list[str]],
-    license_id: str = "apache-2.0",
 ) -> str:
-    """The preference dataset's card: Hub metadata, provenance, statistics, usage."""
+    """The preference dataset's card: Hub metadata, provenance, statistics, and how
+    each tool reads it. Everything it says is taken from the run (`run.json`) and the
+    rows."""
     split = next(iter(data_files))
-    metadata = _metadata(stats.num_pairs, data_files, license_id, "text-to-image")
+    license_id, license_note = dataset_license(stats.image_models)
+    card_data = _card_data(
+        pretty_name=f"agfsync preference pairs ({run.preset})",
+        license_id=license_id,
+        task="text-to-image",
+        num_rows=stats.num_pairs,
+        tags=["text-to-image", "diffusion-dpo", *model_family_tags(stats.image_models)],
+        features=features,
+        data_files=data_files,
+    )
     sections = [
-        f"---\n{metadata}---\n",
-        f"# agfsync preference dataset ({run.preset})\n",
-        "A text-to-image preference dataset made with "
-        "[agfsync](https://github.com/agfsync/agfsync), an implementation of AGFSync "
-        f"({PAPER}): prompts decomposed into yes/no question–answer pairs, "
-        f"{stats.candidates_per_prompt} candidate images per prompt, every image scored "
-        "by AI judges, and the best and worst image of each prompt kept as a preference "
-        "pair for Diffusion-DPO.\n",
+        f"---\n{card_data.to_yaml()}\n---\n",
+        f"# agfsync preference dataset ({markdown_text(run.preset)})\n",
+        f"A text-to-image preference dataset made with agfsync {run.agfsync_version}, an "
+        f"implementation of AGFSync ({PAPER}): {_prompt_origin(run)}, decomposed into "
+        f"yes/no question–answer pairs; {stats.candidates_per_prompt} candidate images "
+        "per prompt, every image scored by AI judges, and the best and worst image of "
+        "each prompt kept as a preference pair for Diffusion-DPO.\n",
         OFFLINE_NOTE if run.preset == "offline" else "",
+        f"**License**: {license_note}\n",
         "## How it was made\n",
         _provenance_table(stats, run),
         "\nJudges, combined as `weighted = sum(weight * score)` over 0–100 scores; the "
-        "candidate with the highest weighted score is `chosen`, the lowest `rejected`:\n",
+        "candidate with the highest weighted score is `chosen` (`jpg_0`), the lowest "
+        "`rejected` (`jpg_1`):\n",
         _table(
             ["judge", "model", "weight"],
             [
@@ -179,25 +197,33 @@ def render_dataset_card(
         "\nQuestions by type: "
         + (", ".join(f"{name} {count}" for name, count in stats.question_types.items()) or "none")
         + ".\n",
-        _unpaired_lines(stats),
+        _unpaired_lines(stats, run),
         _category_table(stats),
         "\n" + "\n\n".join(f"![{title}]({path})" for title, path in assets.figures.items()) + "\n",
         "## Sample pairs\n",
         _samples(assets.samples),
+        "## Use it\n",
+        _use_section(load_path, split),
         "## Columns\n",
         COLUMNS,
-        "## Load it\n",
-        LOAD_SNIPPET.format(load_path=load_path, split=split),
-        "## Train on it\n",
-        TRAIN_SNIPPET.format(load_path=load_path),
         "## Reproduce it\n",
         REPRODUCE_SNIPPET.format(preset=run.preset, seed=run.seed if run.seed is not None else 0),
         "## Limitations and biases\n",
-        LIMITATIONS,
+        _limitations(run),
         "## Citation\n",
         f"{PAPER}.\n",
     ]
     return "\n".join(section for section in sections if section)
+
+
+def _prompt_origin(run: RunInfo) -> str:
+    """Where the prompts came from, as the run recorded it."""
+    writers = [model for step, model in run.llm_models.items() if step != "decompose_prompts"]
+    if writers:
+        return "prompts written by an LLM (" + ", ".join(markdown_text(m) for m in writers) + ")"
+    if run.prompt_file:
+        return f"prompts read from a file (`{markdown_text(run.prompt_file)}`)"
+    return "prompts from the sample shipped with agfsync"
 
 
 def _provenance_table(stats: DatasetStatistics, run: RunInfo) -> str:
@@ -250,15 +276,21 @@ def _scores_table(stats: DatasetStatistics) -> str:
     return _table(["score", "mean ± std", "range", "chosen", "rejected"], rows)
 
 
-def _unpaired_lines(stats: DatasetStatistics) -> str:
+def _unpaired_lines(stats: DatasetStatistics, run: RunInfo) -> str:
     if not stats.unpaired_reasons:
         return "Every prompt produced a pair.\n"
     reasons = "; ".join(
         f"{markdown_text(reason)} ({count})" for reason, count in stats.unpaired_reasons.items()
     )
+    ties = sum(
+        count for reason, count in stats.unpaired_reasons.items() if reason.startswith("tie")
+    )
+    tie_line = (
+        f" Ties (best and worst candidate scored alike) are not exported: {ties}." if ties else ""
+    )
     return (
         f"{stats.num_unpaired} prompts got no pair and are not rows of this dataset "
-        f"(listed with their reason in `run.json`): {reasons}.\n"
+        f"(listed with their reason in `run.json`): {reasons}.{tie_line}\n"
     )
 
 
@@ -289,6 +321,39 @@ def _samples(samples: list[SamplePair]) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
 
 
+def dataset_license(image_models: list[str]) -> tuple[str, str]:
+    """The license of a dataset of images (the image model's) and a sentence for the
+    card; `other`, saying so, when the model's license is unknown or they differ."""
+    facts = [model_facts(model) for model in image_models]
+    licenses = {fact.license for fact in facts if fact is not None}
+    names = ", ".join(markdown_text(model) for model in image_models) or "unknown"
+    if len(licenses) == 1 and None not in facts:
+        (license_id,) = licenses
+        return license_id, (
+            f"`{license_id}`, the license of the image model ({names}) that rendered the "
+            "images; the prompts and scores are released with them."
+        )
+    return "other", (
+        f"not determined: agfsync does not know the license of the image model ({names}); "
+        "check it before you share or use the images."
+    )
+
+
+def text_license(llm_models: list[str]) -> tuple[str, str]:
+    """The license of a prompt dataset: LLM output falls under its provider's terms."""
+    if not llm_models:
+        return "apache-2.0", "`apache-2.0`, as the prompt file shipped with agfsync."
+    names = ", ".join(markdown_text(model) for model in llm_models)
+    return "other", (
+        f"not determined: the prompts and QA pairs were written by {names}; their use falls "
+        "under that provider's terms."
+    )
+
+
+def model_family_tags(models: list[str]) -> list[str]:
+    return sorted({fact.family for fact in map(model_facts, models) if fact is not None})
+
+
 def markdown_text(text: object) -> str:
     """Text from data (a prompt, a category, a model name) as inert markdown on one line:
     HTML and markdown syntax shown literally, so that it can neither break a table nor
@@ -304,46 +369,62 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 COLUMNS = """\
-- `caption`, `jpg_0`, `jpg_1`, `label_0`: the Diffusion-DPO / Pick-a-Pic convention
-  (`label_0 = 1` when `jpg_0` is preferred; here `jpg_0` is always the chosen image).
-  Images are embedded (`datasets.Image`).
-- `chosen`, `rejected`: the same two images under explicit names.
+- `caption`, `jpg_0`, `jpg_1`, `label_0`: the Pick-a-Pic v2 / Diffusion-DPO columns.
+  `jpg_0` is the chosen image and `jpg_1` the rejected one, as image bytes (`binary`;
+  typed `Image` in the `images` config); `label_0` is 1 (0.5 for a tie, exported only
+  with `--keep-ties`; 0 after a human review preferred `jpg_1`).
 - `prompt_id`, `prompt`, `category`, `prompt_model`: the prompt stage.
 - `qa_pairs`: `{question, answer, element_type, element, valid}` items the VQA judge asks.
 - `image_paths`, `image_seeds`, `noise_sigmas`, `image_model`, `generation_config`: every
-  candidate, with the seed and embedding-noise sigma that regenerate it.
-- `vqa_scores`, `clip_scores`, `aesthetic_scores`, `weighted_scores`: per-candidate
-  scores on a 0–100 scale; `vqa_answers`: per candidate, per question, the judge's
-  probability of "yes"; `judging_errors`: why a candidate could not be scored.
+  candidate, with the seed and embedding-noise sigma that regenerate it; `safety_flags`:
+  a safety checker's verdicts when one was configured (never applied).
+- `vqa_scores`, `clip_scores`, `aesthetic_scores`, `weighted_scores` (and the scores of
+  any other judge): per-candidate scores on a 0–100 scale; `vqa_answers`: per candidate,
+  per question, the judge's probability of "yes"; `clip_truncated`: whether the prompt
+  was longer than CLIP's 77 tokens (the CLIP score saw only its start).
 - `chosen_index`, `rejected_index`, `chosen_score`, `rejected_score`, `score_margin`.
+- `generation_error`, `judging_errors`, `pair_error`, `export_error`: why a step could
+  not finish on the row (empty on every row of a finished dataset).
 """
 
-LOAD_SNIPPET = """\
-```python
-from datasets import load_dataset
 
-pairs = load_dataset("{load_path}", split="{split}")
-pairs[0]["jpg_0"]  # the chosen image, a PIL image
-```
-"""
+def _use_section(load_path: str, split: str) -> str:
+    """Which config and options each tool reads the dataset with (each line is tested)."""
+    rows = [
+        [
+            "diffusers' `train_diffusion_dpo.py` (SD 1.x), `train_diffusion_dpo_sdxl.py`",
+            f"`--dataset_name {load_path} --dataset_split_name {split}`: the default config, "
+            "`caption`, `jpg_0`, `jpg_1` (bytes), `label_0`",
+        ],
+        ["agfsync's trainer", f"`agfsync train --dataset {load_path}`"],
+        [
+            "`datasets`",
+            f'`load_dataset("{load_path}", split="{split}")` gives the images as bytes; '
+            f'`load_dataset("{load_path}", "{IMAGES_CONFIG}", split="{split}")` decodes them',
+        ],
+        ["the Hub viewer", f"the `{IMAGES_CONFIG}` config shows `jpg_0` / `jpg_1` as pictures"],
+    ]
+    return _table(["tool", "how it reads this dataset"], rows) + USE_COMMAND.format(
+        load_path=load_path, split=split
+    )
 
-TRAIN_SNIPPET = """\
-Diffusion-DPO on Stable Diffusion 1.5 with agfsync's trainer (LoRA; the paper's
-hyper-parameters are the defaults):
 
+USE_COMMAND = """
 ```bash
-accelerate launch -m agfsync.train.dpo \\
-  --pretrained-model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
-  --dataset {load_path} --output-dir sd15-agfsync-dpo
+accelerate launch train_diffusion_dpo.py \\
+  --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
+  --dataset_name {load_path} --dataset_split_name {split} --output_dir sd15-dpo
 ```
 
-diffusers' `train_diffusion_dpo.py` example reads the same `caption` / `jpg_0` /
-`jpg_1` / `label_0` columns.
+Ties are not in the data unless it was made with `--keep-ties`: the diffusers scripts
+would read `label_0 = 0.5` as a win of `jpg_0`.
 """
+
 
 REPRODUCE_SNIPPET = """\
+Install agfsync from its source repository (it is not published on PyPI), then:
+
 ```bash
-pip install agfsync
 agfsync generate --preset {preset} --seed {seed} -o my-dataset
 ```
 
@@ -352,14 +433,29 @@ or, with distilabel's own command and the `pipeline.yaml` of this repository:
 """
 
 
+def _limitations(run: RunInfo) -> str:
+    prompts = (
+        "**Synthetic prompts.** Prompts were written by an LLM per category: they inherit "
+        "the LLM's style, topics and stereotypes, and are not a sample of what people ask "
+        "for."
+        if any(step != "decompose_prompts" for step in run.llm_models)
+        else "**Chosen prompts.** Prompts were read from a file: they reflect whoever wrote "
+        "them, not what people ask for in general."
+    )
+    return LIMITATIONS.format(prompts=prompts)
+
+
 PROMPT_CARD_TEMPLATE = """---
-{metadata}---
+{metadata}
+---
 
 # {title}
 
-Text-to-image prompts written by an LLM per category and decomposed into validated
-yes/no question–answer pairs, made with [agfsync](https://github.com/agfsync/agfsync)
-(AGFSync text stage). Render and judge them with an image preset to get preference pairs.
+Text-to-image prompts written by {models} per category and decomposed into validated
+yes/no question–answer pairs, made with agfsync (AGFSync's text stage). Render and judge
+them with an image preset to get preference pairs.
+
+**License**: {license_note}
 
 ## Statistics
 
@@ -382,24 +478,32 @@ prompts = load_dataset("{load_path}", split="train")
 """
 
 
-def _metadata(num_rows: int, data_files: dict[str, list[str]], license_id: str, task: str) -> str:
-    return yaml.safe_dump(
-        {
-            "license": license_id,
-            "task_categories": [task],
-            "tags": ["agfsync", "preference", "dpo", "synthetic", "distilabel"],
-            "size_categories": [_size_category(num_rows)],
-            "configs": [
-                {
-                    "config_name": "default",
-                    "data_files": [
-                        {"split": split, "path": paths} for split, paths in data_files.items()
-                    ],
-                }
-            ],
-        },
-        sort_keys=False,
+BASE_TAGS = ("agfsync", "rlaif", "preference", "dpo", "synthetic", "distilabel")
+
+
+def _card_data(
+    *,
+    pretty_name: str,
+    license_id: str,
+    task: str,
+    num_rows: int,
+    tags: list[str],
+    features: datasets.Features,
+    data_files: dict[str, list[str]],
+) -> DatasetCardData:
+    """The card's YAML metadata, through huggingface_hub's own card data class."""
+    configs, infos = card_configs(features, data_files)
+    card_data = DatasetCardData(
+        license=license_id,
+        pretty_name=pretty_name,
+        language=["en"],
+        task_categories=[task],
+        size_categories=[size_category(num_rows)],
+        tags=list(dict.fromkeys([*BASE_TAGS, *tags])),
+        configs=configs,
     )
+    infos.to_dataset_card_data(card_data)
+    return card_data
 
 
 def render_prompt_card(
@@ -409,22 +513,49 @@ def render_prompt_card(
     report: list[str],
     load_path: str,
     data_files: list[str],
-    license_id: str = "apache-2.0",
+    llm_models: list[str],
 ) -> str:
     """Card of a prompt + QA dataset (the text presets)."""
+    license_id, license_note = text_license(llm_models)
+    card_data = _card_data(
+        pretty_name=f"agfsync prompts with QA pairs ({preset})",
+        license_id=license_id,
+        task="text-generation",
+        num_rows=len(dataset),
+        tags=["text-to-image-prompts"],
+        features=dataset.features,
+        data_files={"train": data_files},
+    )
     return PROMPT_CARD_TEMPLATE.format(
-        metadata=_metadata(len(dataset), {"train": data_files}, license_id, "text-generation"),
-        title=f"agfsync prompts with QA pairs ({preset})",
+        metadata=card_data.to_yaml(),
+        title=f"agfsync prompts with QA pairs ({markdown_text(preset)})",
+        models=", ".join(markdown_text(model) for model in llm_models) or "an LLM",
+        license_note=license_note,
         report="\n".join(f"- {markdown_text(line)}" for line in report),
         load_path=load_path,
     )
 
 
-def _size_category(num_rows: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
+    (10_000_000_000, "1B<n<10B"),
+    (100_000_000_000, "10B<n<100B"),
+    (1_000_000_000_000, "100B<n<1T"),
+)
+"""The Hub's `size_categories` values, by upper bound."""
+
+
+def size_category(num_rows: int) -> str:
+    for limit, label in SIZE_CATEGORIES:
         if num_rows < limit:
             return label
-    return "100K<n<1M"
+    return "n>1T"
 
 
 def preference_card(
@@ -439,4 +570,6 @@ def preference_card(
     return the card's text."""
     stats = dataset_statistics(dataset, run)
     assets = write_card_assets(dataset, stats, folder)
-    return render_dataset_card(stats, run, assets, load_path=load_path, data_files=data_files)
+    return render_dataset_card(
+        stats, run, assets, features=dataset.features, load_path=load_path, data_files=data_files
+    )

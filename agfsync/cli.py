@@ -109,6 +109,14 @@ def generate(
     use_cache: Annotated[
         bool, typer.Option(help="Resume from distilabel's cache when the same run was started.")
     ] = True,
+    keep_ties: Annotated[
+        bool,
+        typer.Option(
+            "--keep-ties",
+            help="Also export pairs whose best and worst images scored the same, with "
+            "label_0 = 0.5 (diffusers' DPO scripts read 0.5 as a win of jpg_0).",
+        ),
+    ] = False,
     overwrite: Overwrite = False,
     llm_time_limit: Annotated[
         float | None,
@@ -136,6 +144,7 @@ def generate(
         structured_output=structured_output,
         use_cache=use_cache,
         overwrite=overwrite,
+        keep_ties=keep_ties,
         llm_time_limit=llm_time_limit,
     )
     try:
@@ -247,11 +256,19 @@ def argilla_push(
         str | None, typer.Option(help="Stratify the sample by this column, e.g. category.")
     ] = None,
     seed: ReviewSeed = 0,
+    show_ai_choice: Annotated[
+        bool,
+        typer.Option(
+            "--show-ai-choice",
+            help="Show reviewers the AI's choice (a suggestion) and the judges' scores; their "
+            "verdicts are then left out of the agreement `pull` reports [default: blind].",
+        ),
+    ] = False,
     api_url: ArgillaUrl = None,
     api_key: ArgillaKey = None,
     retries: ArgillaRetries = 3,
 ) -> None:
-    """Push preference pairs to Argilla for human review (re-pushing updates by id)."""
+    """Push preference pairs to Argilla for a blind human review (re-pushing updates by id)."""
     from rich.progress import Progress
 
     from agfsync.argilla_review import ArgillaTarget, push_for_review
@@ -266,6 +283,7 @@ def argilla_push(
                 sample=sample,
                 by=by,
                 seed=seed,
+                show_ai_choice=show_ai_choice,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     except AgfsyncError as error:
@@ -314,6 +332,11 @@ def argilla_pull(
         f"[bold green]Reviewed dataset:[/] {out} ({report.records} pairs in Argilla, "
         f"{report.reviewed} answered, {report.resolved} resolved by the reviewers)"
     )
+    if report.not_blind:
+        console.print(
+            f"{report.not_blind} records were reviewed with the AI's choice shown: their "
+            "verdicts are applied, but left out of the agreement below."
+        )
     if report.unknown_records:
         console.print(
             f"{len(report.unknown_records)} Argilla records match no row of the source: "

@@ -1,16 +1,19 @@
 """From a finished run to a preference dataset on disk, in the Hub's layout.
 
-The pipeline's rows carry image *paths*; here the chosen and rejected images
-become embedded `datasets.Image` columns in the Diffusion-DPO / Pick-a-Pic
-convention (`caption`, `jpg_0`, `jpg_1`, `label_0`) plus `chosen`/`rejected`, and
-the dataset is written as parquet shards with a card, so that
-`datasets.load_dataset(<folder>)` and the Hub read it as is.
+The pipeline's rows carry image *paths*; here the chosen and rejected images become
+the Pick-a-Pic v2 columns that Diffusion-DPO trainers read: `caption`, `jpg_0` and
+`jpg_1` as raw image bytes (`binary`, each image stored once per row), `label_0`
+(1 when `jpg_0` is preferred; `jpg_0` is the chosen image). The card declares two
+configs over the same parquet shards (see `dataset_configs`): `default`, with the
+bytes as they are, which diffusers' `train_diffusion_dpo.py` and
+`train_diffusion_dpo_sdxl.py` read unchanged (`Image.open(io.BytesIO(...))`), and
+`images`, the same rows with `jpg_0`/`jpg_1` typed `datasets.Image`, which the Hub
+viewer shows as pictures and `datasets` decodes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,16 +21,23 @@ from typing import Any
 
 import datasets
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import yaml
+from datasets.info import DatasetInfo, DatasetInfosDict
 
 from agfsync.errors import ConfigurationError
 from agfsync.ownership import FolderKind, check_output_folder, write_folder
 from agfsync.safe_paths import inside
 
-IMAGE_COLUMNS = ("jpg_0", "jpg_1", "chosen", "rejected")
-ROWS_PER_SHARD = 500
-"""Keeps each parquet shard of embedded images at a size the Hub serves well."""
+IMAGE_COLUMNS = ("jpg_0", "jpg_1")
+SHARD_BYTES = 400 * 2**20
+"""Image bytes per parquet shard: below the ~500 MB the Hub recommends per file, at any
+image size (a fixed row count gave 3 GB shards at 1024 px)."""
+TIE_LABEL = 0.5
+"""`label_0` of a pair whose two images scored the same (Pick-a-Pic's convention); ties
+are not exported unless asked for (`--keep-ties`), since diffusers' DPO scripts read
+0.5 as a win of `jpg_0`."""
 
 
 class MissingImageError(ConfigurationError):
@@ -44,46 +54,53 @@ def _image_file(artifacts_dir: Path, relative_path: str, prompt_id: str) -> Path
     return path
 
 
-def preference_columns(
-    row: dict[str, Any], artifacts_dir: Path, *, embed: bool = True
-) -> dict[str, Any]:
-    """The Diffusion-DPO columns of a row with a pair: `caption`, `label_0` and the
-    chosen and rejected images of the artifacts folder, in `datasets.Image`'s storage
-    layout (`{"bytes", "path"}`). `jpg_0` is the chosen image and `label_0 = 1.0`
-    (trainers read the label, not the position). Raises MissingImageError when an
-    image file is missing.
-
-    With `embed=False` the images are references to their absolute paths, which
-    `datasets` embeds when the dataset is pushed (`embed_external_files`), so a
-    cached copy costs no image bytes.
-    """
-    images = []
-    for index in (row["chosen_index"], row["rejected_index"]):
-        relative_path = row["image_paths"][index]
-        path = _image_file(artifacts_dir, relative_path, row["prompt_id"])
-        images.append(
-            {"bytes": path.read_bytes(), "path": relative_path}
-            if embed
-            else {"bytes": None, "path": str(path.resolve())}
-        )
-    chosen, rejected = images
+def preference_columns(row: dict[str, Any], artifacts_dir: Path) -> dict[str, Any]:
+    """The Diffusion-DPO columns of a row with a pair: `caption`, `label_0`, and the
+    chosen (`jpg_0`) and rejected (`jpg_1`) images' bytes from the artifacts folder.
+    `label_0` is 1, or 0.5 for a tie (a zero margin). Raises MissingImageError when an
+    image file is missing."""
+    chosen, rejected = (
+        _image_file(artifacts_dir, row["image_paths"][index], row["prompt_id"]).read_bytes()
+        for index in (row["chosen_index"], row["rejected_index"])
+    )
+    tie = row.get("score_margin") == 0
     return {
         "caption": row["prompt"],
-        "label_0": 1.0,
+        "label_0": TIE_LABEL if tie else 1.0,
         "jpg_0": chosen,
         "jpg_1": rejected,
-        "chosen": chosen,
-        "rejected": rejected,
     }
 
 
-def _with_pair_features(features: datasets.Features, *, decode: bool = True) -> datasets.Features:
-    features = features.copy()
+def _with_pair_features(features: datasets.Features) -> datasets.Features:
+    features = _typed(features)
     features["caption"] = datasets.Value("string")
     features["label_0"] = datasets.Value("float64")
     for column in IMAGE_COLUMNS:
-        features[column] = datasets.Image(decode=decode)
+        features[column] = datasets.Value("binary")
     return features
+
+
+KNOWN_TYPES: dict[str, Any] = {
+    "safety_flags": datasets.List(datasets.Value("bool")),
+    "negative_prompt": datasets.Value("string"),
+    "height": datasets.Value("int64"),
+    "width": datasets.Value("int64"),
+}
+"""Types of columns (and struct fields) that a run may leave empty everywhere, which
+`datasets` would otherwise type `null`. Any other empty column becomes text (the error
+columns: `generation_error`, `pair_error`, ...)."""
+
+
+def _typed(feature: Any, name: str = "") -> Any:
+    """`feature` with every `null` type replaced by the column's known type."""
+    if isinstance(feature, datasets.Features | dict):
+        return type(feature)({key: _typed(value, key) for key, value in feature.items()})
+    if isinstance(feature, datasets.List):
+        return datasets.List(_typed(feature.feature, name))
+    if isinstance(feature, datasets.Value) and feature.dtype == "null":
+        return KNOWN_TYPES.get(name, datasets.Value("string"))
+    return feature
 
 
 _QA_PAIR_FEATURES = {
@@ -121,15 +138,12 @@ def pair_config_features(score_columns: list[str]) -> datasets.Features:
     their types cannot be inferred from each batch (a batch of remote-rendered images
     has only None seeds) and must be the same for all of them.
 
-    The images are declared `decode=False` (rows give `{"bytes", "path"}`): distilabel
-    1.5.3 writes a sample row of every config into its card as JSON and fails on
-    decoded images ("PngImageFile is not JSON serializable"). Our trainer reads them as
-    they are; `.cast_column("jpg_0", datasets.Image())` decodes them.
+    The images are bytes, as in the dataset folder (see the module).
     """
     features = PAIR_ROW_FEATURES.copy()
     for column in score_columns:
         features[column] = datasets.List(datasets.Value("float64"))
-    return _with_pair_features(features, decode=False)
+    return _with_pair_features(features)
 
 
 def listed_shards(folder: Path, split: str = "train") -> list[Path]:
@@ -278,6 +292,24 @@ def write_dataset_folder(
     )
 
 
+def shard_ranges(dataset: datasets.Dataset, limit: int = SHARD_BYTES) -> list[tuple[int, int]]:
+    """Contiguous row ranges holding at most `limit` image bytes each (one row at least)."""
+    columns = [column for column in IMAGE_COLUMNS if column in dataset.column_names]
+    table = dataset.select_columns(columns).with_format("arrow")[:]
+    sizes = [0] * len(dataset)
+    for column in columns:
+        lengths = pa.compute.binary_length(table.column(column)).to_pylist()
+        sizes = [size + (length or 0) for size, length in zip(sizes, lengths, strict=True)]
+    ranges, start, total = [], 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and total + size > limit:
+            ranges.append((start, index))
+            start, total = index, 0
+        total += size
+    ranges.append((start, len(sizes)))
+    return ranges
+
+
 def _write_staging(
     dataset: datasets.Dataset,
     staging: Path,
@@ -287,10 +319,11 @@ def _write_staging(
     split: str,
 ) -> None:
     (staging / "data").mkdir()
-    num_shards = max(1, math.ceil(len(dataset) / ROWS_PER_SHARD))
+    ranges = shard_ranges(dataset)
+    num_shards = len(ranges)
     shard_paths = []
-    for index in range(num_shards):
-        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+    for index, (start, end) in enumerate(ranges):
+        shard = dataset.select(range(start, end))
         written = staging / "data" / "shard.parquet"
         shard.to_parquet(written)
         digest = hashlib.sha256(written.read_bytes()).hexdigest()[:12]
@@ -303,3 +336,28 @@ def _write_staging(
             shutil.copyfile(source, staging / name)
     if artifacts_dir is not None and artifacts_dir.is_dir():
         shutil.copytree(artifacts_dir, staging / "artifacts")
+
+
+DEFAULT_CONFIG = "default"
+IMAGES_CONFIG = "images"
+"""The config with `jpg_0`/`jpg_1` typed `datasets.Image`: what the Hub viewer shows as
+pictures and `load_dataset(repo, "images")` decodes."""
+
+
+def card_configs(
+    features: datasets.Features, data_files: dict[str, list[str]]
+) -> tuple[list[dict[str, Any]], DatasetInfosDict]:
+    """The card's `configs` and per-config features (`dataset_info`) of a dataset folder:
+    `default` as stored (the images as bytes, for diffusers' DPO scripts and agfsync
+    train) and, for a preference dataset, `images` over the same shards with the image
+    columns typed `datasets.Image`."""
+    files = [{"split": split, "path": paths} for split, paths in data_files.items()]
+    configs = [{"config_name": DEFAULT_CONFIG, "data_files": files}]
+    infos = {DEFAULT_CONFIG: DatasetInfo(features=features)}
+    if all(column in features for column in IMAGE_COLUMNS):
+        decoded = features.copy()
+        for column in IMAGE_COLUMNS:
+            decoded[column] = datasets.Image()
+        configs.append({"config_name": IMAGES_CONFIG, "data_files": files})
+        infos[IMAGES_CONFIG] = DatasetInfo(features=decoded)
+    return configs, DatasetInfosDict(infos)

@@ -31,20 +31,26 @@ scales: as a requirement on the chosen image it lets users compare conversion ra
 (AGFSync paper: every prompt becomes a pair vs 48.8% under DreamSync's filter)."""
 
 
+TIE = "tie: the best and worst candidates scored the same"
+"""Start of the reason a tie gets no pair (unless ties are kept)."""
+
+
 def select_preference_pair(
     scores: Sequence[float],
     *,
     min_margin: float = 0.0,
     may_be_chosen: Sequence[bool] | None = None,
+    keep_ties: bool = False,
 ) -> PreferencePair:
     """Chosen = argmax, rejected = argmin of the scores (AGFSync).
 
-    Ties are broken deterministically: the chosen image is the lowest index with
-    the highest score, the rejected image the lowest index with the lowest score
-    other than the chosen one (so all-equal scores give indices 0 and 1 with a
-    zero margin). NaN scores are left out. `may_be_chosen` restricts which images
-    can win (e.g. those passing `DREAMSYNC_THRESHOLDS`), and a pair whose margin is
-    below `min_margin` is refused. Raises `NoPairError` saying why no pair formed.
+    Equal scores are ordered deterministically: the chosen image is the lowest index
+    with the highest score, the rejected image the lowest index with the lowest score
+    other than the chosen one. A tie (a zero margin: no preference) is refused unless
+    `keep_ties`, as Pick-a-Pic marks ties 0.5 and the official Diffusion-DPO code drops
+    them. NaN scores are left out. `may_be_chosen` restricts which images can win (e.g.
+    those passing `DREAMSYNC_THRESHOLDS`), and a pair whose margin is below
+    `min_margin` is refused. Raises `NoPairError` saying why no pair formed.
     """
     scorable = [
         (index, float(score)) for index, score in enumerate(scores) if not math.isnan(score)
@@ -61,6 +67,8 @@ def select_preference_pair(
         (item for item in scorable if item[0] != chosen_index), key=lambda item: (item[1], item[0])
     )
     pair = PreferencePair(chosen_index, rejected_index, chosen_score, rejected_score)
+    if pair.score_margin == 0 and not keep_ties:
+        raise NoPairError(f"{TIE} ({chosen_score:.4g})")
     if pair.score_margin < min_margin:
         raise NoPairError(
             f"score margin {pair.score_margin:.4g} is below the minimum of {min_margin:g}"

@@ -75,16 +75,13 @@ def load_run(run_dir: Path) -> tuple[datasets.Dataset, RunInfo]:
 
 
 def _check_images(dataset: datasets.Dataset) -> None:
-    raw = dataset.select_columns(["prompt_id", *IMAGE_COLUMNS])
-    for column in IMAGE_COLUMNS:
-        raw = raw.cast_column(column, datasets.Image(decode=False))
-    for row in raw:
+    for row in dataset.select_columns(["prompt_id", *IMAGE_COLUMNS]):
         for column in IMAGE_COLUMNS:
-            image = row[column]
+            data = row[column]
             try:
-                if image is None or not image["bytes"]:
+                if not data:
                     raise UnidentifiedImageError("no image bytes")
-                Image.open(io.BytesIO(image["bytes"])).verify()
+                Image.open(io.BytesIO(data)).verify()
             except (UnidentifiedImageError, OSError, SyntaxError) as error:
                 raise ConfigurationError(
                     f"Image `{column}` of prompt {row['prompt_id']!r} is missing or "

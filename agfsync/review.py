@@ -107,8 +107,8 @@ def apply_verdict(row: dict[str, Any], verdict: Verdict, rejected_first: bool) -
     """The row with the human verdict applied.
 
     `jpg_0` stays the AI's chosen image; `label_0` becomes 0 when the reviewers
-    prefer the other image, and `chosen`/`rejected` swap. `label_source` says whose
-    label it is: "human" when the reviewers resolved the pair, else "ai".
+    prefer the other image. `label_source` says whose label it is: "human" when the
+    reviewers resolved the pair, else "ai".
     """
     reviewed = {
         **row,
@@ -120,7 +120,6 @@ def apply_verdict(row: dict[str, Any], verdict: Verdict, rejected_first: bool) -
     reviewed["label_source"] = "human"
     if verdict.preferred != ai_side(rejected_first):
         reviewed["label_0"] = 0.0
-        reviewed["chosen"], reviewed["rejected"] = row["rejected"], row["chosen"]
     return reviewed
 
 

@@ -17,6 +17,16 @@ from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
 
+
+def agfsync_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("agfsync")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 RUN_INFO_FILE = "run.json"
 
 
@@ -37,6 +47,10 @@ class UnpairedPrompt(BaseModel):
 
 class RunInfo(BaseModel):
     preset: str
+    agfsync_version: str = Field(default_factory=lambda: agfsync_version())
+    prompt_file: str | None = Field(
+        default=None, description="Name of the prompt file read (None: written by an LLM)."
+    )
     seed: int | None = Field(description="Run seed every image seed is derived from.")
     llm_models: dict[str, str] = Field(
         default_factory=dict, description="Model of each LLM step, by step name."

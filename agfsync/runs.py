@@ -36,7 +36,7 @@ from agfsync.failures import row_failures
 from agfsync.logs import keep_credentials_out_of_files
 from agfsync.preflight import check_disk, check_models
 from agfsync.processes import RunLock, children_die_with_this_process, stop_promptly_on_interrupt
-from agfsync.prompts import load_prompt_records
+from agfsync.prompts import SAMPLE_PROMPTS_PATH, load_prompt_records
 from agfsync.providers import api_key_from_env, key_variables_text, provider_of_llm
 from agfsync.qa import qa_statistics
 from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
@@ -83,6 +83,8 @@ class RunOptions:
     use_cache: bool = True
     overwrite: bool = False
     """Write into an output folder holding files agfsync did not write (they are kept)."""
+    keep_ties: bool = False
+    """Also export pairs whose two images scored the same, with `label_0 = 0.5`."""
     llm_time_limit: float | None = None
     """Seconds each LLM step may spend on calls in this run (`time_limit` of the steps)."""
 
@@ -146,7 +148,10 @@ def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, 
             "num_prompts": options.num_prompts,
         },
         GENERATE_IMAGES_STEP: {"num_images": options.num_images, "seed": options.seed},
-        SELECT_PAIRS_STEP: {"min_margin": options.min_margin},
+        SELECT_PAIRS_STEP: {
+            "min_margin": options.min_margin,
+            "keep_ties": options.keep_ties or None,
+        },
         LOAD_CATEGORIES_STEP: {
             "categories_file": str(options.categories_file) if options.categories_file else None,
             "prompts_per_category": options.prompts_per_category,
@@ -399,6 +404,7 @@ def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
         card=lambda data_files, _folder: render_prompt_card(
             rows,
             preset=outcome.preset,
+            llm_models=sorted(set(_llm_models(pipeline).values())),
             report=report,
             load_path=os.fspath(output_dir),
             data_files=data_files,
@@ -521,18 +527,30 @@ def _failures(rows: datasets.Dataset, pipeline: Pipeline) -> Counter[str]:
     return failed
 
 
+def _llm_models(pipeline: Pipeline) -> dict[str, str]:
+    """The model of each LLM step, by step name."""
+    models = {}
+    for name in pipeline.dag:
+        llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
+        if llm is not None:
+            models[name] = str(getattr(llm, "model", None) or getattr(llm, "model_id", ""))
+    return models
+
+
 def _run_info(
     preset: str, pipeline: Pipeline, options: RunOptions, unpaired: list[dict[str, Any]]
 ) -> RunInfo:
     generation = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
     judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
-    llm_models = {}
-    for name in pipeline.dag:
-        llm = getattr(pipeline.dag.get_step(name)["step"], "llm", None)
-        if llm is not None:
-            llm_models[name] = str(getattr(llm, "model", None) or getattr(llm, "model_id", ""))
+    llm_models = _llm_models(pipeline)
+    loader = (
+        pipeline.dag.get_step(LOAD_PROMPTS_STEP)["step"]
+        if LOAD_PROMPTS_STEP in pipeline.dag
+        else None
+    )
     return RunInfo(
         preset=preset,
+        prompt_file=Path(loader.data_files or SAMPLE_PROMPTS_PATH).name if loader else None,
         seed=options.seed if options.seed is not None else generation.seed,
         llm_models=llm_models,
         judges=[JudgeInfo(name=s.name, model=s.model, weight=s.weight) for s in judging.scorers],

@@ -7,6 +7,7 @@ run record, so they are cheap on a dataset of any size.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from statistics import fmean, pstdev
@@ -20,6 +21,15 @@ from agfsync.run_info import RunInfo
 
 SCORE_COLUMNS = ("vqa_scores", "clip_scores", "aesthetic_scores", "pick_scores", "weighted_scores")
 """Per-candidate score columns, in the order the card lists them (absent ones skipped)."""
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its numbers replaced by `N`, so reasons of one kind count together
+    ("score margin N is below the minimum of N")."""
+    return _NUMBER.sub("N", reason)
 
 
 @dataclass(frozen=True)
@@ -120,5 +130,7 @@ def dataset_statistics(dataset: datasets.Dataset, run: RunInfo) -> DatasetStatis
         chosen_scores=chosen,
         rejected_scores=rejected,
         margins=[row["score_margin"] for row in rows],
-        unpaired_reasons=dict(Counter(item.reason for item in run.unpaired).most_common()),
+        unpaired_reasons=dict(
+            Counter(reason_kind(item.reason) for item in run.unpaired).most_common()
+        ),
     )

@@ -19,13 +19,15 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
     """Picks the chosen (argmax) and rejected (argmin) image of each prompt from
     its `weighted_scores`, as AGFSync does.
 
-    Ties go to the lowest index; NaN scores are left out. A prompt with fewer
-    than two scorable images, a margin below `min_margin`, or no image passing
+    Equal scores go to the lowest index; NaN scores are left out. A prompt with fewer
+    than two scorable images, a tie (its best and worst candidates scored the same,
+    unless `keep_ties`), a margin below `min_margin`, or no image passing
     `chosen_thresholds` keeps its row, with empty pair columns and the reason in
     `pair_error`, so nothing disappears silently.
 
     Runtime parameters:
         - `min_margin`: minimum weighted-score margin of a pair (default 0).
+        - `keep_ties`: also pair ties (exported with `label_0 = 0.5`).
         - `chosen_thresholds`: judge scores the chosen image must exceed
           (`agfsync.pairs.DREAMSYNC_THRESHOLDS` reproduces DreamSync's filter).
 
@@ -43,6 +45,11 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
 
     min_margin: RuntimeParameter[float] = Field(
         default=0.0, description="Refuse pairs whose weighted-score margin is below this."
+    )
+    keep_ties: RuntimeParameter[bool] = Field(
+        default=False,
+        description="Also pair prompts whose best and worst candidates scored the same "
+        "(exported with label_0 = 0.5, which diffusers' DPO scripts read as a win).",
     )
     chosen_thresholds: RuntimeParameter[dict[str, float]] | None = Field(
         default=None,
@@ -72,6 +79,7 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
                     row["weighted_scores"],
                     min_margin=self.min_margin,
                     may_be_chosen=self._passes_thresholds(row),
+                    keep_ties=self.keep_ties,
                 )
             except NoPairError as error:
                 row.update(dict.fromkeys(PAIR_COLUMNS), pair_error=str(error))

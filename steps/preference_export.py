@@ -31,13 +31,12 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
     parquet shard of the Distiset's `default` config.
 
     distilabel 1.5.3 stores step outputs without `datasets` features and moves rows
-    between processes as JSON, so its own rows can carry image paths but never
-    `datasets.Image` columns. `create_distiset` however loads every folder under
-    `steps_outputs/` as a config, with the features recorded in its parquet files. The
-    shards written here declare `jpg_0`/`jpg_1`/`chosen`/`rejected` as `datasets.Image`
-    referring to the candidate files, which `push_to_hub` embeds on upload, so
-    `distilabel pipeline run --repo-id` publishes a dataset the trainers read directly,
-    with every score, the QA pairs, seeds and sigmas, at no cost in disk here.
+    between processes as JSON, so its own rows can carry image paths but never image
+    bytes. `create_distiset` however loads every folder under `steps_outputs/` as a
+    config, with the features recorded in its parquet files. The shards written here
+    hold `jpg_0`/`jpg_1` as image bytes (`agfsync.dataset`'s layout), so
+    `distilabel pipeline run --repo-id` publishes a dataset that diffusers' DPO scripts
+    and agfsync's trainer read directly, with every score, the QA pairs, seeds and sigmas.
 
     Rows pass through unchanged (they stay the leaf step's config). A batch whose shard
     cannot be written (a missing image, a full disk) keeps its rows with the reason in
@@ -84,7 +83,7 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
         records = [
             {
                 **{column: row[column] for column in features if column in row},
-                **preference_columns(row, artifacts, embed=False),
+                **preference_columns(row, artifacts),
             }
             for row in rows
         ]
