@@ -222,7 +222,7 @@ def _prompt_origin(run: RunInfo) -> str:
     if writers:
         return "prompts written by an LLM (" + ", ".join(markdown_text(m) for m in writers) + ")"
     if run.prompt_file:
-        return f"prompts read from a file (`{markdown_text(run.prompt_file)}`)"
+        return f"prompts read from a file ({markdown_text(run.prompt_file)})"
     return "prompts from the sample shipped with agfsync"
 
 

@@ -351,13 +351,16 @@ def card_configs(
     `default` as stored (the images as bytes, for diffusers' DPO scripts and agfsync
     train) and, for a preference dataset, `images` over the same shards with the image
     columns typed `datasets.Image`."""
-    files = [{"split": split, "path": paths} for split, paths in data_files.items()]
-    configs = [{"config_name": DEFAULT_CONFIG, "data_files": files}]
+
+    def files() -> list[dict[str, Any]]:  # a fresh copy per config: no YAML anchors
+        return [{"split": split, "path": list(paths)} for split, paths in data_files.items()]
+
+    configs = [{"config_name": DEFAULT_CONFIG, "data_files": files()}]
     infos = {DEFAULT_CONFIG: DatasetInfo(features=features)}
     if all(column in features for column in IMAGE_COLUMNS):
         decoded = features.copy()
         for column in IMAGE_COLUMNS:
             decoded[column] = datasets.Image()
-        configs.append({"config_name": IMAGES_CONFIG, "data_files": files})
+        configs.append({"config_name": IMAGES_CONFIG, "data_files": files()})
         infos[IMAGES_CONFIG] = DatasetInfo(features=decoded)
     return configs, DatasetInfosDict(infos)

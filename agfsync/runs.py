@@ -406,7 +406,7 @@ def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
             preset=outcome.preset,
             llm_models=sorted(set(_llm_models(pipeline).values())),
             report=report,
-            load_path=os.fspath(output_dir),
+            load_path=os.fspath(output_dir.resolve()),
             data_files=data_files,
         ),
         extra_files=outcome.extra_files,
@@ -462,7 +462,7 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
     def write_card(data_files: list[str], folder: Path) -> str:
         run.save(folder)
         return preference_card(
-            dataset, run, folder, load_path=os.fspath(output_dir), data_files={"train": data_files}
+            dataset, run, folder, load_path=os.fspath(output_dir.resolve()), data_files={"train": data_files}
         )
 
     write_dataset_folder(
