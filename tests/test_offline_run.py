@@ -37,7 +37,7 @@ LIST_COLUMNS = [
     "weighted_scores",
     "judging_errors",
 ]
-IMAGE_COLUMNS = ["jpg_0", "jpg_1", "chosen", "rejected"]
+IMAGE_COLUMNS = ["jpg_0", "jpg_1"]
 SAMPLE_SIZE = 24
 
 
@@ -61,8 +61,12 @@ class TestAgfsyncGenerate:
             assert dataset.features[name] == feature, name
         for name in LIST_COLUMNS:
             assert isinstance(dataset.features[name], datasets.List), name
+        for name in IMAGE_COLUMNS:  # Pick-a-Pic's raw bytes, once per row
+            assert dataset.features[name] == datasets.Value("binary"), name
+        assert "chosen" not in dataset.column_names and "rejected" not in dataset.column_names
+        with_images = datasets.load_dataset(str(offline_dataset_dir), "images", split="train")
         for name in IMAGE_COLUMNS:
-            assert isinstance(dataset.features[name], datasets.Image), name
+            assert isinstance(with_images.features[name], datasets.Image), name
 
     def test_pairs_point_at_the_best_and_worst_candidate(self, offline_dataset_dir: Path) -> None:
         dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
@@ -76,12 +80,7 @@ class TestAgfsyncGenerate:
             chosen_file = (
                 offline_dataset_dir / "artifacts" / row["image_paths"][row["chosen_index"]]
             )
-            assert (
-                row["jpg_0"].tobytes()
-                == datasets.Image()
-                .decode_example({"path": str(chosen_file), "bytes": None})
-                .tobytes()
-            )
+            assert row["jpg_0"] == chosen_file.read_bytes()
 
     def test_candidates_have_distinct_recorded_seeds(self, offline_dataset_dir: Path) -> None:
         dataset = datasets.load_dataset(str(offline_dataset_dir), split="train")
@@ -156,7 +155,7 @@ class TestAgfsyncGenerate:
         assert all(margin >= 4 for margin in kept["score_margin"])
         by_id = {row["prompt_id"]: row for row in first}
         for row in kept:
-            assert row["jpg_0"].tobytes() == by_id[row["prompt_id"]]["jpg_0"].tobytes()
+            assert row["jpg_0"] == by_id[row["prompt_id"]]["jpg_0"]
         unpaired = json.loads((output / "run.json").read_text())["unpaired"]
         assert len(unpaired) == len(first) - len(kept)
         assert all("margin" in item["reason"] for item in unpaired)

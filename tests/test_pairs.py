@@ -22,8 +22,12 @@ class TestSelectPreferencePair:
         pair = select_preference_pair([5.0, 1.0, 9.0, 1.0])
         assert pair.rejected_index == 1
 
-    def test_all_equal_gives_first_two_with_zero_margin(self) -> None:
-        pair = select_preference_pair([4.0, 4.0, 4.0])
+    def test_a_tie_is_not_a_preference(self) -> None:
+        with pytest.raises(NoPairError, match="tie: the best and worst candidates scored"):
+            select_preference_pair([4.0, 4.0, 4.0])
+
+    def test_a_kept_tie_gives_the_first_two_with_zero_margin(self) -> None:
+        pair = select_preference_pair([4.0, 4.0, 4.0], keep_ties=True)
         assert (pair.chosen_index, pair.rejected_index) == (0, 1)
         assert pair.score_margin == 0.0
 

@@ -64,7 +64,7 @@ def shards(data_dir: Path) -> list[Path]:
 
 
 class TestPreferenceDatasetExport:
-    def test_writes_the_pairs_with_image_features_and_passes_every_row_on(
+    def test_writes_the_pairs_with_image_bytes_and_passes_every_row_on(
         self, tmp_path: Path
     ) -> None:
         rows = candidate_rows(tmp_path / "steps_artifacts")
@@ -78,13 +78,13 @@ class TestPreferenceDatasetExport:
         # No declared features: the loader must find them in the file, as distilabel's does.
         pairs = datasets.load_dataset("parquet", data_files=[str(shard)], split="train")
         assert pairs["prompt_id"] == ["p0", "p1"]
-        for column in ("jpg_0", "jpg_1", "chosen", "rejected"):
-            assert pairs.features[column] == datasets.Image(decode=False)
+        for column in ("jpg_0", "jpg_1"):  # the Pick-a-Pic layout, as the dataset folder
+            assert pairs.features[column] == datasets.Value("binary")
+        assert "chosen" not in pairs.column_names
         first = pairs[0]
-        chosen = tmp_path / "steps_artifacts" / rows[0]["image_paths"][1]
-        assert first["jpg_0"] == {"bytes": None, "path": str(chosen.resolve())}
-        assert first["chosen"] == first["jpg_0"]
-        assert Path(first["jpg_1"]["path"]).name == "0.png"
+        artifacts = tmp_path / "steps_artifacts"
+        assert first["jpg_0"] == (artifacts / rows[0]["image_paths"][1]).read_bytes()
+        assert first["jpg_1"] == (artifacts / rows[0]["image_paths"][0]).read_bytes()
         assert (first["caption"], first["label_0"]) == ("a red cube", 1.0)
         assert first["qa_pairs"][0]["element"] == "red"
         assert pairs[1]["image_seeds"] == [None, None]

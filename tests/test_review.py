@@ -42,7 +42,7 @@ class TestResolveVotes:
         assert verdict.num_reviewers == 3
 
 
-ROW = {"label_0": 1.0, "chosen": "C", "rejected": "R", "jpg_0": "C", "jpg_1": "R"}
+ROW = {"label_0": 1.0, "jpg_0": "C", "jpg_1": "R"}
 ROWS = [{"category": c} for c in ["x"] * 8 + ["y"] * 3 + ["z"]]
 
 
@@ -50,13 +50,13 @@ class TestApplyVerdict:
     def test_humans_who_prefer_the_other_image_flip_the_label(self) -> None:
         # the AI's chosen image was shown as B; the reviewers prefer A (the rejected one)
         row = apply_verdict(ROW, resolve_votes(["image_a"]), rejected_first=True)
-        assert (row["label_0"], row["chosen"], row["rejected"]) == (0.0, "R", "C")
-        assert (row["jpg_0"], row["jpg_1"]) == ("C", "R")
+        assert row["label_0"] == 0.0
+        assert (row["jpg_0"], row["jpg_1"]) == ("C", "R")  # jpg_0 stays the AI's choice
         assert row["label_source"] == "human"
 
     def test_agreeing_humans_keep_the_label(self) -> None:
         row = apply_verdict(ROW, resolve_votes(["image_b"]), rejected_first=True)
-        assert (row["label_0"], row["chosen"], row["label_source"]) == (1.0, "C", "human")
+        assert (row["label_0"], row["jpg_0"], row["label_source"]) == (1.0, "C", "human")
 
     def test_unresolved_pairs_keep_the_ai_label(self) -> None:
         row = apply_verdict(ROW, resolve_votes(["image_a", "image_b"]), rejected_first=False)
