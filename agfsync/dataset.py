@@ -147,7 +147,7 @@ def pair_config_features(score_columns: list[str]) -> datasets.Features:
 
 
 def listed_shards(folder: Path, split: str = "train") -> list[Path]:
-    """The parquet shards of `split` that the folder's card lists (its `configs`), each
+    """The parquet shards of `split` that the folder's card lists (its default config), each
     checked to lie inside the folder and to be a readable parquet file. A parquet file
     in `data/` that the card does not list is refused rather than published (a stray
     copy would duplicate rows)."""
@@ -163,7 +163,7 @@ def listed_shards(folder: Path, split: str = "train") -> list[Path]:
     listed = [
         entry["path"]
         for config in (metadata or {}).get("configs") or []
-        if isinstance(config, dict)
+        if isinstance(config, dict) and config.get("config_name") == DEFAULT_CONFIG
         for entry in config.get("data_files") or []
         if isinstance(entry, dict) and entry.get("split") == split
     ]

@@ -462,7 +462,11 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
     def write_card(data_files: list[str], folder: Path) -> str:
         run.save(folder)
         return preference_card(
-            dataset, run, folder, load_path=os.fspath(output_dir.resolve()), data_files={"train": data_files}
+            dataset,
+            run,
+            folder,
+            load_path=os.fspath(output_dir.resolve()),
+            data_files={"train": data_files},
         )
 
     write_dataset_folder(

@@ -2,9 +2,10 @@
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import datasets
+from distilabel import distiset
 from distilabel.constants import STEPS_OUTPUTS_PATH
 from distilabel.steps import Step, StepInput
 
@@ -20,6 +21,32 @@ from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
+
+
+def _printable(value: Any) -> Any:
+    """A sample value the card's JSON can hold: image bytes become a short note."""
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, dict):
+        return {key: _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
+
+
+class _CardWithoutBinarySamples(distiset.DistilabelDatasetCard):
+    """distilabel 1.5.3 writes one sample row of every config into the card it pushes
+    as JSON, and fails on bytes (it meant to blank images out, but never writes the
+    blank back). The pair config holds image bytes, so its sample shows their sizes."""
+
+    @classmethod
+    def from_template(cls, *args: Any, **kwargs: Any) -> Any:
+        if "sample_records" in kwargs:
+            kwargs["sample_records"] = _printable(kwargs["sample_records"])
+        return super().from_template(*args, **kwargs)
+
+
+distiset.DistilabelDatasetCard = _CardWithoutBinarySamples  # type: ignore[misc]
 
 PAIR_CONFIG = "default"
 """The Distiset config the shards are written to: `distilabel pipeline run --repo-id`

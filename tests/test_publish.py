@@ -66,26 +66,41 @@ def publish(run_dir: Path, hub: HubServer, tmp_path: Path, *args: str) -> str:
 
 
 LOAD_BACK = """
-import hashlib, json, sys
+import json, sys
 import datasets
-import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard
+from tests.diffusers_dpo import read_like_diffusers
 
 split, repo_id = sys.argv[1:]
-rows = datasets.load_dataset(repo_id, split=split)
-raw = rows.cast_column("jpg_0", datasets.Image(decode=False))
-decoded = rows.cast_column("jpg_0", datasets.Image())
+images = datasets.load_dataset(repo_id, "images", split=split)
 print(json.dumps({
-    "num_rows": len(rows),
-    "columns": rows.column_names,
-    "image_features": [type(rows.features[c]).__name__ for c in ("jpg_0", "jpg_1", "chosen")],
-    "decode": [rows.features[c].decode for c in ("jpg_0", "jpg_1", "chosen")],
-    "size": list(decoded[0]["jpg_0"].size),
-    "jpg_0_sha": [hashlib.sha256(r["jpg_0"]["bytes"]).hexdigest() for r in raw],
-    "prompt_ids": list(rows["prompt_id"]),
+    **read_like_diffusers(repo_id, split),
+    "columns": images.column_names,
+    "image_features": [type(images.features[c]).__name__ for c in ("jpg_0", "jpg_1")],
+    "size": list(images[0]["jpg_0"].size),
+    "prompt_ids": list(images["prompt_id"]),
     "card": DatasetCard.load(repo_id, repo_type="dataset").data.to_dict(),
 }))
 """
+"""Reads a published dataset as diffusers' DPO scripts do (default config: bytes), and
+with decoded images as the Hub viewer and `datasets` users do (the `images` config)."""
+
+
+READ_LIKE_DIFFUSERS = """
+import json, sys
+import datasets
+from tests.diffusers_dpo import read_like_diffusers
+
+(repo_id,) = sys.argv[1:]
+rows = datasets.load_dataset(repo_id, split="train")
+print(json.dumps({
+    **read_like_diffusers(repo_id),
+    "columns": rows.column_names,
+    "prompt_ids": list(rows["prompt_id"][:4]),
+}))
+"""
+"""diffusers' DPO scripts on a repo pushed by `distilabel pipeline run --repo-id` (its
+default config is the pair config)."""
 
 
 def load_back(
@@ -93,7 +108,7 @@ def load_back(
 ) -> dict:
     result = run_command(
         ["python", "-c", LOAD_BACK, split, repo_id],
-        cwd=tmp_path,
+        cwd=REPO_ROOT,
         env=hub_env(hub.url, tmp_path / "hf-load"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -119,8 +134,7 @@ def train_by_repo_id(repo_id: str, hub: HubServer, tmp_path: Path) -> str:
 
 def local_rows(run_dir: Path) -> datasets.Dataset:
     files = [str(path) for path in sorted((run_dir / "data").glob("*.parquet"))]
-    rows = datasets.load_dataset("parquet", data_files=files, split="train")
-    return rows.cast_column("jpg_0", datasets.Image(decode=False))
+    return datasets.load_dataset("parquet", data_files=files, split="train")
 
 
 class TestPublish:
@@ -131,13 +145,14 @@ class TestPublish:
         loaded = load_back(hub, tmp_path)
 
         local = local_rows(run_dir)
-        assert loaded["num_rows"] == NUM_PROMPTS == len(local)
+        assert loaded["rows"] == NUM_PROMPTS == len(local)
         assert loaded["prompt_ids"] == list(local["prompt_id"])
-        assert loaded["jpg_0_sha"] == [
-            hashlib.sha256(row["jpg_0"]["bytes"]).hexdigest() for row in local
-        ]
-        assert loaded["image_features"] == ["Image"] * 3
-        assert loaded["decode"] == [True] * 3
+        assert loaded["jpg_0_sha"] == [hashlib.sha256(row["jpg_0"]).hexdigest() for row in local]
+        # diffusers' scripts: 6-channel pairs (jpg_0 then jpg_1), SDXL sizes from jpg_0
+        assert loaded["sd15_shapes"] == loaded["sdxl_shapes"] == [[6, 32, 32]] * NUM_PROMPTS
+        assert loaded["sdxl_original_sizes"] == [[32, 32]] * NUM_PROMPTS
+        assert loaded["captions"] == list(local["prompt"]) and loaded["labels"] == [1.0] * 4
+        assert loaded["image_features"] == ["Image"] * 2  # the viewer's config
         assert loaded["size"] == [32, 32]
         for column in ("caption", "label_0", "qa_pairs", "image_seeds", "noise_sigmas"):
             assert column in loaded["columns"]
@@ -145,10 +160,18 @@ class TestPublish:
             assert column in loaded["columns"]
 
         card = loaded["card"]
-        assert card["license"] == "apache-2.0"
+        assert card["license"] == "apache-2.0"  # the tiny model's: agfsync's own
         assert card["task_categories"] == ["text-to-image"]
         assert card["size_categories"] == ["n<1K"]
+        assert card["language"] == ["en"] and "rlaif" in card["tags"]
+        assert [config["config_name"] for config in card["configs"]] == ["default", "images"]
         assert card["configs"][0]["data_files"][0]["split"] == "train"
+        features = {info["config_name"]: info["features"] for info in card["dataset_info"]}
+        jpg_0 = {f["name"]: f.get("dtype") for f in features["images"]}["jpg_0"]
+        assert (
+            jpg_0 == "image"
+            and {f["name"]: f.get("dtype") for f in features["default"]}["jpg_0"] == "binary"
+        )
 
         files = hub.files("org/pairs")
         assert {"README.md", "pipeline.yaml", "run.json"} <= set(files)
@@ -156,8 +179,8 @@ class TestPublish:
         for figure in ("score_distributions.png", "score_margins.png", "categories.png"):
             assert f"assets/{figure}" in readme
             assert files[f"assets/{figure}"].startswith(b"\x89PNG")
-        assert "accelerate launch -m agfsync.train.dpo" in readme
-        assert 'load_dataset("org/pairs"' in readme
+        assert "--dataset_name org/pairs --dataset_split_name train" in readme
+        assert 'load_dataset("org/pairs", "images", split="train")' in readme
         assert "conversion rate" in readme and "Limitations and biases" in readme
 
     def test_republishing_makes_one_commit_and_replaces_stale_shards(
@@ -173,12 +196,13 @@ class TestPublish:
 
         smaller = generate_offline_run(tmp_path / "smaller", 2)
         output = publish(smaller, hub, tmp_path)
-        # the old shard and the third sample pair (two prompts give two samples)
+        # the old shard and the third sample pair, chosen and rejected (two prompts give
+        # two samples)
         assert "3 stale files deleted" in output
         assert not any(path.startswith("assets/samples/pair-2") for path in hub.files("org/pairs"))
         shards = [path for path in hub.files("org/pairs") if path.startswith("data/")]
         assert len(shards) == 1 and shards[0] not in first
-        assert load_back(hub, tmp_path)["num_rows"] == 2
+        assert load_back(hub, tmp_path)["rows"] == 2
 
     def test_the_published_dataset_trains_by_repo_id(
         self, run_dir: Path, hub: HubServer, tmp_path: Path
@@ -196,8 +220,8 @@ class TestPublish:
         card = yaml.safe_load(hub.files("org/pairs")["README.md"].decode().split("---")[1])
         splits = {entry["split"] for entry in card["configs"][0]["data_files"]}
         assert splits == {"train", "test"}
-        assert load_back(hub, tmp_path, "test")["num_rows"] == NUM_PROMPTS
-        assert load_back(hub, tmp_path, "train")["num_rows"] == NUM_PROMPTS
+        assert load_back(hub, tmp_path, "test")["rows"] == NUM_PROMPTS
+        assert load_back(hub, tmp_path, "train")["rows"] == NUM_PROMPTS
 
     def test_dry_run_writes_exactly_the_uploaded_files_and_no_token(
         self, run_dir: Path, hub: HubServer, tmp_path: Path
@@ -327,7 +351,7 @@ class TestPublishFailures:
 
         def corrupt(row: dict, index: int) -> dict:
             if index == 1:
-                row["jpg_0"] = {"bytes": b"not an image", "path": row["jpg_0"]["path"]}
+                row["jpg_0"] = b"not an image"
             return row
 
         rows = rows.map(corrupt, with_indices=True)
@@ -345,13 +369,14 @@ class TestPublishFailures:
         assert "has no run.json" in result.stderr
 
 
-def test_distilabel_pipeline_run_pushes_the_pair_config_with_embedded_images(
+def test_distilabel_pipeline_run_pushes_the_pair_config_as_diffusers_reads_it(
     hub: HubServer, tmp_path: Path
 ) -> None:
-    """distilabel's own `--repo-id`: the default config has the DPO columns as
-    `datasets.Image` holding the chosen and rejected candidates' bytes, every score, the
-    QA pairs, seeds and sigmas; the leaf step's rows (every prompt, paths) are the
-    `export_pairs` config; the candidates are under artifacts/, with pipeline.yaml."""
+    """distilabel's own `--repo-id`: the default config has the Pick-a-Pic columns
+    (`jpg_0`/`jpg_1` the chosen and rejected candidates' bytes, read by diffusers' DPO
+    scripts unchanged), every score, the QA pairs, seeds and sigmas; the leaf step's rows
+    (every prompt, paths) are the `export_pairs` config; the candidates are under
+    artifacts/, with pipeline.yaml."""
     shutil.copy(REPO_ROOT / "pipelines" / "offline.yaml", tmp_path / "offline.yaml")
     env = {**hub_env(hub.url, tmp_path / "hf"), "DISTILABEL_CACHE_DIR": str(tmp_path / "cache")}
     result = run_command(
@@ -375,19 +400,23 @@ def test_distilabel_pipeline_run_pushes_the_pair_config_with_embedded_images(
         chosen = files["artifacts/" + row["image_paths"][row["chosen_index"]]]
         chosen_sha[row["prompt_id"]] = hashlib.sha256(chosen).hexdigest()
 
-    loaded = load_back(hub, tmp_path, repo_id="org/raw")
-    assert loaded["num_rows"] == 10
-    assert sorted(loaded["prompt_ids"]) == sorted(chosen_sha)
-    assert loaded["jpg_0_sha"] == [chosen_sha[prompt_id] for prompt_id in loaded["prompt_ids"]]
-    assert loaded["image_features"] == ["Image"] * 3
-    assert loaded["decode"] == [False] * 3  # distilabel's card cannot hold decoded images
-    assert loaded["size"] == [32, 32]
+    loaded = run_command(
+        ["python", "-c", READ_LIKE_DIFFUSERS, "org/raw"],
+        cwd=REPO_ROOT,
+        env=hub_env(hub.url, tmp_path / "hf-load"),
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    read = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert read["rows"] == 10
+    assert sorted(chosen_sha) == sorted(row["prompt_id"] for row in raw)
+    batch_ids = read["prompt_ids"]
+    assert read["jpg_0_sha"] == [chosen_sha[prompt_id] for prompt_id in batch_ids]
+    assert read["sd15_shapes"] == read["sdxl_shapes"] == [[6, 32, 32]] * 4
     for column in (
         *("caption", "label_0", "qa_pairs", "image_seeds", "noise_sigmas", "score_margin"),
         *("vqa_scores", "clip_scores", "aesthetic_scores", "weighted_scores"),
     ):
-        assert column in loaded["columns"]
-    assert loaded["card"]["configs"][0]["config_name"] == "default"
+        assert column in read["columns"]
     assert "10 pairs, 0 ties removed" in train_by_repo_id("org/raw", hub, tmp_path)
 
 
