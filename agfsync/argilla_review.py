@@ -428,8 +428,8 @@ class ReviewReport:
     unknown_records: list[str] = field(default_factory=list)
     """Record ids that are not prompt ids of the source (left out, listed here)."""
     not_blind: int = 0
-    """Records whose reviewers were shown the AI's choice: their verdicts are applied
-    to the dataset but left out of the agreement."""
+    """Answered records whose reviewers were shown the AI's choice: their verdicts are
+    applied to the dataset but left out of the agreement."""
 
 
 def pull_reviews(
@@ -449,7 +449,7 @@ def pull_reviews(
     `output_dir` follows `agfsync.ownership`'s rule, checked before anything is asked.
     """
     given = [Path(source)] if source and Path(source).exists() else []
-    check_dataset_folder(output_dir, flag="--out", overwrite=overwrite, protected=given)
+    check_dataset_folder(output_dir, flag="--output", overwrite=overwrite, protected=given)
     with _talking_to(target, "pull"):
         client = _client(target)
         remote = client.datasets(name=name, workspace=target.workspace)
@@ -516,7 +516,7 @@ def pull_reviews(
         output_dir,
         card=write_card,
         extra_files={"pipeline.yaml": folder / "pipeline.yaml"},
-        flag="--out",
+        flag="--output",
         overwrite=overwrite,
         protected=[folder],
     )
@@ -563,7 +563,7 @@ def _report(
         by_category={key: agreement(pairs) for key, pairs in sorted(by_category.items())},
         by_margin={key: agreement(pairs) for key, pairs in by_margin.items()},
         unknown_records=unknown,
-        not_blind=len(shown & set(verdicts)),
+        not_blind=sum(verdicts[record].num_reviewers > 0 for record in shown & set(verdicts)),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,16 +14,24 @@ from rich.text import Text
 from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
 from agfsync.logs import configure_logging
 
+T = TypeVar("T")
+
+# Plain help (click's formatter): rich markup would swallow every `[default: ...]` and
+# show a `<bool>` type beside each flag.
 app = typer.Typer(
     help="Build text-to-image preference datasets with AI feedback (AGFSync) on distilabel.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-presets_app = typer.Typer(help="List and export the pipeline presets.", no_args_is_help=True)
+presets_app = typer.Typer(
+    help="List and export the pipeline presets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(presets_app, name="presets")
 argilla_app = typer.Typer(
     help="Spot-check preference pairs in Argilla and pull the verdicts back.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(argilla_app, name="argilla")
 console = Console(soft_wrap=True)
@@ -35,6 +43,24 @@ Overwrite = Annotated[
     ),
 ]
 errors = Console(stderr=True)
+
+
+def OutputFolder(what: str) -> typer.models.OptionInfo:
+    """The one spelling of an output folder across commands: `-o/--output`."""
+    return typer.Option("--output", "-o", help=what)
+
+
+def _renamed(old_flag: str) -> typer.models.OptionInfo:
+    """A hidden old spelling of an option, accepted for one release with a notice."""
+    return typer.Option(old_flag, hidden=True)
+
+
+def _pick(new: T, old: T | None, old_flag: str, new_flag: str) -> T:
+    """The value of an option that may have been given under its old name."""
+    if old is None:
+        return new
+    errors.print(f"note: {old_flag} is now {new_flag}; the old name will be removed.")
+    return old
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -71,8 +97,7 @@ def generate(
         "offline"
     ),
     output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Dataset folder [default: ./agfsync-data/<preset>]."),
+        Path | None, OutputFolder("Dataset folder [default: ./agfsync-data/<preset>].")
     ] = None,
     prompts: Annotated[
         Path | None, typer.Option(help="JSONL/JSON prompt file [default: the shipped sample].")
@@ -190,9 +215,11 @@ def publish(
     repo_id: Annotated[str, typer.Option(help="Dataset repo to create or update, ORG/NAME.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
     split: Annotated[str, typer.Option(help="Split name of these rows in the repo.")] = "train",
-    token: Annotated[
-        str | None, typer.Option(help="Hub token with write access [default: $HF_TOKEN].")
+    hub_token: Annotated[
+        str | None,
+        typer.Option(help="Hub token with write access [default: $HF_TOKEN, else the login]."),
     ] = None,
+    token: Annotated[str | None, _renamed("--token")] = None,
     dry_run: Annotated[
         Path | None,
         typer.Option(help="Write the files that would be uploaded to this folder instead."),
@@ -216,7 +243,7 @@ def publish(
         result = publish_run(
             run_dir,
             repo_id,
-            token=token,
+            token=_pick(hub_token, token, "--token", "--hub-token"),
             private=private,
             split=split,
             include_artifacts=include_artifacts,
@@ -249,7 +276,9 @@ ReviewSeed = Annotated[int, typer.Option(help="Seed of the per-record image orde
 @argilla_app.command("push")
 def argilla_push(
     source: Annotated[str, typer.Argument(help="Dataset folder or Hub dataset repo id.")],
-    dataset: Annotated[str, typer.Option(help="Argilla dataset to create or update.")],
+    name: Annotated[
+        str | None, typer.Option(help="Argilla dataset to create or update.  [required]")
+    ] = None,
     workspace: ArgillaWorkspace = None,
     sample: Annotated[int | None, typer.Option(help="Push only N pairs.")] = None,
     by: Annotated[
@@ -267,13 +296,17 @@ def argilla_push(
     api_url: ArgillaUrl = None,
     api_key: ArgillaKey = None,
     retries: ArgillaRetries = 3,
+    dataset: Annotated[str | None, _renamed("--dataset")] = None,
 ) -> None:
     """Push preference pairs to Argilla for a blind human review (re-pushing updates by id)."""
     from rich.progress import Progress
 
     from agfsync.argilla_review import ArgillaTarget, push_for_review
 
-    target = ArgillaTarget(dataset, workspace, api_url, api_key, retries)
+    name = _pick(name, dataset, "--dataset", "--name")
+    if name is None:
+        raise _fail(ConfigurationError("Name the Argilla dataset with --name."))
+    target = ArgillaTarget(name, workspace, api_url, api_key, retries)
     try:
         with Progress(console=console) as bar:
             task = bar.add_task("logging records", total=None)
@@ -298,7 +331,9 @@ def argilla_push(
 @argilla_app.command("pull")
 def argilla_pull(
     name: Annotated[str, typer.Argument(help="Argilla dataset made by `agfsync argilla push`.")],
-    out: Annotated[Path, typer.Option(help="Folder of the reviewed dataset.")],
+    output: Annotated[
+        Path | None, OutputFolder("Folder of the reviewed dataset.  [required]")
+    ] = None,
     source: Annotated[
         str | None,
         typer.Option(
@@ -315,10 +350,16 @@ def argilla_pull(
     api_key: ArgillaKey = None,
     retries: ArgillaRetries = 3,
     overwrite: Overwrite = False,
+    out: Annotated[Path | None, _renamed("--out")] = None,
 ) -> None:
     """Pull submitted reviews, write the reviewed dataset and print AI-human agreement."""
     from agfsync.argilla_review import ArgillaTarget, agreement_rows, pull_reviews
     from agfsync.publish import publish_run
+
+    picked = _pick(output, out, "--out", "--output")
+    if picked is None:
+        raise _fail(ConfigurationError("Name the folder of the reviewed dataset with --output."))
+    out = picked
 
     target = ArgillaTarget(name, workspace, api_url, api_key, retries)
     try:
@@ -434,14 +475,16 @@ def list_presets() -> None:
 
 @presets_app.command("export")
 def export(
-    directory: Annotated[
-        Path | None, typer.Option(help="Where to write the YAML files [default: pipelines/].")
+    output: Annotated[
+        Path | None, OutputFolder("Where to write the YAML files [default: pipelines/].")
     ] = None,
+    directory: Annotated[Path | None, _renamed("--directory")] = None,
 ) -> None:
     """Regenerate `<preset>.yaml` from the Python builders."""
     from agfsync.pipelines import PRESETS_DIR, export_presets
 
-    for path in export_presets(directory or PRESETS_DIR):
+    folder = _pick(output, directory, "--directory", "--output")
+    for path in export_presets(folder or PRESETS_DIR):
         console.print(f"wrote {path}")
 
 
@@ -472,9 +515,7 @@ def evaluate_command(
         str,
         typer.Option(help="Tuned model, or a folder of LoRA weights for the base (agfsync train)."),
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Folder of metrics.json and report/.")
-    ],
+    output: Annotated[Path, OutputFolder("Folder of metrics.json and report/.")],
     suite: Annotated[
         str | None,
         typer.Option(help="Comma-separated: tifa, dsg, hpsv2, vlm, heldout (default: dsg,hpsv2)."),
@@ -620,9 +661,7 @@ def evaluate_command(
 @app.command("report")
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Report folder (default: RUN_DIR/report).")
-    ] = None,
+    output: Annotated[Path | None, OutputFolder("Report folder [default: RUN_DIR/report].")] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Render an HTML report of a preference dataset: scores, margins, categories, samples."""

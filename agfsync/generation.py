@@ -21,6 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
+from agfsync.logs import note_once_instead
 from agfsync.models import release_cached_memory, resolve_device, resolve_dtype, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,15 @@ class CandidateImageGenerator:
             name = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
             setattr(pipeline, name, torch.compile(getattr(pipeline, name)))
         pipeline.set_progress_bar_config(disable=True)
+        truncation = (
+            "Some prompts are longer than the text encoder reads (77 tokens for CLIP): the "
+            "images follow their beginning only; the CLIP judge's `clip_truncated` says which."
+        )
+        for logger_name, prefix in (
+            (type(pipeline).__module__, "The following part of your input was truncated"),
+            ("transformers.tokenization_utils_base", "Token indices sequence length is longer"),
+        ):
+            note_once_instead(logger_name, prefix, truncation)
         if self.cpu_offload:
             pipeline.enable_model_cpu_offload(device=self.device)
         else:

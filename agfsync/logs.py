@@ -112,3 +112,60 @@ def keep_credentials_out_of_files(pipeline: Any) -> None:
 
     pipeline.dump = redacted_dump
     pipeline._refresh_pipeline_from_cache = refresh_keeping_urls
+
+
+_notes_given: set[str] = set()
+
+
+class _NoteOnce(logging.Filter):
+    """Drops a library's warnings containing `fragment`; logs `note`, if any, once per
+    process instead."""
+
+    def __init__(self, fragment: str, note: str | None) -> None:
+        super().__init__()
+        self.fragment = fragment
+        self.note = note
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.fragment not in str(record.msg):
+            return True
+        if self.note is not None and self.note not in _notes_given:
+            _notes_given.add(self.note)
+            logging.getLogger("agfsync").info(self.note)
+        return False
+
+
+def note_once_instead(logger_name: str, fragment: str, note: str | None) -> None:
+    """In this process, replace the records of `logger_name` that contain `fragment` (say,
+    a library's per-call message that runs to kilobytes) by one agfsync INFO line, or
+    by nothing when `note` is None."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _NoteOnce) and f.fragment == fragment for f in logger.filters):
+        logger.addFilter(_NoteOnce(fragment, note))
+
+
+KNOWN_NOISE = {
+    # diffusers' pipeline modules import `CLIPImageProcessor`/`SiglipImageProcessor`;
+    # without torchvision (CPU machines) transformers falls back to the PIL class the
+    # judges use anyway (`agfsync.scoring.base.PROCESSOR_BACKEND`) and warns about it.
+    "transformers.utils.import_utils": "requires torchvision (not installed); falling back",
+}
+"""Library warnings no agfsync user can act on: (logger, fragment of the message)."""
+
+
+def quiet_known_noise() -> None:
+    """Silence `KNOWN_NOISE` and distilabel's pydantic warning in this process (called
+    when agfsync is imported, so distilabel's step processes get it too)."""
+    import warnings
+
+    from pydantic.warnings import UnsupportedFieldAttributeWarning
+
+    # distilabel's step base class puts `Field(default=None)` on a union member; pydantic
+    # warns about it, twice, whenever distilabel is imported.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The 'default' attribute with value None was provided to the `Field\(\)`",
+        category=UnsupportedFieldAttributeWarning,
+    )
+    for logger_name, fragment in KNOWN_NOISE.items():
+        note_once_instead(logger_name, fragment, None)

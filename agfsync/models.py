@@ -73,6 +73,17 @@ def release_cached_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def free_models(device: str | torch.device | None) -> None:
+    """After the last reference to a model was dropped (a step's `unload()`): collect it
+    now and give its device memory back, so the next model of the process fits."""
+    import gc
+
+    gc.collect()
+    release_cached_memory(
+        resolve_device(device) if not isinstance(device, torch.device) else device
+    )
+
+
 _held_device_locks: list[IO[bytes]] = []
 """Open lock files of the devices this process claimed; closing them releases the claim."""
 

@@ -194,7 +194,7 @@ def publish_run(
     token = token or os.environ.get("HF_TOKEN")
     if not token:
         raise ConfigurationError(
-            "No Hugging Face token: set HF_TOKEN or pass --token (a token with write access "
+            "No Hugging Face token: set HF_TOKEN or pass --hub-token (a token with write access "
             "to the repo)."
         )
     _use_timeout(timeout)

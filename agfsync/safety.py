@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from agfsync.models import resolve_device, resolve_dtype, resolve_model
+from agfsync.scoring.base import PROCESSOR_BACKEND
 
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 """The checker Stable Diffusion 1.x ships with (CLIP ViT-L/14 + concept embeddings)."""
@@ -37,10 +38,10 @@ class SafetyChecker:
         from diffusers.pipelines.stable_diffusion.safety_checker import (
             StableDiffusionSafetyChecker,
         )
-        from transformers import CLIPImageProcessor
+        from transformers import AutoImageProcessor
 
         path = resolve_model(self.model)
-        self.processor = CLIPImageProcessor.from_pretrained(path)
+        self.processor = AutoImageProcessor.from_pretrained(path, backend=PROCESSOR_BACKEND)
         checker: Any = StableDiffusionSafetyChecker.from_pretrained(path, dtype=self.dtype)
         self.checker = checker.to(self.device).eval()
 

@@ -34,6 +34,26 @@ class PromptDeduplication(GlobalStep, UpstreamSignatureMixin):
 
     Categories:
         - filtering
+
+    Examples:
+        Drop near-duplicates without a model (MinHash):
+
+        ```python
+        from agfsync.steps import PromptDeduplication
+
+        dedup = PromptDeduplication(method="minhash", threshold=0.8)
+        dedup.load()
+        kept = next(
+            dedup.process(
+                [
+                    {"prompt": "a red fox in the snow at dawn", "category": "Animals"},
+                    {"prompt": "a red fox in the snow at dawn.", "category": "Animals"},
+                    {"prompt": "a lighthouse on a cliff in a storm", "category": "Places"},
+                ]
+            )
+        )
+        # two rows: the second fox is a duplicate of the first
+        ```
     """
 
     method: RuntimeParameter[Literal["embedding", "minhash"]] = Field(

@@ -22,7 +22,9 @@ from agfsync.generation import (
     calls_to_repeat,
     plan_jobs,
 )
+from agfsync.models import free_models
 from agfsync.preflight import ModelNeed
+from agfsync.prompts import prompt_id_for
 from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
 from agfsync.steps.artifacts import run_artifacts_root
@@ -79,8 +81,10 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         - every attribute above.
 
     Input columns:
-        - prompt_id (`str`): names the image folder and seeds the images.
         - prompt (`str`): the text to render.
+        - prompt_id (`str`, optional): names the image folder and seeds the images; when
+          absent, derived from the prompt text (and `category`, if any), so it is stable
+          across runs (`agfsync.prompts.prompt_id_for`) and added to the output.
 
     Output columns:
         - image_paths (`list[str]`): relative to the run's artifacts folder.
@@ -94,6 +98,62 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
 
     Categories:
         - image-generation
+
+    Examples:
+        Render candidates for prompts alone (the ids are derived from the text):
+
+        ```python
+        from pathlib import Path
+
+        from agfsync.steps import CandidateImageGeneration
+
+        generate = CandidateImageGeneration(
+            name="generate_images",
+            model="tiny:stable-diffusion",  # e.g. "stable-diffusion-v1-5/stable-diffusion-v1-5"
+            num_images=2,
+            num_inference_steps=2,
+            height=64,
+            width=64,
+        )
+        generate.set_pipeline_artifacts_path(Path("artifacts"))
+        generate.load()
+        (row,) = next(generate.process([{"prompt": "a red cube on a blue sphere"}]))
+        generate.unload()
+        # row["image_paths"]: ["generate_images/images/<prompt_id>/0.png", ".../1.png"]
+        # (under artifacts/), row["image_seeds"], row["noise_sigmas"]: [0.0, 0.1]
+        ```
+
+        In a pipeline, from prompts to a Diffusion-DPO dataset:
+
+        ```python
+        from distilabel.pipeline import Pipeline
+        from distilabel.steps import LoadDataFromDicts
+
+        from agfsync.scoring import ScorerSpec
+        from agfsync.steps import (
+            CandidateImageGeneration,
+            ImageJudging,
+            PreferenceDatasetExport,
+            PreferencePairSelection,
+        )
+
+        with Pipeline(name="my-preferences") as pipeline:
+            prompts = LoadDataFromDicts(
+                data=[{"prompt": "a red cube on a blue sphere"}, {"prompt": "a fox at dawn"}]
+            )
+            images = CandidateImageGeneration(
+                model="tiny:stable-diffusion", num_images=3, num_inference_steps=2,
+                height=64, width=64,
+            )
+            judge = ImageJudging(scorers=[ScorerSpec(name="clip", model="tiny:clip")])
+            pairs = PreferencePairSelection()
+            export = PreferenceDatasetExport()
+            prompts >> images >> judge >> pairs >> export
+
+        if __name__ == "__main__":
+            distiset = pipeline.run(use_cache=False)
+            rows = distiset["default"]["train"]  # caption, jpg_0, jpg_1 (bytes), label_0
+        ```
     """
 
     model: RuntimeParameter[str] = Field(
@@ -175,12 +235,13 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     _safety_checker: SafetyChecker | None = PrivateAttr(default=None)
 
     @property
-    def inputs(self) -> list[str]:
-        return ["prompt_id", "prompt"]
+    def inputs(self) -> dict[str, bool]:
+        return {"prompt": True, "prompt_id": False}
 
     @property
     def outputs(self) -> list[str]:
         return [
+            "prompt_id",
             "image_paths",
             "image_seeds",
             "noise_sigmas",
@@ -220,6 +281,15 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
                 self.safety_checker, device=self.device, dtype=self.dtype
             )
             self._safety_checker.load()
+
+    def unload(self) -> None:
+        """Drops the pipeline and the safety checker and gives their device memory back."""
+        if self.image_generation_model is not None:
+            self.image_generation_model.unload()
+        self._generator = None
+        self._safety_checker = None
+        free_models(self.device)
+        super().unload()
 
     def models_to_load(self) -> list[ModelNeed]:
         """The models `load()` will load, for the run's preflight check."""
@@ -280,6 +350,9 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     def process(self, inputs: StepInput) -> "StepOutput":
         config = self._config()
         prompts = [row["prompt"] for row in inputs]
+        for row in inputs:
+            if row.get("prompt_id") is None:
+                row["prompt_id"] = prompt_id_for(row.get("category") or "", row["prompt"])
         prompt_ids = [row["prompt_id"] for row in inputs]
         jobs = plan_jobs(prompt_ids, config)
         root = run_artifacts_root(self)

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
 from agfsync.failures import UNREADABLE_IMAGE
+from agfsync.models import free_models
 from agfsync.preflight import ModelNeed
 from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
@@ -46,6 +47,38 @@ class ImageJudging(Step, UpstreamSignatureMixin):
 
     Categories:
         - scorer
+
+    Examples:
+        Score images on disk with CLIP:
+
+        ```python
+        from pathlib import Path
+
+        from PIL import Image
+
+        from agfsync.scoring import ScorerSpec
+        from agfsync.steps import ImageJudging
+
+        root = Path("artifacts")
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        for index, colour in enumerate(["red", "blue"]):
+            Image.new("RGB", (64, 64), colour).save(root / "images" / f"{index}.png")
+
+        judge = ImageJudging(
+            name="judge_images",
+            # e.g. model="openai/clip-vit-base-patch16", as the paper
+            scorers=[ScorerSpec(name="clip", model="tiny:clip", weight=1.0)],
+        )
+        judge.set_pipeline_artifacts_path(root)
+        judge.load()
+        (row,) = next(
+            judge.process(
+                [{"prompt": "a red square", "image_paths": ["images/0.png", "images/1.png"]}]
+            )
+        )
+        judge.unload()
+        # row["clip_scores"]: [s0, s1]; row["weighted_scores"]: 1.0 * clip, per image
+        ```
     """
 
     scorers: list[ScorerSpec] = Field(
@@ -102,6 +135,12 @@ class ImageJudging(Step, UpstreamSignatureMixin):
             judge = spec.create(device=self.device, dtype=self.dtype)
             judge.load()
             self._judges[spec.name] = judge
+
+    def unload(self) -> None:
+        """Drops the judges and gives their device memory back."""
+        self._judges.clear()
+        free_models(self.device)
+        super().unload()
 
     def process(self, inputs: StepInput) -> "StepOutput":
         # The batch is the unit of work: judged again as a whole, every forward pass is

@@ -41,6 +41,23 @@ class PreferencePairSelection(Step, UpstreamSignatureMixin):
 
     Categories:
         - filtering
+
+    Examples:
+        Pick the best and the worst candidate:
+
+        ```python
+        from agfsync.steps import PreferencePairSelection
+
+        select = PreferencePairSelection(min_margin=1.0)
+        select.load()
+        rows = next(
+            select.process(
+                [{"weighted_scores": [61.0, 74.5, 58.2]}, {"weighted_scores": [50.0, 50.0]}]
+            )
+        )
+        # rows[0]: chosen_index 1, rejected_index 2, score_margin 16.3, pair_error None
+        # rows[1]: no pair, pair_error says why (a tie)
+        ```
     """
 
     min_margin: RuntimeParameter[float] = Field(

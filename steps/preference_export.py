@@ -53,6 +53,11 @@ PAIR_CONFIG = "default"
 pushes it as the repository's default config, beside the leaf step's raw rows."""
 
 
+OPTIONAL_INPUTS = {"category", "qa_pairs", "image_seeds", "noise_sigmas"}
+"""Columns a composed pipeline may lack (no categories, no QA step, remote images):
+they are empty in the shards then."""
+
+
 class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
     """Writes each batch's prompts that have a pair, in the Diffusion-DPO layout, as a
     parquet shard of the Distiset's `default` config.
@@ -79,11 +84,26 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
 
     Categories:
         - save
+
+    Examples:
+        The last step of a pipeline; see `CandidateImageGeneration`'s example for the
+        whole chain. The Distiset's `default` config then holds the pairs:
+
+        ```python
+        from agfsync.steps import PreferenceDatasetExport
+
+        export = PreferenceDatasetExport(name="export_pairs")
+        # upstream: ... >> PreferencePairSelection() >> export
+        # distiset["default"]["train"]: caption, jpg_0, jpg_1 (image bytes), label_0, ...
+        ```
     """
 
     @property
-    def inputs(self) -> list[str]:
-        return [*PAIR_ROW_FEATURES, "weighted_scores"]
+    def inputs(self) -> dict[str, bool]:
+        return {
+            **{column: column not in OPTIONAL_INPUTS for column in PAIR_ROW_FEATURES},
+            "weighted_scores": True,
+        }
 
     @property
     def outputs(self) -> list[str]:
@@ -109,7 +129,7 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
         features = pair_config_features(score_columns)
         records = [
             {
-                **{column: row[column] for column in features if column in row},
+                **{column: row.get(column) for column in features},
                 **preference_columns(row, artifacts),
             }
             for row in rows

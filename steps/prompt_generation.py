@@ -52,6 +52,19 @@ class LoadCategories(GeneratorStep, FileContentsSignatureMixin):
 
     Categories:
         - load
+
+    Examples:
+        Read the 12 AGFSync categories:
+
+        ```python
+        from agfsync.steps import LoadCategories
+
+        loader = LoadCategories(prompts_per_category=10)
+        loader.load()
+        rows, is_last = next(loader.process())
+        # rows[0]: {"category": "Natural Landscapes", "category_description": "...",
+        #           "category_examples": [...], "prompts_per_category": 10}
+        ```
     """
 
     categories_file: RuntimeParameter[str] | None = Field(
@@ -117,6 +130,35 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
 
     Categories:
         - text-generation
+
+    Examples:
+        Write prompts for one category with any distilabel LLM:
+
+        ```python
+        from distilabel.models import OpenAILLM
+
+        from agfsync.steps import CategoryPromptGeneration
+
+        writer = CategoryPromptGeneration(
+            llm=OpenAILLM(model="gpt-4o-mini"),  # key from OPENAI_API_KEY
+            prompts_per_call=3,
+            max_calls=2,
+        )
+        writer.load()
+        rows = next(
+            writer.process(
+                [
+                    {
+                        "category": "Animals",
+                        "category_description": "Animals in their habitats.",
+                        "category_examples": ["a heron standing in reeds at dawn"],
+                        "prompts_per_category": 3,
+                    }
+                ]
+            )
+        )
+        # [{"prompt_id": "3f1c...", "prompt": "a red fox ...", "category": "Animals", ...}]
+        ```
     """
 
     prompts_per_call: RuntimeParameter[int] = Field(

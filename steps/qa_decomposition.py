@@ -91,6 +91,21 @@ class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
 
     Categories:
         - text-generation
+
+    Examples:
+        Decompose a prompt into yes/no questions:
+
+        ```python
+        from distilabel.models import OpenAILLM
+
+        from agfsync.steps import QADecomposition
+
+        qa = QADecomposition(llm=OpenAILLM(model="gpt-4o-mini"), num_generations=2)
+        qa.load()
+        (row,) = next(qa.process([{"prompt": "a red cube on top of a blue sphere"}]))
+        # row["qa_pairs"]: [{"question": "Is there a cube?", "answer": "yes",
+        #                    "element_type": "object", "element": "cube", "valid": True}, ...]
+        ```
     """
 
     min_questions: int = Field(default=15, ge=1)

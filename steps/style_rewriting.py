@@ -53,6 +53,21 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin, FileContentsSignatureMi
 
     Categories:
         - text-generation
+
+    Examples:
+        Rewrite a seed prompt in a style, once per complexity:
+
+        ```python
+        from distilabel.models import OpenAILLM
+
+        from agfsync.steps import StylePromptRewriting
+
+        rewrite = StylePromptRewriting(llm=OpenAILLM(model="gpt-4o-mini"))
+        rewrite.load()
+        rows = next(rewrite.process([{"prompt_id": "kite", "prompt": "a kite above hills"}]))
+        # [{"prompt_id": "kite-simplified", "prompt": "...", "category": "Anime",
+        #   "complexity": "simplified", "seed_prompt": "a kite above hills", ...}, ...]
+        ```
     """
 
     styles_file: RuntimeParameter[str] | None = Field(

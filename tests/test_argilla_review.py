@@ -2,6 +2,7 @@
 engine, see tests/argilla_server/), with two annotators answering through the REST
 endpoint the web UI uses, and the merge and agreement checked by hand."""
 
+import base64
 import io
 import re
 import shutil
@@ -12,10 +13,16 @@ from typing import Any
 
 import argilla as rg
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from agfsync.argilla_review import FIELD_CHARACTERS, REQUEST_BYTES, REVIEW_IMAGE_SIZE
+from agfsync.dataset import listed_shards
 from agfsync.review import shows_rejected_first
+from tests.argilla_server.byte_counter import byte_counting_proxy
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
 from tests.helpers import closed_port, generate_offline_run, run_command
 
@@ -48,11 +55,23 @@ def agfsync(server: ArgillaServer, tmp_path: Path, *args: str) -> Any:
 
 
 def rows_of(folder: Path) -> list[dict[str, Any]]:
-    files = [str(path) for path in sorted((folder / "data").glob("*.parquet"))]
-    rows = datasets.load_dataset("parquet", data_files=files, split="train")
-    for column in ("chosen", "rejected"):
-        rows = rows.cast_column(column, datasets.Image(decode=False))
-    return list(rows)
+    files = [str(path) for path in listed_shards(folder)]
+    return list(datasets.load_dataset("parquet", data_files=files, split="train"))
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def copy_of(shown: Image.Image, original: bytes, other: bytes) -> bool:
+    """The review copy is a lossy WebP of `original`: same size, and nearer to it than to
+    the other image of the pair."""
+    seen = np.asarray(shown.convert("RGB"), dtype=np.float32)
+    expected, unexpected = pixels(original), pixels(other)
+    if seen.shape != expected.shape:
+        return False
+    return float(np.abs(seen - expected).mean()) < float(np.abs(seen - unexpected).mean())
 
 
 def records_of(server: ArgillaServer, name: str, workspace: str) -> dict[str, Any]:
@@ -77,7 +96,7 @@ def test_push_review_and_pull_round_trip(
 ) -> None:
     source = rows_of(run_dir)
     ids = [row["prompt_id"] for row in source]
-    push = ["push", str(run_dir), "--dataset", "pairs", "--workspace", workspace]
+    push = ["push", str(run_dir), "--name", "pairs", "--workspace", workspace]
     first = agfsync(argilla_server, tmp_path, *push)
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"Pushed {NUM_PROMPTS} pairs" in first.stdout and "(created)" in first.stdout
@@ -95,19 +114,18 @@ def test_push_review_and_pull_round_trip(
     for row in source:
         record = records[row["prompt_id"]]
         rejected_first = orders[row["prompt_id"]]
-        shown_a = record.fields["image_a"].convert("RGB")
-        expected_a = row["rejected"] if rejected_first else row["chosen"]
-        assert (
-            shown_a.tobytes()
-            == Image.open(io.BytesIO(expected_a["bytes"])).convert("RGB").tobytes()
-        )
+        shown_first, shown_second = ("jpg_1", "jpg_0") if rejected_first else ("jpg_0", "jpg_1")
+        assert copy_of(record.fields["image_a"], row[shown_first], row[shown_second])
+        assert copy_of(record.fields["image_b"], row[shown_second], row[shown_first])
         assert record.metadata["image_a_is"] == ("rejected" if rejected_first else "chosen")
+        assert record.metadata["ai_choice_shown"] == "no"
         assert record.metadata["category"] == row["category"]
         assert record.metadata["score_margin"] == pytest.approx(row["score_margin"])
         a_index = row["rejected_index"] if rejected_first else row["chosen_index"]
         assert record.metadata["clip_a"] == pytest.approx(row["clip_scores"][a_index])
-        suggestion = record.suggestions["preference"].value
-        assert suggestion == ("image_b" if rejected_first else "image_a")
+        # Blind: no suggestion and no scores for the reviewers to lean on.
+        assert len(record.suggestions) == 0
+        assert "Hidden" in record.fields["scores"]
         assert record.fields["prompt"] == row["caption"]
         assert row["qa_pairs"][0]["question"] in record.fields["qa_pairs"]
 
@@ -134,7 +152,7 @@ def test_push_review_and_pull_round_trip(
     # No --source: the push recorded the folder in the dataset's guidelines.
     out = tmp_path / "reviewed"
     pulled = agfsync(
-        argilla_server, tmp_path, "pull", "pairs", "--out", str(out), "--workspace", workspace
+        argilla_server, tmp_path, "pull", "pairs", "--output", str(out), "--workspace", workspace
     )
     assert pulled.returncode == 0, pulled.stderr[-3000:]
     assert f"({NUM_PROMPTS} pairs in Argilla, 5 answered, 3 resolved" in pulled.stdout
@@ -146,10 +164,9 @@ def test_push_review_and_pull_round_trip(
         source_label, label = expected.get(prompt_id, ("ai", 1.0))
         row = reviewed[prompt_id]
         assert (row["label_source"], row["label_0"]) == (source_label, label), prompt_id
-        assert row["jpg_0"] is not None
-        swapped = label == 0.0
-        want_chosen = original[prompt_id]["rejected" if swapped else "chosen"]["bytes"]
-        assert row["chosen"]["bytes"] == want_chosen
+        # jpg_0 stays the AI's choice; label_0 = 0 says the reviewers preferred jpg_1.
+        assert row["jpg_0"] == original[prompt_id]["jpg_0"]
+        assert row["jpg_1"] == original[prompt_id]["jpg_1"]
     assert reviewed[ids[3]]["human_votes"]["both_good"] == 1
     assert reviewed[ids[4]]["human_votes"]["toxic"] == 1
     assert "## Human review" in (out / "README.md").read_text()
@@ -198,7 +215,7 @@ def test_sampled_push_is_stratified_by_category(
         tmp_path,
         "push",
         str(run_dir),
-        "--dataset",
+        "--name",
         "sample",
         "--workspace",
         workspace,
@@ -231,7 +248,7 @@ def test_a_dataset_with_other_settings_is_refused_with_the_difference(
         tmp_path,
         "push",
         str(run_dir),
-        "--dataset",
+        "--name",
         "foreign",
         "--workspace",
         workspace,
@@ -245,7 +262,7 @@ def test_a_dataset_with_other_settings_is_refused_with_the_difference(
 def test_unreachable_server_gives_a_clear_message(run_dir: Path, tmp_path: Path) -> None:
     port = closed_port()
     result = run_command(
-        ["agfsync", "argilla", "push", str(run_dir), "--dataset", "x", "--retries", "1"],
+        ["agfsync", "argilla", "push", str(run_dir), "--name", "x", "--retries", "1"],
         tmp_path,
         {"ARGILLA_API_URL": f"http://127.0.0.1:{port}", "ARGILLA_API_KEY": "secret-key-123"},
     )
@@ -253,3 +270,74 @@ def test_unreachable_server_gives_a_clear_message(run_dir: Path, tmp_path: Path)
     assert "Argilla push failed (ConnectError" in result.stderr
     assert "Traceback" not in result.stderr
     assert "secret-key-123" not in result.stderr + result.stdout
+
+
+def test_shown_ai_choice_is_opt_in_and_left_out_of_the_agreement(
+    argilla_server: ArgillaServer, workspace: str, run_dir: Path, tmp_path: Path
+) -> None:
+    push = ["push", str(run_dir), "--name", "hinted", "--workspace", workspace]
+    pushed = agfsync(argilla_server, tmp_path, *push, "--show-ai-choice")
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    records = records_of(argilla_server, "hinted", workspace)
+    ids = sorted(records)
+    for prompt_id, record in records.items():
+        assert record.metadata["ai_choice_shown"] == "yes"
+        ai = "image_b" if shows_rejected_first(prompt_id, SEED) else "image_a"
+        assert record.suggestions["preference"].value == ai
+        assert "| clip |" in record.fields["scores"]
+    key = create_annotator(argilla_server, "hinted-reviewer", workspaces=[workspace])
+    for prompt_id in ids[:2]:
+        submit_response(
+            argilla_server,
+            key,
+            records[prompt_id]._server_id,
+            {"preference": answer(True, prompt_id)},
+        )
+    out = tmp_path / "reviewed"
+    pulled = agfsync(
+        argilla_server, tmp_path, "pull", "hinted", "--output", str(out), "--workspace", workspace
+    )
+    assert pulled.returncode == 0, pulled.stderr[-3000:]
+    assert "2 records were reviewed with the AI's choice shown" in pulled.stdout + pulled.stderr
+    overall = [m for m in AGREEMENT_LINE.finditer(pulled.stdout) if m[1] == "overall"]
+    assert [int(match[3]) for match in overall] == [0]  # verdicts applied, not counted
+    labels = {row["prompt_id"]: row["label_source"] for row in rows_of(out)}
+    assert [labels[prompt_id] for prompt_id in ids[:2]] == ["human", "human"]
+
+
+def photo_like(seed: int, size: int = 1024) -> bytes:
+    """A 1024 px PNG that compresses like a photograph (smooth shapes plus sensor noise)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.stack([np.sin(6 * x + seed), np.cos(5 * y - seed), np.sin(4 * (x + y))], axis=-1)
+    noisy = (base + 1) * 110 + rng.normal(0, 12, (size, size, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_full_size_images_are_sent_small_and_in_bounded_requests(
+    argilla_server: ArgillaServer, workspace: str, run_dir: Path, tmp_path: Path
+) -> None:
+    big = Path(shutil.copytree(run_dir, tmp_path / "big-run"))
+    for shard in listed_shards(big):
+        table = pq.read_table(shard)
+        for column in ("jpg_0", "jpg_1"):
+            images = [photo_like(row * 2 + (column == "jpg_1")) for row in range(table.num_rows)]
+            index = table.schema.get_field_index(column)
+            table = table.set_column(
+                index, table.schema.field(index), pa.array(images, pa.binary())
+            )
+        pq.write_table(table, shard)
+    original_field = len(base64.b64encode(photo_like(0))) + len("data:image/png;base64,")
+    with byte_counting_proxy(argilla_server.url) as (url, measured):
+        result = run_command(
+            ["agfsync", "argilla", "push", str(big), "--name", "big", "--workspace", workspace],
+            tmp_path,
+            {"ARGILLA_API_URL": url, "ARGILLA_API_KEY": argilla_server.api_key},
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert measured.longest_field < FIELD_CHARACTERS and measured.longest_field < original_field / 3
+    assert measured.largest_request < REQUEST_BYTES
+    record = next(iter(records_of(argilla_server, "big", workspace).values()))
+    assert max(record.fields["image_a"].size) == REVIEW_IMAGE_SIZE

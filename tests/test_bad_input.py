@@ -200,7 +200,7 @@ class TestTrainAndPublishInputs:
         result = runner.invoke(
             app,
             ["train", "--pretrained-model", "tiny:stable-diffusion", "--dataset",
-             str(tmp_path / "empty"), "--output-dir", str(tmp_path / "trained")],
+             str(tmp_path / "empty"), "--output", str(tmp_path / "trained")],
         )  # fmt: skip
         assert result.exit_code == 2
         assert "Cannot load split 'train' of dataset" in result.output

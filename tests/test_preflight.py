@@ -173,7 +173,7 @@ class TestTrainAndEvaluateCheckTheirModels:
         result = CliRunner().invoke(
             app,
             ["train", "--pretrained-model", str(tmp_path / "no-model"), "--dataset",
-             str(offline_run), "--output-dir", str(tmp_path / "t")],
+             str(offline_run), "--output", str(tmp_path / "t")],
         )  # fmt: skip
         assert result.exit_code == 2
         assert "(--pretrained-model) does not exist" in result.output

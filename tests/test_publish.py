@@ -122,7 +122,7 @@ def train_by_repo_id(repo_id: str, hub: HubServer, tmp_path: Path) -> str:
             *("agfsync", "train", "--pretrained-model", "tiny:stable-diffusion"),
             *("--dataset", repo_id, "--max-train-steps", "1", "--train-batch-size", "2"),
             *("--effective-batch-size", "2", "--validation-steps", "0"),
-            *("--report-to", "none", "--output-dir", "out"),
+            *("--report-to", "none", "--output", "out"),
         ],
         cwd=tmp_path,
         env=hub_env(hub.url, tmp_path / "hf"),
@@ -267,7 +267,7 @@ class TestPublishFailures:
         finally:
             hub.stop()
         assert result.returncode == 2
-        assert "set HF_TOKEN or pass --token" in result.stderr
+        assert "set HF_TOKEN or pass --hub-token" in result.stderr
         assert hub.requests == []
 
     def test_unreachable_hub_gives_a_clear_message(self, run_dir: Path, tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def test_no_produced_file_holds_a_secret(argilla_server: ArgillaServer, tmp_path
     agfsync(
         "train", "--pretrained-model", "tiny:stable-diffusion", "--dataset", "run",
         "--max-train-steps", "1", "--train-batch-size", "2", "--effective-batch-size", "2",
-        "--validation-steps", "0", "--report-to", "tensorboard", "--output-dir", "trained",
+        "--validation-steps", "0", "--report-to", "tensorboard", "--output", "trained",
     )  # fmt: skip
 
     assert (tmp_path / "distilabel-cache").is_dir() and (tmp_path / "trained").is_dir()

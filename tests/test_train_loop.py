@@ -509,7 +509,7 @@ def test_offline_preset_dataset_trains_with_agfsync_train(
             "0",
             "--report-to",
             "none",
-            "--output-dir",
+            "--output",
             "out",
         ],
         cwd=tmp_path,
@@ -533,7 +533,7 @@ def test_accelerate_launch_runs_the_module_in_bf16(colour_dataset: str, tmp_path
             *("-m", "agfsync.train.dpo", "--pretrained-model", "tiny:stable-diffusion"),
             *("--dataset", colour_dataset, "--mixed-precision", "bf16"),
             *("--max-train-steps", "2", "--train-batch-size", "2", "--effective-batch-size", "2"),
-            *("--validation-steps", "0", "--report-to", "none", "--output-dir", "out"),
+            *("--validation-steps", "0", "--report-to", "none", "--output", "out"),
         ],
         cwd=tmp_path,
     )

@@ -126,7 +126,7 @@ class TestEveryCommandRefusesAUsersFolder:
         files = make_project(tmp_path)
         code, output = agfsync(
             "train", "--pretrained-model", "tiny:stable-diffusion", "--dataset",
-            str(offline_run), "--output-dir", str(tmp_path), "--max-train-steps", "1",
+            str(offline_run), "--output", str(tmp_path), "--max-train-steps", "1",
         )  # fmt: skip
         assert code == 2 and REFUSAL in output
         assert contents(tmp_path) == files

@@ -31,7 +31,7 @@ except that LoRA is the default (lr 1e-5, rank 8, as diffusers' DPO example); pa
 
 examples:
   agfsync train --pretrained-model stable-diffusion-v1-5/stable-diffusion-v1-5 \\
-      --dataset my-org/my-agfsync-dataset --output-dir sd15-dpo
+      --dataset my-org/my-agfsync-dataset --output sd15-dpo
   accelerate launch -m agfsync.train.dpo --config sdxl.yaml --max-train-steps 500
 """
 
@@ -42,6 +42,13 @@ def _option_kind(annotation: Any) -> tuple[Any, bool]:
         members = [arg for arg in get_args(annotation) if arg is not type(None)]
         return members[0], len(members) < len(get_args(annotation))
     return annotation, False
+
+
+FLAGS = {"output_dir": ("--output", "-o")}
+"""Fields whose flags are not `--field-name`: the names the other commands use for the
+same concept. The field name stays the config file's key (as in diffusers' scripts)."""
+OLD_FLAGS = {"output_dir": "--output-dir"}
+"""Earlier spellings, accepted (hidden from --help) for one release."""
 
 
 def _add_field_option(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
@@ -55,15 +62,17 @@ def _add_field_option(parser: argparse.ArgumentParser, name: str, field: FieldIn
         shown = str(default)
     # argparse formats help with %, so a literal percent sign must be doubled.
     help_text = f"{(field.description or '').replace('%', '%%')} [default: {shown}]"
-    flag = "--" + name.replace("_", "-")
+    flags = FLAGS.get(name, ("--" + name.replace("_", "-"),))
     if kind is bool:
-        parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_text)
+        parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=help_text)
     elif get_origin(kind) is Literal:
-        parser.add_argument(flag, choices=get_args(kind), help=help_text)
+        parser.add_argument(*flags, dest=name, choices=get_args(kind), help=help_text)
     elif get_origin(kind) is list:
-        parser.add_argument(flag, nargs="+", metavar=name.upper(), help=help_text)
+        parser.add_argument(*flags, dest=name, nargs="+", metavar=name.upper(), help=help_text)
     else:
-        parser.add_argument(flag, type=kind, metavar=name.upper(), help=help_text)
+        parser.add_argument(*flags, dest=name, type=kind, metavar=name.upper(), help=help_text)
+    if name in OLD_FLAGS:
+        parser.add_argument(OLD_FLAGS[name], dest=name, type=kind, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -165,7 +165,7 @@ class DPOTrainer:
         check_output_folder(
             config.output_dir,
             FolderKind.TRAINING,
-            flag="--output-dir",
+            flag="--output",
             overwrite=config.overwrite,
             reserved=TRAINING_ENTRIES,
         )
@@ -193,7 +193,7 @@ class DPOTrainer:
         claim_folder(
             config.output_dir,
             FolderKind.TRAINING,
-            flag="--output-dir",
+            flag="--output",
             overwrite=config.overwrite,
             reserved=TRAINING_ENTRIES,
         ).add(*TRAINING_ENTRIES)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from agfsync.errors import ConfigurationError
 from agfsync.models import resolve_model
-from agfsync.scoring.base import ImageScorer
+from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer
 
 DEFAULT_AESTHETIC_BACKBONE = "openai/clip-vit-large-patch14"
 """The CLIP the LAION head was trained on (OpenAI ViT-L/14, 224 px); use it as `model`."""
@@ -159,9 +159,7 @@ class AestheticScorer(ImageScorer):
                 f"embeddings, but {self.model!r} projects images to {width} dimensions; use "
                 f"{DEFAULT_AESTHETIC_BACKBONE!r} or another {AESTHETIC_EMBEDDING_WIDTH}-wide CLIP."
             )
-        # The auto class picks the PIL backend quietly when torchvision is absent
-        # (`CLIPImageProcessor` warns); both resize, crop and normalize as CLIP did.
-        self.processor = AutoImageProcessor.from_pretrained(path)
+        self.processor = AutoImageProcessor.from_pretrained(path, backend=PROCESSOR_BACKEND)
         # Only the vision tower and its projection go to the device: the text tower
         # (123M of ViT-L/14's 428M parameters) is never used and is freed with `clip`.
         self.vision = clip.vision_model.to(self.device).eval()

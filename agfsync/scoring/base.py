@@ -14,6 +14,12 @@ from agfsync.models import release_cached_memory, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
+PROCESSOR_BACKEND = "pil"
+"""transformers' image-processor backend for every judge: the PIL one the reference
+implementations (CLIP, BLIP-2, the LAION aesthetic predictor) were scored with, the same
+on every machine, and quiet where torchvision is absent (the torchvision backend warns
+and falls back to it there)."""
+
 
 class ImageScorer(ABC):
     """Scores images on a 0–100 scale, in batches, on one device.

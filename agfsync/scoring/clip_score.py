@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
+from agfsync.logs import note_once_instead
 from agfsync.models import resolve_model
-from agfsync.scoring.base import ImageScorer
+from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer
 
 CLIP_SCORE_WEIGHT = 100.0
 """`w` of CLIPScore (Hessel et al., 2021) as used by the AGFSync paper: w * max(cos, 0)."""
@@ -44,11 +45,19 @@ class CLIPScorer(ImageScorer):
 
         path = resolve_model(self.model)
         self.processor = AutoProcessor.from_pretrained(
-            resolve_model(self.processor_source) if self.processor_source else path
+            resolve_model(self.processor_source) if self.processor_source else path,
+            backend=PROCESSOR_BACKEND,
         )
         model: Any = CLIPModel.from_pretrained(path, dtype=self.dtype)
         self.clip = model.to(self.device).eval()
         self.context_length = self.clip.config.text_config.max_position_embeddings
+        # `_token_count` tokenizes whole prompts on purpose; the tokenizer warns about it.
+        note_once_instead(
+            "transformers.tokenization_utils_base",
+            "Token indices sequence length is longer",
+            f"Some prompts exceed CLIP's {self.context_length} tokens: the CLIP judge reads "
+            "their beginning only (`clip_truncated` says which).",
+        )
 
     def weight(self) -> float:
         """Multiplier of the cosine similarity."""

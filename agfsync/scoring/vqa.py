@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from agfsync.models import resolve_model
-from agfsync.scoring.base import ImageScorer
+from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer
 
 VQA_PROMPT = "Question: {question} Choices:['yes','no'] Answer:"
 """The question template of the official AGFSync code."""
@@ -80,7 +80,7 @@ class VQAScorer(ImageScorer):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = resolve_model(self.model)
-        self.processor = AutoProcessor.from_pretrained(path)
+        self.processor = AutoProcessor.from_pretrained(path, backend=PROCESSOR_BACKEND)
         model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
         self.vlm = model.to(self.device).eval()
         tokenizer = self.processor.tokenizer

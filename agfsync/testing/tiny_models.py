@@ -206,7 +206,7 @@ def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) ->
     """
     from transformers import (
         CLIPConfig,
-        CLIPImageProcessor,
+        CLIPImageProcessorPil,
         CLIPModel,
         CLIPProcessor,
         CLIPVisionConfig,
@@ -229,7 +229,7 @@ def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) ->
     )
     torch.manual_seed(seed)
     model = CLIPModel(config)
-    image_processor = CLIPImageProcessor(
+    image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
     )
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
