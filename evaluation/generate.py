@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from agfsync.evaluation.suites import PromptItem
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, derive_seed
+from agfsync.progress import progress
 from agfsync.safe_paths import path_component
 
 logger = logging.getLogger(__name__)
@@ -162,11 +163,14 @@ def render_missing(
         for position, (prompt, index) in enumerate(missing)
     ]
     texts = [prompt.prompt for prompt, _ in missing]
-    for job, image in generator.generate(texts, jobs, cache.sampling.generation_config()):
-        target = cache.path(missing[job.prompt_index][0], job.image_index)
-        partial = target.with_suffix(".partial.png")
-        image.save(partial)
-        partial.rename(target)
+    rendered = generator.generate(texts, jobs, cache.sampling.generation_config())
+    with progress(f"rendering: {cache.model.label}", total=len(jobs), unit="images") as bar:
+        for job, image in rendered:
+            target = cache.path(missing[job.prompt_index][0], job.image_index)
+            partial = target.with_suffix(".partial.png")
+            image.save(partial)
+            partial.rename(target)
+            bar.advance()
     return len(missing)
 
 

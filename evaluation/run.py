@@ -43,6 +43,7 @@ from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
 from agfsync.ownership import FolderKind, check_output_folder, claim_folder, write_folder
 from agfsync.preflight import ModelNeed, check_models
+from agfsync.progress import progress
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
 
@@ -121,17 +122,21 @@ class PairedImages:
         return [cache.path(item, index) for index in range(cache.sampling.images_per_prompt)]
 
     def chunks(
-        self, items: list[PromptItem], size: int = CHUNK_SIZE
+        self, items: list[PromptItem], what: str, size: int = CHUNK_SIZE
     ) -> Iterator[list[tuple[ModelRole, PromptItem, Path]]]:
-        """Every (model, prompt, image path), `size` at a time (to bound memory)."""
+        """Every (model, prompt, image path), `size` at a time (to bound memory), with
+        the progress of `what` (say, "dsg: vqa") shown."""
         entries = [
             (role, item, path)
             for role in ROLES
             for item in items
             for path in self.paths(role, item)
         ]
-        for start in range(0, len(entries), size):
-            yield entries[start : start + size]
+        with progress(what, total=len(entries), unit="images") as bar:
+            for start in range(0, len(entries), size):
+                chunk = entries[start : start + size]
+                yield chunk
+                bar.advance(len(chunk))
 
 
 def _models_to_load(
@@ -286,7 +291,7 @@ def measure_fidelity(
 def measure_tifa(suite: Suite, images: PairedImages, vqa: VQAScorer) -> list[Observation]:
     """TIFA accuracy (0-100) per image, and per question by question type."""
     observations = []
-    for chunk in images.chunks(suite.items):
+    for chunk in images.chunks(suite.items, f"{suite.name}: {vqa.name}"):
         answers = free_form_answers(
             vqa,
             [_read(path) for _, _, path in chunk],
@@ -301,7 +306,7 @@ def measure_tifa(suite: Suite, images: PairedImages, vqa: VQAScorer) -> list[Obs
 def measure_dsg(suite: Suite, images: PairedImages, vqa: VQAScorer) -> list[Observation]:
     """DSG accuracy (0-100) with dependencies, per image and per question category."""
     observations = []
-    for chunk in images.chunks(suite.items):
+    for chunk in images.chunks(suite.items, f"{suite.name}: {vqa.name}"):
         yes_values = vqa.answer(
             [_read(path) for _, _, path in chunk],
             [[question.text for question in item.questions] for _, item, _ in chunk],
@@ -331,7 +336,7 @@ def _question_observations(
 def measure_scores(suite: Suite, images: PairedImages, scorer: ImageScorer) -> list[Observation]:
     """A judge's 0-100 score of every image, overall and by the suite's groups."""
     observations = []
-    for chunk in images.chunks(suite.items):
+    for chunk in images.chunks(suite.items, f"{suite.name}: {scorer.name}"):
         context: dict[str, Any] = {}
         if "qa_pairs" in scorer.required_context:
             context["qa_pairs"] = [

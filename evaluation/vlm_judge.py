@@ -31,6 +31,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, SecretStr
 
 from agfsync.errors import ConfigurationError
+from agfsync.progress import progress
 from agfsync.providers import api_key_from_env, key_variables_text
 
 Verdict = Literal["first", "second", "tie"]
@@ -217,8 +218,14 @@ def judge_pairs(
         first, second = (tuned, base) if tuned_first else (base, tuned)
         return parse_verdict(judge.ask(instruction, first, second))
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        answers = list(pool.map(ask, tasks))
+    answers: list[Verdict | None] = []
+    with (
+        ThreadPoolExecutor(max_workers=concurrency) as pool,
+        progress("vlm: judge", total=len(tasks), unit="questions") as bar,
+    ):
+        for answer in pool.map(ask, tasks):
+            answers.append(answer)
+            bar.advance()
     results = [PairVerdicts({}, {}) for _ in encoded]
     for (index, question, tuned_first), answer in zip(tasks, answers, strict=True):
         target = results[index].tuned_first if tuned_first else results[index].base_first

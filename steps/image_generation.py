@@ -123,37 +123,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         # (under artifacts/), row["image_seeds"], row["noise_sigmas"]: [0.0, 0.1]
         ```
 
-        In a pipeline, from prompts to a Diffusion-DPO dataset:
-
-        ```python
-        from distilabel.pipeline import Pipeline
-        from distilabel.steps import LoadDataFromDicts
-
-        from agfsync.scoring import ScorerSpec
-        from agfsync.steps import (
-            CandidateImageGeneration,
-            ImageJudging,
-            PreferenceDatasetExport,
-            PreferencePairSelection,
-        )
-
-        with Pipeline(name="my-preferences") as pipeline:
-            prompts = LoadDataFromDicts(
-                data=[{"prompt": "a red cube on a blue sphere"}, {"prompt": "a fox at dawn"}]
-            )
-            images = CandidateImageGeneration(
-                model="tiny:stable-diffusion", num_images=3, num_inference_steps=2,
-                height=64, width=64,
-            )
-            judge = ImageJudging(scorers=[ScorerSpec(name="clip", model="tiny:clip")])
-            pairs = PreferencePairSelection()
-            export = PreferenceDatasetExport()
-            prompts >> images >> judge >> pairs >> export
-
-        if __name__ == "__main__":
-            distiset = pipeline.run(use_cache=False)
-            rows = distiset["default"]["train"]  # caption, jpg_0, jpg_1 (bytes), label_0
-        ```
+        In a pipeline, from prompts to a Diffusion-DPO dataset: see `PreferenceDatasetExport`.
     """
 
     model: RuntimeParameter[str] = Field(

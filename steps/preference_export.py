@@ -46,7 +46,7 @@ class _CardWithoutBinarySamples(distiset.DistilabelDatasetCard):
         return super().from_template(*args, **kwargs)
 
 
-distiset.DistilabelDatasetCard = _CardWithoutBinarySamples  # type: ignore[misc]
+distiset.DistilabelDatasetCard = _CardWithoutBinarySamples
 
 PAIR_CONFIG = "default"
 """The Distiset config the shards are written to: `distilabel pipeline run --repo-id`
@@ -86,15 +86,36 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
         - save
 
     Examples:
-        The last step of a pipeline; see `CandidateImageGeneration`'s example for the
-        whole chain. The Distiset's `default` config then holds the pairs:
+        The last step of a pipeline from prompts to a Diffusion-DPO dataset:
 
         ```python
-        from agfsync.steps import PreferenceDatasetExport
+        from distilabel.pipeline import Pipeline
+        from distilabel.steps import LoadDataFromDicts
 
-        export = PreferenceDatasetExport(name="export_pairs")
-        # upstream: ... >> PreferencePairSelection() >> export
-        # distiset["default"]["train"]: caption, jpg_0, jpg_1 (image bytes), label_0, ...
+        from agfsync.scoring import ScorerSpec
+        from agfsync.steps import (
+            CandidateImageGeneration,
+            ImageJudging,
+            PreferenceDatasetExport,
+            PreferencePairSelection,
+        )
+
+        with Pipeline(name="my-preferences") as pipeline:
+            prompts = LoadDataFromDicts(
+                data=[{"prompt": "a red cube on a blue sphere"}, {"prompt": "a fox at dawn"}]
+            )
+            images = CandidateImageGeneration(
+                model="tiny:stable-diffusion", num_images=3, num_inference_steps=2,
+                height=64, width=64,
+            )
+            judge = ImageJudging(scorers=[ScorerSpec(name="clip", model="tiny:clip")])
+            pairs = PreferencePairSelection()
+            export = PreferenceDatasetExport()
+            prompts >> images >> judge >> pairs >> export
+
+        if __name__ == "__main__":
+            distiset = pipeline.run(use_cache=False)
+            rows = distiset["default"]["train"]  # caption, jpg_0, jpg_1 (bytes), label_0
         ```
     """
 

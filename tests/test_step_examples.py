@@ -41,10 +41,7 @@ CHECKS = {
     "PromptDeduplication": "assert [row['category'] for row in kept] == ['Animals', 'Places']",
     "CandidateImageGeneration": (
         "assert row['prompt_id'] and row['generation_error'] is None\n"
-        "assert all((Path('artifacts') / path).is_file() for path in row['image_paths'])\n"
-        "import io\nfrom PIL import Image\n"
-        "assert len(rows) == 2 and set(rows.column_names) >= {'caption', 'jpg_0', 'jpg_1'}\n"
-        "assert Image.open(io.BytesIO(rows[0]['jpg_0'])).size == (64, 64)"
+        "assert all((Path('artifacts') / path).is_file() for path in row['image_paths'])"
     ),
     "ImageJudging": (
         "assert len(row['clip_scores']) == 2\n"
@@ -54,7 +51,11 @@ CHECKS = {
         "assert (rows[0]['chosen_index'], rows[0]['rejected_index']) == (1, 2)\n"
         "assert rows[0]['pair_error'] is None and rows[1]['pair_error']"
     ),
-    "PreferenceDatasetExport": "assert export.name == 'export_pairs' and export.outputs == ['export_error']",
+    "PreferenceDatasetExport": (
+        "import io\nfrom PIL import Image\n"
+        "assert len(rows) == 2 and set(rows.column_names) >= {'caption', 'jpg_0', 'jpg_1'}\n"
+        "assert Image.open(io.BytesIO(rows[0]['jpg_0'])).size == (64, 64)"
+    ),
     "GeminiLLM": "assert output[0]['generations'] and len(output[0]['generations']) == 2",
 }
 """What each example must have produced, appended to its code."""

@@ -17,14 +17,17 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from accelerate.logging import get_logger
+from PIL import Image
 
 from agfsync.errors import ConfigurationError
 from agfsync.ownership import FolderKind, check_output_folder, claim_folder
 from agfsync.preflight import ModelNeed, check_model
+from agfsync.progress import Progress, progress
 from agfsync.train.config import DPOTrainingConfig
 from agfsync.train.data import (
     BatchPlan,
@@ -49,11 +52,16 @@ from agfsync.train.models import (
 )
 from agfsync.train.outputs import push_to_hub, save_lora, write_model_card
 
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
 logger = get_logger("agfsync.train")
 """Logs on the main process only (accelerate's adapter), once the Accelerator exists."""
 
 LORA_CHECKPOINT_FILE = "lora_adapter.safetensors"
 CHECKPOINT_PREFIX = "checkpoint-"
+PROGRESS_METRICS = ("loss", "implicit_accuracy", "lr")
+"""Metrics shown beside the progress bar (all of them go to the trackers)."""
 _WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -222,6 +230,7 @@ class DPOTrainer:
         self.data_counts = DataCounts(ties=self.pairs.ties_removed)
         self.progress = TrainingProgress()
         self._window: list[dict[str, float]] = []
+        self._bar: Progress
         """Metrics of the micro-batches of the optimizer step in progress."""
         assert config.latents_cache_dir is not None
         self.latents_cache = (
@@ -400,18 +409,25 @@ class DPOTrainer:
             num_processes=accelerator.num_processes,
             num_workers=config.dataloader_num_workers,
         )
-        while self.progress.global_step < config.max_train_steps:
-            whole_pass = self.progress.batches_done_in_epoch == 0
-            trained = self._train_epoch(reader, plan, result)
-            if self.progress.global_step >= config.max_train_steps:
-                break
-            if whole_pass and not trained:
-                raise ConfigurationError(
-                    "A whole pass over the dataset produced no trainable pair "
-                    f"(skipped: {self.data_counts.state_dict()})."
-                )
-            self.progress.epoch += 1
-            self.progress.batches_done_in_epoch = 0
+        with progress(
+            "training",
+            total=config.max_train_steps,
+            unit="steps",
+            initial=self.progress.global_step,
+            terminal=None if accelerator.is_main_process else False,
+        ) as self._bar:
+            while self.progress.global_step < config.max_train_steps:
+                whole_pass = self.progress.batches_done_in_epoch == 0
+                trained = self._train_epoch(reader, plan, result)
+                if self.progress.global_step >= config.max_train_steps:
+                    break
+                if whole_pass and not trained:
+                    raise ConfigurationError(
+                        "A whole pass over the dataset produced no trainable pair "
+                        f"(skipped: {self.data_counts.state_dict()})."
+                    )
+                self.progress.epoch += 1
+                self.progress.batches_done_in_epoch = 0
         self._finish(result)
         return result
 
@@ -471,12 +487,9 @@ class DPOTrainer:
             step=step,
         )
         result.history.append({"step": step, **metrics})
-        logger.info(
-            "step %d/%d %s",
-            step,
-            config.max_train_steps,
-            " ".join(f"{name} {value:.6g}" for name, value in metrics.items()),
-        )
+        if accelerator.is_main_process:
+            shown = {name: metrics[name] for name in PROGRESS_METRICS if name in metrics}
+            self._bar.advance(1, **shown)
         if step % config.checkpointing_steps == 0:
             self._save_checkpoint(step)
         if config.validation_steps and step % config.validation_steps == 0:
@@ -517,6 +530,7 @@ class DPOTrainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         make_image_grid(images, rows=1, cols=len(images)).save(path)
         logger.info("Validation images: %s", path)
+        log_validation_images(accelerator, images, config.validation_prompts, step)
         return [path]
 
     def _log_plan(self) -> None:
@@ -570,6 +584,29 @@ class DPOTrainer:
             if config.push_to_hub:
                 result.hub_url = push_to_hub(config.output_dir, repo, self.hub_token)
         accelerator.end_training()
+
+
+def log_validation_images(
+    accelerator: Accelerator, images: list[Image.Image], prompts: list[str], step: int
+) -> None:
+    """The validation images to every configured tracker that shows images, as
+    diffusers' training scripts log theirs (TensorBoard: one NHWC batch; W&B: captioned)."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            batch = np.stack([np.asarray(image.convert("RGB")) for image in images])
+            tracker.writer.add_images("validation", batch, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log(
+                {
+                    "validation": [
+                        wandb.Image(image, caption=f"{index}: {prompt}")
+                        for index, (image, prompt) in enumerate(zip(images, prompts, strict=True))
+                    ]
+                },
+                step=step,
+            )
 
 
 def train(config: DPOTrainingConfig, *, hub_token: str | None = None) -> TrainingResult:

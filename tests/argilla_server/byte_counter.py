@@ -54,7 +54,7 @@ def byte_counting_proxy(upstream: str) -> Iterator[tuple[str, Measured]]:
                 measured.largest_request = max(measured.largest_request, len(body))
                 measured.longest_field = max(measured.longest_field, field)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
-            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+            connection = http.client.HTTPConnection(target.netloc, timeout=120)
             try:
                 connection.request(self.command, self.path, body=body or None, headers=headers)
                 response = connection.getresponse()

@@ -1,0 +1,132 @@
+"""Progress of long commands, one way for all of them: a rich bar on a terminal, plain
+log lines elsewhere (CI logs, `nohup`, a file), so nothing goes silent for minutes.
+
+    with progress("rendering", total=len(jobs)) as bar:
+        for job in jobs:
+            ...
+            bar.advance(1, loss=0.41)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger("agfsync.progress")
+
+PLAIN_INTERVAL_S = 30.0
+"""Off a terminal: at most one line per this many seconds (and at 25/50/75/100 %)."""
+
+
+def _fields(values: dict[str, Any]) -> str:
+    return " ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in values.items()
+    )
+
+
+class Progress:
+    """Counts work done; `advance` also takes named values shown beside the count
+    (loss, accuracy, ...). Reports items per second."""
+
+    def __init__(self, description: str, total: int | None, unit: str, initial: int = 0) -> None:
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.done = initial
+        self.initial = initial
+        """Work done before this command (a resumed run): counted, not in the rate."""
+        self.values: dict[str, Any] = {}
+        self.started = time.monotonic()
+        self._last_line = self.started
+        self._next_quarter = 1
+        self.logged = initial
+        """The count of the last plain line."""
+        self._bar: Any = None
+        self._task: Any = None
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
+
+    def advance(self, count: int = 1, **values: Any) -> None:
+        self.done += count
+        self.values.update(values)
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done, values=_fields(self.values))
+        else:
+            self._maybe_log()
+
+    def _maybe_log(self) -> None:
+        now = time.monotonic()
+        quarter = self.total and self.done * 4 >= self._next_quarter * self.total
+        if quarter:
+            while self.total and self.done * 4 >= self._next_quarter * self.total:
+                self._next_quarter += 1
+        if quarter or now - self._last_line >= PLAIN_INTERVAL_S:
+            self._last_line = now
+            self.log_line()
+
+    def log_line(self) -> None:
+        self.logged = self.done
+        of = f"/{self.total}" if self.total is not None else ""
+        extra = f", {_fields(self.values)}" if self.values else ""
+        logger.info(
+            "%s: %d%s %s (%.2f %s/s%s)",
+            self.description,
+            self.done,
+            of,
+            self.unit,
+            self.rate,
+            self.unit,
+            extra,
+        )
+
+
+@contextmanager
+def progress(
+    description: str,
+    total: int | None = None,
+    *,
+    unit: str = "items",
+    initial: int = 0,
+    terminal: bool | None = None,
+) -> Iterator[Progress]:
+    """A `Progress` for the block: a rich bar when standard error is a terminal (or
+    `terminal` says so), else INFO lines on the `agfsync.progress` logger."""
+    state = Progress(description, total, unit, initial)
+    on_terminal = sys.stderr.isatty() if terminal is None else terminal
+    if not on_terminal:
+        yield state
+        if state.done != state.logged:  # the final count, unless just logged
+            state.log_line()
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[values]}"),
+    ]
+    with RichProgress(*columns, console=Console(stderr=True), transient=False) as bar:
+        state._bar = bar
+        state._task = bar.add_task(description, total=total, completed=initial, values="")
+        yield state
