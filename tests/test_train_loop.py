@@ -1,6 +1,7 @@
 """The Diffusion-DPO trainer end to end on tiny SD-1.x- and SDXL-shaped models."""
 
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,18 @@ def test_dpo_lowers_the_loss_and_raises_implicit_accuracy(trained_lora: Training
 
 
 def test_run_writes_tensorboard_logs_grid_and_model_card(trained_lora: TrainingResult) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     output = trained_lora.config.output_dir
-    assert list((output / "logs").rglob("events.out.tfevents.*"))
+    runs = {events.parent for events in (output / "logs").rglob("events.out.tfevents.*")}
+    # TensorBoard's own reader: the metrics and the validation images, at their step.
+    run = min(runs, key=lambda folder: len(folder.parts))  # hparams write a sub-run
+    accumulator = EventAccumulator(str(run), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert {"loss", "implicit_accuracy"} <= set(accumulator.Tags()["scalars"])
+    images = [event for tag in accumulator.Tags()["images"] for event in accumulator.Images(tag)]
+    [image] = images  # the batch of validation prompts, tiled side by side
+    assert (image.step, image.width, image.height) == (24, 2 * 32, 32)
     [grid] = trained_lora.validation_grids
     assert grid == output / "validation" / "step-000024.png"
     assert Image.open(grid).size == (2 * 32, 32)  # two prompts side by side
@@ -517,6 +528,11 @@ def test_offline_preset_dataset_trains_with_agfsync_train(
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "Training finished" in trained.stdout
     assert "4 pairs, 0 ties removed" in trained.stderr
+    # Not a terminal: plain progress lines with the metrics and the rate.
+    assert re.search(
+        r"training: 2/2 steps \(\d+\.\d+ steps/s, loss \S+ implicit_accuracy \S+ lr \S+\)",
+        trained.stderr,
+    ), trained.stderr[-2000:]
 
     from diffusers import StableDiffusionPipeline
 
