@@ -130,3 +130,59 @@ def progress(
         state._bar = bar
         state._task = bar.add_task(description, total=total, completed=initial, values="")
         yield state
+
+
+STAGE_ATTRIBUTE = "agfsync_stage"
+"""Log-record attribute carrying (stage, count) from a step process to the live count."""
+
+
+def report_done(logger: logging.Logger, stage: str, count: int, message: str) -> None:
+    """Log that a step finished `count` items of `stage` (say, 16 "images"): an INFO line
+    in every log, and one more tick of the live count `agfsync generate` shows on a
+    terminal (the record crosses distilabel's log queue with its extra attribute)."""
+    logger.info(message, extra={STAGE_ATTRIBUTE: (stage, count)})
+
+
+class StageCounts(logging.Handler):
+    """Sums the `report_done` records of a run, per stage, for the live count line."""
+
+    def __init__(self, totals: dict[str, int | None]) -> None:
+        super().__init__(logging.INFO)
+        self.totals = totals
+        self.counts = dict.fromkeys(totals, 0)
+        self.live: Any = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        stage = getattr(record, STAGE_ATTRIBUTE, None)
+        if stage is None:
+            return
+        name, count = stage
+        self.counts[name] = self.counts.get(name, 0) + int(count)
+        if self.live is not None:
+            self.live.update(self.line())
+
+    def line(self) -> str:
+        parts = []
+        for name, count in self.counts.items():
+            total = self.totals.get(name)
+            parts.append(f"{name} {count}/{total}" if total is not None else f"{name} {count}")
+        return " · ".join(parts)
+
+
+@contextmanager
+def live_stage_counts(
+    totals: dict[str, int | None], *, terminal: bool | None = None
+) -> Iterator[list[logging.Handler]]:
+    """On a terminal, a live line of per-stage counts below distilabel's log (which goes
+    through the same rich console); yields the handler to pass to `pipeline.run`.
+    Elsewhere nothing: the steps' own INFO lines carry the counts."""
+    if not (sys.stderr.isatty() if terminal is None else terminal):
+        yield []
+        return
+    from rich import get_console
+    from rich.live import Live
+
+    counter = StageCounts(totals)
+    with Live(counter.line(), console=get_console(), refresh_per_second=2) as live:
+        counter.live = live
+        yield [counter]

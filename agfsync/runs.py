@@ -36,6 +36,7 @@ from agfsync.failures import row_failures
 from agfsync.logs import keep_credentials_out_of_files
 from agfsync.preflight import check_disk, check_models
 from agfsync.processes import RunLock, children_die_with_this_process, stop_promptly_on_interrupt
+from agfsync.progress import live_stage_counts
 from agfsync.prompts import SAMPLE_PROMPTS_PATH, load_prompt_records
 from agfsync.providers import api_key_from_env, key_variables_text, provider_of_llm
 from agfsync.qa import qa_statistics
@@ -269,7 +270,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     )
     failures = StepFailures(pipeline)
     with lock:
-        distiset = _run(pipeline, parameters, options, failures)
+        distiset = _run(pipeline, parameters, options, failures, _stage_totals(pipeline, expected))
         rows = _leaf_rows(distiset, pipeline)
         outcome = RunOutcome(
             preset=preset,
@@ -324,11 +325,21 @@ def _why_nothing(failures: StepFailures, pipeline: Pipeline, rows: datasets.Data
     return "no step recorded a cause (see the log above)"
 
 
+def _stage_totals(pipeline: Pipeline, prompts: int) -> dict[str, int | None]:
+    """The stages of the live count `agfsync generate` shows on a terminal, with the
+    totals known before the run (pairs: at most one per prompt)."""
+    if GENERATE_IMAGES_STEP not in pipeline.dag:
+        return {"prompts": prompts, "decomposed": prompts}
+    images = prompts * pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"].num_images
+    return {"prompts": prompts, "images": images, "judged": images, "pairs": None}
+
+
 def _run(
     pipeline: Pipeline,
     parameters: dict[str, dict[str, Any]],
     options: RunOptions,
     failures: StepFailures,
+    stage_totals: dict[str, int | None],
 ) -> Distiset:
     """Resume bookkeeping, then `pipeline.run`; a step that fails inside distilabel is
     named with its error."""
@@ -347,8 +358,10 @@ def _run(
     begin_execution(pipeline, options.use_cache)
     children_die_with_this_process()
     try:
-        with stop_promptly_on_interrupt(pipeline):
-            return pipeline.run(parameters=parameters, use_cache=options.use_cache)
+        with stop_promptly_on_interrupt(pipeline), live_stage_counts(stage_totals) as handlers:
+            return pipeline.run(
+                parameters=parameters, use_cache=options.use_cache, logging_handlers=handlers
+            )
     except RuntimeError as error:
         _stop_log_listener()
         if failures.first is not None:

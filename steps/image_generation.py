@@ -24,6 +24,7 @@ from agfsync.generation import (
 )
 from agfsync.models import free_models
 from agfsync.preflight import ModelNeed
+from agfsync.progress import report_done
 from agfsync.prompts import prompt_id_for
 from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
@@ -372,6 +373,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
             # the same command again renders only what is missing.
             self._logger.warning(f"Rendering a batch failed:\n{traceback.format_exc()}")
             failure = f"rendering failed: {type(error).__name__}: {error}"
+        if failure is None:
+            report_done(self._logger, "images", len(jobs), f"{self.name}: {len(jobs)} images")
         flags = None if failure else self._safety_flags(paths)
         generation_config = config.model_dump(exclude={"num_images", "noise_sigma"})
         remote = self.image_generation_model is not None

@@ -13,6 +13,7 @@ from agfsync.errors import ConfigurationError
 from agfsync.failures import UNREADABLE_IMAGE
 from agfsync.models import free_models
 from agfsync.preflight import ModelNeed
+from agfsync.progress import report_done
 from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
 from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
@@ -149,6 +150,8 @@ class ImageJudging(Step, UpstreamSignatureMixin):
         (outputs,) = recorded_or_computed(self, [inputs], lambda units: [self._judge(units[0])])
         for row, judged in zip(inputs, outputs, strict=True):
             row.update(judged)
+        count = sum(len(row.get("image_paths") or []) for row in inputs)
+        report_done(self._logger, "judged", count, f"{self.name}: {count} images judged")
         yield inputs
 
     def _judge(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:

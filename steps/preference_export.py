@@ -16,6 +16,7 @@ from agfsync.dataset import (
     pair_config_features,
     preference_columns,
 )
+from agfsync.progress import report_done
 from agfsync.steps.artifacts import JOURNALS_DIR, run_artifacts_root
 from agfsync.steps.cache import UpstreamSignatureMixin
 
@@ -137,6 +138,9 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
         if paired:
             try:
                 self._write_shard(paired)
+                report_done(
+                    self._logger, "pairs", len(paired), f"{self.name}: {len(paired)} pairs written"
+                )
             except (MissingImageError, OSError) as failure:
                 error = f"the pair shard was not written: {failure}"
                 self._logger.warning(f"{self.name}: {error}")

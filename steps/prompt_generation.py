@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.categories import AGFSYNC_CATEGORIES_PATH, load_categories
 from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.progress import report_done
 from agfsync.prompts import prompt_id_for
 from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
@@ -210,7 +211,10 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
             [[category] for category in inputs],
             lambda units: [self._generate_for(category) for (category,) in units],
         )
-        yield [row for rows in results for row in rows]
+        rows = [row for unit in results for row in unit]
+        written = sum(row["prompt"] is not None for row in rows)
+        report_done(self._logger, "prompts", written, f"{self.name}: {written} prompts written")
+        yield rows
 
     def _generate_for(self, category: dict[str, Any]) -> list[dict[str, Any]]:
         assert self.llm is not None

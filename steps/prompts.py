@@ -7,6 +7,7 @@ from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import GeneratorStep
 from pydantic import Field, PrivateAttr
 
+from agfsync.progress import report_done
 from agfsync.prompts import SAMPLE_PROMPTS_PATH, load_prompt_records
 from agfsync.steps.cache import FileContentsSignatureMixin
 
@@ -84,5 +85,9 @@ class LoadPrompts(GeneratorStep, FileContentsSignatureMixin):
         start = offset
         while start < len(records):
             end = start + self.batch_size
-            yield records[start:end], end >= len(records)
+            batch = records[start:end]
+            report_done(
+                self._logger, "prompts", len(batch), f"{self.name}: {len(batch)} prompts read"
+            )
+            yield batch, end >= len(records)
             start = end

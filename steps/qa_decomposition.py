@@ -9,6 +9,7 @@ from distilabel.steps.tasks import Task
 from pydantic import Field
 
 from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.progress import report_done
 from agfsync.qa import validate_qa_pairs
 from agfsync.steps.artifacts import recorded_or_computed
 from agfsync.steps.cache import UpstreamSignatureMixin
@@ -144,6 +145,7 @@ class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
         )
         for row, (decomposed,) in zip(inputs, results, strict=True):
             row.update(decomposed)
+        report_done(self._logger, "decomposed", len(inputs), f"{self.name}: {len(inputs)} prompts")
         yield inputs
 
     def _decompose(self, units: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -1,0 +1,88 @@
+"""Long commands say where they are: plain lines off a terminal, and on a terminal
+`agfsync generate` keeps a live per-stage count (checked on a real pseudo-terminal)."""
+
+import logging
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from agfsync.progress import StageCounts, progress, report_done
+from tests.helpers import BIN_DIR
+
+
+def test_plain_lines_give_quarters_the_final_count_rate_and_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agfsync.progress")
+    with progress("judging", total=8, unit="images", terminal=False) as bar:
+        for _ in range(8):
+            bar.advance(1, loss=0.5)
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line.split(" (")[0] for line in lines] == [
+        "judging: 2/8 images",
+        "judging: 4/8 images",
+        "judging: 6/8 images",
+        "judging: 8/8 images",
+    ]
+    assert re.fullmatch(r"judging: 8/8 images \(\d+\.\d+ images/s, loss 0\.5\)", lines[-1])
+
+
+def test_resumed_work_counts_but_is_not_in_the_rate(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agfsync.progress")
+    with progress("training", total=10, unit="steps", initial=9, terminal=False) as bar:
+        assert bar.rate == 0.0
+        bar.advance()
+    assert caplog.records[-1].getMessage().startswith("training: 10/10 steps")
+
+
+def test_stage_counts_sum_the_steps_reports_across_a_log_queue() -> None:
+    counter = StageCounts({"images": 16, "pairs": None})
+    logger = logging.getLogger("distilabel.step.test")
+    logger.addHandler(counter)
+    logger.setLevel(logging.INFO)
+    try:
+        report_done(logger, "images", 8, "8 images")
+        report_done(logger, "images", 8, "8 images")
+        report_done(logger, "pairs", 2, "2 pairs")
+        logger.info("an ordinary line")
+    finally:
+        logger.removeHandler(counter)
+    assert counter.line() == "images 16/16 · pairs 2"
+
+
+def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN_DIR / "agfsync"), "generate", "--num-prompts", "2", "-o", "run"],
+        cwd=tmp_path,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "160", "TERM": "xterm"},
+    )
+    os.close(terminal)
+    output = b""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            output += chunk
+        elif process.poll() is not None:
+            break
+    os.close(controller)
+    assert process.wait(timeout=60) == 0, output.decode(errors="replace")[-3000:]
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    # The offline preset: 2 prompts x 4 candidates, all judged, one pair each.
+    assert "prompts 2/2 · images 8/8 · judged 8/8 · pairs 2" in text, text[-3000:]
