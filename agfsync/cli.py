@@ -460,7 +460,9 @@ def _size(size: int) -> str:
     return f"{size / 1e9:,.2f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
 
 
-def _hours(hours: float) -> str:
+def _hours(hours: float | None) -> str:
+    if hours is None:
+        return "unknown (see below)"
     return f"{hours:,.2f} h" if hours >= 1 else f"{hours * 3600:,.0f} s"
 
 

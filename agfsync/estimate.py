@@ -39,6 +39,12 @@ class ThroughputProfile(BaseModel):
     startup_seconds: float = Field(
         default=0.0, description="Pipeline start and model loading, paid once per run."
     )
+    image_model: str | None = Field(
+        default=None, description="The image model measured; None: any (the user's own table)."
+    )
+    vqa_model: str | None = Field(
+        default=None, description="The VQA judge's model measured; None: any."
+    )
 
 
 class LLMCallProfile(BaseModel):
@@ -103,14 +109,18 @@ class Estimate:
     llm_steps: list[LLMStepEstimate] = field(default_factory=list)
     num_images: int = 0
     num_questions: int = 0
-    generation_hours: float = 0.0
-    judging_hours: float = 0.0
+    generation_hours: float | None = 0.0
+    """None: the profile did not measure the preset's image model."""
+    judging_hours: float | None = 0.0
+    """None: the profile did not measure the preset's VQA model."""
     startup_hours: float = 0.0
     disk_bytes: int = 0
     assumptions: list[str] = field(default_factory=list)
 
     @property
-    def gpu_hours(self) -> float:
+    def gpu_hours(self) -> float | None:
+        if self.generation_hours is None or self.judging_hours is None:
+            return None
         return self.generation_hours + self.judging_hours + self.startup_hours
 
     @property
@@ -148,7 +158,9 @@ def estimate_run(
     per_prompt = num_images or generation.num_images
     images = num_prompts * per_prompt
     steps_ratio = generation.num_inference_steps / speeds.reference_steps
-    judges = [spec.name for spec in pipeline.dag.get_step("judge_images")["step"].scorers]
+    scorers = pipeline.dag.get_step("judge_images")["step"].scorers
+    judges = [spec.name for spec in scorers]
+    vqa_models = [spec.model for spec in scorers if spec.name == "vqa"]
     if questions_per_prompt is None:
         questions_per_prompt = _questions_per_prompt(pipeline)
     questions = round(images * questions_per_prompt) if "vqa" in judges else 0
@@ -163,6 +175,21 @@ def estimate_run(
         f"{questions_per_prompt:g} questions per prompt, "
         f"{speeds.vqa_pairs_per_second:g} judged (image, question) pairs/s",
     ]
+    generation_hours: float | None = images * steps_ratio / speeds.images_per_second / 3600
+    judging_hours: float | None = judging_seconds / 3600
+    if not _measured(speeds.image_model, [generation.model]):
+        generation_hours = None
+        assumptions.append(
+            f"no generation time: profile {profile_name} measured {speeds.image_model}, the "
+            f"preset renders with {generation.model} (add a measured profile with --tables)"
+        )
+    if not _measured(speeds.vqa_model, vqa_models):
+        judging_hours = None
+        assumptions.append(
+            f"no judging time: profile {profile_name} measured VQA with {speeds.vqa_model}, "
+            f"the preset judges with {', '.join(vqa_models)} (benchmarks/judging.py measures "
+            "it; add the profile with --tables)"
+        )
     return Estimate(
         preset=preset,
         num_prompts=num_prompts,
@@ -170,14 +197,20 @@ def estimate_run(
         llm_steps=llm_steps,
         num_images=images,
         num_questions=questions,
-        generation_hours=images * steps_ratio / speeds.images_per_second / 3600,
-        judging_hours=judging_seconds / 3600,
+        generation_hours=generation_hours,
+        judging_hours=judging_hours,
         startup_hours=speeds.startup_seconds / 3600,
-        # every candidate once, plus the chosen and rejected images embedded twice
-        # (jpg_0/jpg_1 and chosen/rejected) in the dataset's parquet shards
-        disk_bytes=(images + 4 * num_prompts) * speeds.bytes_per_image,
+        # every candidate once, plus the chosen and rejected images once per pair
+        # (jpg_0/jpg_1) in the dataset's parquet shards
+        disk_bytes=(images + 2 * num_prompts) * speeds.bytes_per_image,
         assumptions=assumptions,
     )
+
+
+def _measured(profile_model: str | None, used: list[str]) -> bool:
+    """Whether a profile's figure applies to the models a preset uses (a profile that
+    names no model applies to any)."""
+    return profile_model is None or all(model == profile_model for model in used)
 
 
 def _questions_per_prompt(pipeline: Pipeline) -> float:

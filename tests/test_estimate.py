@@ -55,8 +55,22 @@ def test_full_preset_estimate_matches_a_hand_computation() -> None:
     # 72,000 pairs at 100/s + 8000 images through CLIP and aesthetic at 50/s
     assert result.judging_hours == pytest.approx((720 + 160) / 3600)
     assert result.startup_hours == pytest.approx(0.01)
-    assert result.disk_bytes == (8000 + 4 * 1000) * 1000
+    assert result.disk_bytes == (8000 + 2 * 1000) * 1000
     assert any("no price for gemini-2.0-flash" in line for line in result.assumptions)
+
+
+def test_a_profile_of_other_models_gives_no_time_and_says_why() -> None:
+    """The shipped H100 profile measured BLIP-2 flan-t5-xl; agfsync-sd15 judges with xxl."""
+    result = estimate_run(
+        build_preset("agfsync-sd15"), "agfsync-sd15", 1000, tables=EstimateTables.load()
+    )
+    assert result.generation_hours is not None and result.generation_hours > 0
+    assert result.judging_hours is None and result.gpu_hours is None
+    assert any(
+        "measured VQA with Salesforce/blip2-flan-t5-xl" in line
+        and "Salesforce/blip2-flan-t5-xxl" in line
+        for line in result.assumptions
+    )
 
 
 def test_text_preset_has_no_image_stages() -> None:
@@ -106,4 +120,4 @@ def test_command_with_user_tables(tmp_path: Path) -> None:
     assert "write_prompts (gpt-4o-mini): 100 calls" in result.stdout
     assert "images: 8,000; judged questions: 72,000" in result.stdout
     assert "generation 2.22 h" in result.stdout
-    assert "disk: 12.0 MB" in result.stdout
+    assert "disk: 10.0 MB" in result.stdout  # (8000 candidates + 2 x 1000 pair images) x 1 kB

@@ -1,6 +1,7 @@
 """The walking skeleton end to end: both entry points on the offline preset."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -122,6 +123,34 @@ class TestAgfsyncGenerate:
             assert (offline_dataset_dir / "assets" / f"{figure}.png").is_file()
         images = list((offline_dataset_dir / "artifacts").rglob("*.png"))
         assert len(images) == SAMPLE_SIZE * 4
+
+    def test_card_claims_match_run_json_and_the_data(self, offline_dataset_dir: Path) -> None:
+        """Every fact the card states about the run is the one run.json and the rows hold."""
+        from huggingface_hub import DatasetCard
+
+        card = DatasetCard.load(offline_dataset_dir / "README.md")
+        run = json.loads((offline_dataset_dir / "run.json").read_text())
+        rows = datasets.load_dataset(str(offline_dataset_dir), split="train")
+        table = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", card.text, re.MULTILINE))
+        assert table["preset"] == f"`{run['preset']}`"
+        assert table["run seed"] == str(run["seed"])
+        assert table["judges (weight)"] == ", ".join(
+            f"{j['name']} {j['model']} ({j['weight']:.3g})" for j in run["judges"]
+        )
+        assert table["candidates per prompt (N)"] == str(len(rows[0]["image_paths"]))
+        assert table["preference pairs"] == str(len(rows))
+        # Prompts came from a file, not an LLM: the card says so, and nothing else.
+        assert run["llm_models"] == {} and run["prompt_file"]
+        assert f"prompts read from a file ({run['prompt_file']})" in card.text
+        assert "written by an LLM" not in card.text
+        assert "pip install agfsync" not in card.text
+        data = card.data.to_dict()
+        assert data["license"] == "apache-2.0"  # tiny models built by agfsync: its license
+        assert data["size_categories"] == ["n<1K"]
+        features = {f["name"] for f in data["dataset_info"][0]["features"]}
+        assert {"jpg_0", "jpg_1", "label_0", "caption", "clip_truncated"} <= features
+        for column in ("clip_truncated", "generation_error", "judging_errors", "pair_error"):
+            assert f"`{column}`" in card.text
 
     def test_same_seed_gives_bit_identical_images_and_scores(
         self, offline_dataset_dir: Path, tmp_path: Path, isolated_caches: dict[str, str]
