@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from PIL import Image
 
 from agfsync.errors import ConfigurationError
@@ -26,6 +27,7 @@ from agfsync.train.models import (
     load_components,
     predict_noise,
 )
+from agfsync.train.outputs import write_model_card
 from tests.helpers import run_command
 from tests.test_train_data import (
     LABELLED_FEATURES,
@@ -161,11 +163,36 @@ def test_run_writes_tensorboard_logs_grid_and_model_card(trained_lora: TrainingR
     assert grid == output / "validation" / "step-000024.png"
     assert Image.open(grid).size == (2 * 32, 32)  # two prompts side by side
     card = (output / "README.md").read_text()
-    assert f"base_model: {trained_lora.config.pretrained_model}" in card
+    metadata = ModelCard.load(output / "README.md").data.to_dict()
+    # A local base model is not a Hub id: no base_model, and the license is said unknown.
+    assert "base_model" not in metadata and metadata["license"] == "other"
+    assert "diffusers-training" in metadata["tags"] and "lora" in metadata["tags"]
+    assert metadata["widget"] == [
+        {"text": prompt, "output": {"url": f"validation/step-000024-{index}.png"}}
+        for index, prompt in enumerate(["a red square", "a blue square"])
+    ]
+    for entry in metadata["widget"]:
+        assert Image.open(output / entry["output"]["url"]).size == (32, 32)
     assert "| learning_rate | `0.01` |" in card
     assert "| ties skipped | 0 |" in card
     assert f"| loss | {trained_lora.history[-1]['loss']} |" in card
     assert "pipe.load_lora_weights(" in card
+
+
+def test_card_of_a_hub_base_model_names_it_with_its_license(tmp_path: Path) -> None:
+    config = DPOTrainingConfig(
+        pretrained_model="stabilityai/stable-diffusion-xl-base-1.0",
+        dataset="my-org/my-agfsync-dataset",
+        output_dir=tmp_path,
+    )
+    write_model_card(
+        tmp_path, config=config, final_metrics={}, data_summary={}, validation_grid=None
+    )
+    metadata = ModelCard.load(tmp_path / "README.md").data.to_dict()
+    assert metadata["base_model"] == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert metadata["license"] == "openrail++"
+    assert metadata["datasets"] == ["my-org/my-agfsync-dataset"]
+    assert "stable-diffusion-xl" in metadata["tags"] and "widget" not in metadata
 
 
 def test_saved_lora_loads_into_a_pipeline_and_reproduces_the_trained_model(

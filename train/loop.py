@@ -529,6 +529,8 @@ class DPOTrainer:
         path = config.output_dir / "validation" / f"step-{step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         make_image_grid(images, rows=1, cols=len(images)).save(path)
+        for index, image in enumerate(images):  # one file per prompt: the card's widget
+            image.save(validation_image(path, index))
         logger.info("Validation images: %s", path)
         log_validation_images(accelerator, images, config.validation_prompts, step)
         return [path]
@@ -579,11 +581,22 @@ class DPOTrainer:
                     "images read": self.data_counts.images_read,
                 },
                 validation_grid=result.validation_grids[-1] if result.validation_grids else None,
+                validation_images=[
+                    validation_image(result.validation_grids[-1], index)
+                    for index in range(len(config.validation_prompts))
+                ]
+                if result.validation_grids
+                else None,
                 repo=repo if config.push_to_hub else None,
             )
             if config.push_to_hub:
                 result.hub_url = push_to_hub(config.output_dir, repo, self.hub_token)
         accelerator.end_training()
+
+
+def validation_image(grid: Path, index: int) -> Path:
+    """The file of validation prompt `index` beside its step's grid."""
+    return grid.with_name(f"{grid.stem}-{index}.png")
 
 
 def log_validation_images(

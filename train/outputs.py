@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agfsync.model_facts import is_hub_id, model_facts
 from agfsync.train.config import DPOTrainingConfig, ModelFamily
 
 PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "latents-cache/**"]
@@ -55,6 +56,12 @@ def _table(rows: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def hub_reference(reference: str) -> str | None:
+    """`reference` when it names a Hub repository (not a local folder or a tiny model),
+    else None: a card's `base_model` or `datasets` must resolve on the Hub."""
+    return reference if is_hub_id(reference) and not Path(reference).exists() else None
+
+
 def write_model_card(
     directory: Path,
     *,
@@ -62,31 +69,57 @@ def write_model_card(
     final_metrics: dict[str, float],
     data_summary: dict[str, int | None],
     validation_grid: Path | None,
+    validation_images: list[Path] | None = None,
     repo: str | None = None,
 ) -> Path:
-    """README.md with Hub metadata, how to load the result, every hyper-parameter, the
-    data that was used and skipped, and the final metrics."""
+    """README.md with Hub metadata (validated by `huggingface_hub`'s `ModelCardData`:
+    the base model's license, `base_model` only when it is a Hub id, a widget with the
+    last validation images), how to load the result, every hyper-parameter, the data
+    used and skipped, and the final metrics."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     kind = "LoRA" if config.use_lora else "full UNet"
     objective = "Diffusion-DPO" if config.loss == "dpo" else "SFT on the preferred images"
-    dataset_is_hub_id = not Path(config.dataset).exists()
-    front_matter = [
-        "---",
-        f"base_model: {config.pretrained_model}",
-        "library_name: diffusers",
-        *([f"datasets:\n- {config.dataset}"] if dataset_is_hub_id else []),
-        "tags:\n- text-to-image\n- diffusers\n- diffusion-dpo\n- agfsync",
-        *(["- lora"] if config.use_lora else []),
-        "---",
-    ]
+    facts = model_facts(config.pretrained_model)
+    base_model = hub_reference(config.pretrained_model)
+    dataset = hub_reference(config.dataset)
+    images = validation_images or []
+    metadata = ModelCardData(
+        base_model=base_model,
+        license=facts.license if facts else "other",
+        library_name="diffusers",
+        pipeline_tag="text-to-image",
+        datasets=[dataset] if dataset else None,
+        tags=[
+            "text-to-image",
+            "diffusers",
+            "diffusers-training",
+            "diffusion-dpo",
+            "agfsync",
+            *(["lora"] if config.use_lora else []),
+            *([facts.family] if facts else []),
+        ],
+        widget=[
+            {"text": prompt, "output": {"url": image.relative_to(directory).as_posix()}}
+            for prompt, image in zip(config.validation_prompts, images, strict=False)
+        ]
+        or None,
+    )
+    license_line = (
+        f"**License**: `{facts.license}`, the base model's."
+        if facts
+        else f"**License**: unknown to agfsync: the base model's ({config.pretrained_model}) "
+        "license applies; check its card."
+    )
     hyperparameters = {name: f"`{value}`" for name, value in config.model_dump(mode="json").items()}
     sections = [
-        "\n".join(front_matter),
         f"# {objective} {kind} of {config.pretrained_model}",
         f"Trained with agfsync ({objective}, Wallace et al. 2023) on the preference "
         f"dataset `{config.dataset}` (split `{config.split}`) for "
         f"{config.max_train_steps} optimizer steps. beta follows the official code's "
         f"convention: the loss multiplies by -0.5 x beta (beta {config.beta:g} here equals "
         f"{config.beta / 2:g} without the 0.5).",
+        license_line,
         "## Use\n\n" + _usage(config, repo or str(directory)),
         "## Data\n\n" + _table(data_summary),
         "## Final metrics (mean over the last optimizer step)\n\n" + _table(final_metrics),
@@ -95,11 +128,12 @@ def write_model_card(
     if validation_grid is not None:
         sections.append(
             "## Validation\n\nFixed prompts and seeds after the last step: "
-            f"`{validation_grid.relative_to(directory)}`."
+            f"![validation grid]({validation_grid.relative_to(directory).as_posix()})"
         )
-    card = directory / "README.md"
-    card.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
-    return card
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+    path = directory / "README.md"
+    card.save(path)
+    return path
 
 
 def push_to_hub(directory: Path, repo_id: str, token: str | None) -> str:
