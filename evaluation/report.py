@@ -11,6 +11,7 @@ check that the page rendered completely.
 from __future__ import annotations
 
 import html
+import io
 import math
 import shutil
 from collections import defaultdict
@@ -20,8 +21,10 @@ from statistics import fmean
 from typing import Any
 
 import datasets
+from PIL import Image
 
 from agfsync.card import SCORE_NAMES, write_card_assets
+from agfsync.dataset import IMAGE_COLUMNS
 from agfsync.evaluation.metrics import ALL, STATISTICS_NOTE, Comparison, ModelRole, Observation
 from agfsync.evaluation.suites import PromptItem, Suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
@@ -32,7 +35,8 @@ from agfsync.run_info import RunInfo
 from agfsync.safe_paths import path_component
 from agfsync.statistics import dataset_statistics
 
-REPORT_ENTRIES = ("index.html", "assets/", "images/")
+PAIRS_DIR = "pairs"
+REPORT_ENTRIES = ("index.html", "assets/", "images/", f"{PAIRS_DIR}/")
 """The names a report folder of agfsync holds."""
 
 METRIC_LABELS = {
@@ -76,7 +80,8 @@ th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: ta
 .better { color: #1a7f37; font-weight: 600; } .worse { color: #cf222e; font-weight: 600; }
 .charts { display: flex; flex-wrap: wrap; gap: 1rem; }
 .charts figure { margin: 0; border: 1px solid #d0d7de; border-radius: 6px; padding: .5rem; }
-.charts img { max-width: 560px; display: block; }
+.charts figure { overflow-x: auto; max-width: 100%; }
+.charts img { display: block; }  /* native size: figures stay readable */
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(430px, 1fr)); gap: 1rem; }
 .pair { border: 1px solid #d0d7de; border-radius: 6px; padding: .6rem; margin: 0; }
 .pair .images { display: flex; gap: .6rem; }
@@ -187,6 +192,12 @@ def render_dataset_report(
     return folder / "index.html"
 
 
+PAIRS_PER_PAGE = 100
+"""Pairs on one page of the dataset report's pair browser."""
+THUMBNAIL_SIZE = 256
+"""Longest side of the pair browser's images (WebP, about 10 kB each at 256 px)."""
+
+
 def _write_dataset_report(
     run_dir: Path, dataset: datasets.Dataset, run: RunInfo, folder: Path
 ) -> Path:
@@ -194,15 +205,34 @@ def _write_dataset_report(
     assets = write_card_assets(dataset, stats, folder)
     low, median, high = stats.margin_quantiles()
     overview = [
-        ["preset", html.escape(run.preset)],
-        ["image model", html.escape(", ".join(stats.image_models) or "unknown")],
         ["prompts", str(stats.num_prompts)],
         ["preference pairs", str(stats.num_pairs)],
         ["conversion rate (pairs / prompts)", f"{stats.conversion_rate:.1%}"],
-        ["candidates per prompt", str(stats.candidates_per_prompt)],
         ["words per prompt", f"{stats.words_per_prompt:.2f} (paper: 26.06)"],
         ["valid questions per prompt", f"{stats.questions_per_prompt:.2f} (paper: 9.03)"],
         ["score margin (10% / 50% / 90%)", f"{low:.3f} / {median:.3f} / {high:.3f}"],
+    ]
+    config = stats.generation_config
+    provenance = [
+        ["preset", html.escape(run.preset)],
+        ["prompts from", html.escape(run.prompt_file or "an LLM (see the LLM rows)")],
+        *[
+            [f"LLM ({html.escape(step)})", html.escape(model)]
+            for step, model in run.llm_models.items()
+        ],
+        ["image model", html.escape(", ".join(stats.image_models) or "unknown")],
+        ["candidates per prompt (N)", str(stats.candidates_per_prompt)],
+        ["embedding-noise sigma", ", ".join(f"{s:g}" for s in stats.noise_sigmas) or "none"],
+        ["denoising steps", html.escape(str(config.get("num_inference_steps", "default")))],
+        ["guidance scale", html.escape(str(config.get("guidance_scale", "default")))],
+        ["run seed", html.escape(str(run.seed))],
+        *[
+            [
+                f"judge {html.escape(judge.name)}",
+                f"{html.escape(judge.model or 'default')}, weight {judge.weight:.3g}",
+            ]
+            for judge in run.judges
+        ],
     ]
     scores = []
     for column in stats.scores:
@@ -210,33 +240,111 @@ def _write_dataset_report(
         values = [distribution.mean, distribution.std]
         values += [stats.chosen_scores[column], stats.rejected_scores[column]]
         scores.append([html.escape(SCORE_NAMES.get(column, column)), *(f"{v:.2f}" for v in values)])
-    samples = "".join(
-        f'<figure class="pair"><div class="images">'
-        f'<div><img src="{html.escape(sample.chosen)}" alt="chosen">chosen '
-        f"{sample.chosen_score:.2f}</div>"
-        f'<div><img src="{html.escape(sample.rejected)}" alt="rejected">rejected '
-        f"{sample.rejected_score:.2f}</div></div>"
-        f"<figcaption>{html.escape(sample.category)}: {html.escape(sample.prompt)}</figcaption>"
-        "</figure>"
-        for sample in assets.samples
-    )
+    pages = _write_pair_pages(dataset, folder)
     body = [
         f"<h1>Preference dataset: {html.escape(run_dir.name)}</h1>",
         f'<p class="subtitle">{html.escape(str(run_dir))}</p>',
         "<h2>Overview</h2>",
-        _table(["", ""], overview, table_id="summary"),
+        _table(["measure", "value"], overview, table_id="summary"),
+        "<h2>How it was made</h2>",
+        _table(["setting", "value"], provenance, table_id="provenance"),
+        "<h2>Categories</h2>",
+        _table(
+            ["category", "prompts", "pairs", "mean margin"],
+            _category_rows(dataset, stats),
+            table_id="categories",
+        ),
         "<h2>Scores</h2>",
         _table(["score", "mean", "std", "chosen mean", "rejected mean"], scores),
         '<div class="charts">',
         *[_figure(path, title) for title, path in assets.figures.items()],
         "</div>",
-        "<h2>Sample pairs</h2>",
-        f'<div class="grid">{samples}</div>',
+        "<h2>Pairs</h2>",
+        f"<p>Browse all {stats.num_pairs} pairs: "
+        + " ".join(
+            f'<a href="{html.escape(page)}">{number}</a>' for number, page in enumerate(pages, 1)
+        )
+        + "</p>",
     ]
     return _write_page(folder, f"agfsync dataset {run_dir.name}", body)
 
 
-def _write_page(folder: Path, title: str, body: list[str]) -> Path:
+def _category_rows(dataset: datasets.Dataset, stats: Any) -> list[list[str]]:
+    margins: dict[str, list[float]] = defaultdict(list)
+    for row in dataset.select_columns(["category", "score_margin"]):
+        margins[row["category"] or "none"].append(row["score_margin"])
+    return [
+        [
+            html.escape(category),
+            str(prompts),
+            str(stats.pairs_per_category.get(category, 0)),
+            f"{fmean(margins[category]):.3f}" if margins.get(category) else "-",
+        ]
+        for category, prompts in stats.prompts_per_category.items()
+    ]
+
+
+def _thumbnail(data: bytes, path: Path) -> None:
+    with Image.open(io.BytesIO(data)) as image:
+        copy = image.convert("RGB")
+    copy.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    copy.save(path, format="WEBP", quality=80)
+
+
+def _write_pair_pages(dataset: datasets.Dataset, folder: Path) -> list[str]:
+    """`pairs/page-NNN.html`, `PAIRS_PER_PAGE` pairs each (every pair of the dataset),
+    with thumbnails; returns the pages' paths relative to `folder`."""
+    columns = [
+        "prompt_id",
+        "caption",
+        "category",
+        *IMAGE_COLUMNS,
+        "chosen_score",
+        "rejected_score",
+        "label_0",
+    ]
+    rows = dataset.select_columns([c for c in columns if c in dataset.column_names])
+    count = math.ceil(len(rows) / PAIRS_PER_PAGE)
+    images = folder / PAIRS_DIR / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    pages = [f"{PAIRS_DIR}/page-{number:03d}.html" for number in range(1, count + 1)]
+    for number, page in enumerate(pages):
+        table = []
+        for index in range(number * PAIRS_PER_PAGE, min(len(rows), (number + 1) * PAIRS_PER_PAGE)):
+            row = rows[index]
+            cells = []
+            for column, score in (("jpg_0", "chosen_score"), ("jpg_1", "rejected_score")):
+                name = f"{index:06d}-{column}.webp"
+                _thumbnail(row[column], images / name)
+                cells.append(f'<img src="images/{name}" alt="{column}"><br>{row[score]:.2f}')
+            table.append(
+                [
+                    str(index),
+                    html.escape(row.get("category") or ""),
+                    html.escape(row["caption"]),
+                    *cells,
+                    f"{row.get('label_0', 1.0):g}",
+                ]
+            )
+        links = [
+            f'<a href="{Path(pages[other]).name}">{label}</a>'
+            for other, label in ((number - 1, "previous"), (number + 1, "next"))
+            if 0 <= other < len(pages)
+        ]
+        body = [
+            f"<h1>Pairs, page {number + 1} of {len(pages)}</h1>",
+            f'<p><a href="../index.html">back to the report</a> {" ".join(links)}</p>',
+            _table(
+                ["#", "category", "prompt", "jpg_0 (chosen)", "jpg_1 (rejected)", "label_0"],
+                table,
+                table_id="pairs",
+            ),
+        ]
+        _write_page(folder / PAIRS_DIR, f"pairs page {number + 1}", body, name=Path(page).name)
+    return pages
+
+
+def _write_page(folder: Path, title: str, body: list[str], name: str = "index.html") -> Path:
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n"
@@ -244,7 +352,7 @@ def _write_page(folder: Path, title: str, body: list[str]) -> Path:
         + "\n".join(part for part in body if part)
         + "\n</body>\n</html>\n"
     )
-    path = folder / "index.html"
+    path = folder / name
     path.write_text(page, encoding="utf-8")
     return path
 

@@ -413,8 +413,19 @@ class TestDatasetReport:
             "assets/score_margins.png",
             "assets/categories.png",
         } <= sources
-        samples = [src for src, in_pair in rendered.dom.images if in_pair]
-        assert len(samples) == 6 and all(src.startswith("assets/samples/") for src in samples)
+        assert "measure" in rendered.dom.tables["summary"]  # a real header, not an empty one
+        provenance = " ".join(rendered.dom.tables["provenance"].split())
+        for fact in ("preset offline", "candidates per prompt (N) 2", "run seed 0", "0.1"):
+            assert fact in provenance
+        assert "category prompts pairs mean margin" in " ".join(
+            rendered.dom.tables["categories"].split()
+        )
+        # Every pair can be browsed, with its images, on the pair pages.
+        page = tmp_path / "out" / "pairs" / "page-001.html"
+        browsed = open_in_browser(page, tmp_path / "profile-pairs")
+        assert_rendered_completely(browsed)
+        thumbnails = [src for src, _ in browsed.dom.images]
+        assert len(thumbnails) == 6 and all(src.startswith("images/") for src in thumbnails)
 
     def test_a_folder_without_a_run_is_refused(self, tmp_path: Path) -> None:
         result = run_command(["agfsync", "report", str(tmp_path)], cwd=tmp_path)
