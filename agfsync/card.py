@@ -238,14 +238,6 @@ def _provenance_table(stats: DatasetStatistics, run: RunInfo) -> str:
             "image model",
             ", ".join(markdown_text(name) for name in stats.image_models) or "unknown",
         ],
-        [
-            "judges (weight)",
-            ", ".join(
-                f"{judge.name} {markdown_text(judge.model or 'default')} ({judge.weight:.3g})"
-                for judge in run.judges
-            )
-            or "unknown",
-        ],
         ["candidates per prompt (N)", str(stats.candidates_per_prompt)],
         ["embedding-noise sigma", ", ".join(f"{s:g}" for s in stats.noise_sigmas) or "none"],
         ["denoising steps", str(config.get("num_inference_steps", "default"))],

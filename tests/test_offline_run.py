@@ -128,20 +128,21 @@ class TestAgfsyncGenerate:
         """Every fact the card states about the run is the one run.json and the rows hold."""
         from huggingface_hub import DatasetCard
 
+        from agfsync.card import markdown_text
+
         card = DatasetCard.load(offline_dataset_dir / "README.md")
         run = json.loads((offline_dataset_dir / "run.json").read_text())
         rows = datasets.load_dataset(str(offline_dataset_dir), split="train")
         table = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", card.text, re.MULTILINE))
         assert table["preset"] == f"`{run['preset']}`"
         assert table["run seed"] == str(run["seed"])
-        assert table["judges (weight)"] == ", ".join(
-            f"{j['name']} {j['model']} ({j['weight']:.3g})" for j in run["judges"]
-        )
+        for judge in run["judges"]:  # the judges table: name, model, weight
+            assert f"| {judge['name']} | {judge['model']} | {judge['weight']:g} |" in card.text
         assert table["candidates per prompt (N)"] == str(len(rows[0]["image_paths"]))
         assert table["preference pairs"] == str(len(rows))
         # Prompts came from a file, not an LLM: the card says so, and nothing else.
         assert run["llm_models"] == {} and run["prompt_file"]
-        assert f"prompts read from a file ({run['prompt_file']})" in card.text
+        assert f"prompts read from a file ({markdown_text(run['prompt_file'])})" in card.text
         assert "written by an LLM" not in card.text
         assert "pip install agfsync" not in card.text
         data = card.data.to_dict()
