@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   set up, then run the offline preset end to end (CPU, no download)
 #   make test   set up, then lint, type-check and run the whole test suite
+#   make test-fast  while working: lint and the tests not marked slow (a few minutes)
 #
 # Setup creates .venv once (again whenever pyproject.toml changes). Torch comes
 # from the CPU wheel (torch==2.13.0) on machines without an NVIDIA driver and from
@@ -11,9 +12,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 
-.PHONY: setup demo test lint presets browser
+.PHONY: setup demo test test-fast lint presets browser
 
-setup: $(VENV)/.installed browser
+setup: $(VENV)/.installed
 
 # Headless Chromium renders the HTML reports in the browser tests: Debian's package,
 # installed when missing and running as root (as CI does); without it those tests skip.
@@ -36,8 +37,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
+
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 presets: setup
 	$(BIN)/agfsync presets export

@@ -26,6 +26,8 @@ from tests.argilla_server.byte_counter import byte_counting_proxy
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
 from tests.helpers import closed_port, generate_offline_run, run_command
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 NUM_PROMPTS = 6
 AGREEMENT_LINE = re.compile(
     r"^\s*(overall|category|score margin)\s+(.*?)\s+(\d+)\s+(\S+)\s+(\S+)$", re.MULTILINE

@@ -10,9 +10,12 @@ import uuid
 from typing import Any
 
 import argilla as rg
+import pytest
 from PIL import Image
 
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
+
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
 LABELS = ["image_a", "image_b", "both_good", "both_bad", "toxic"]
 

@@ -17,10 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from agfsync.ownership import STAGING_SUFFIX
 from agfsync.testing.prompt_files import write_scaled_prompts
 from tests.helpers import BIN_DIR, assert_same_dataset, run_command
+
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
 NUM_PROMPTS = 200
 NUM_IMAGES = NUM_PROMPTS * 4

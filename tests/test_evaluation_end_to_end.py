@@ -32,6 +32,8 @@ from tests.helpers import REPO_ROOT, card_listing, run_command
 from tests.openai_server import ScriptedChatCompletions
 from tests.test_evaluation_generate import make_tiny_lora
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 API_KEY = "sk-evaluate-secret-7731"
 OFFLINE_PROMPTS = Path(agfsync.__file__).parent / "data" / "offline_prompts.jsonl"
 TIFA_TYPES = {"animal/human", "object", "location", "activity", "color", "counting"}

@@ -24,6 +24,8 @@ from tests.helpers import REPO_ROOT, assert_same_dataset, run_command
 from tests.openai_server import HTTPError, ScriptedChatCompletions
 from tests.test_text_preset import yes_questions
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 NUM_PROMPTS = 16
 """Two batches of 8 prompts, 4 candidates each."""
 

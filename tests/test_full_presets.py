@@ -17,6 +17,8 @@ from tests.helpers import REPO_ROOT
 from tests.openai_server import ScriptedChatCompletions
 from tests.test_text_preset import CATEGORIES, _respond
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 TINY_IMAGE_MODELS = {
     "agfsync-sd15": "tiny:stable-diffusion",
     "agfsync-sdxl": "tiny:stable-diffusion-xl",

@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import REPO_ROOT, run_command
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 CONTRACT_COLUMNS = {
     "prompt_id": datasets.Value("string"),
     "prompt": datasets.Value("string"),

@@ -56,6 +56,7 @@ def test_stage_counts_sum_the_steps_reports_across_a_log_queue() -> None:
     assert counter.line() == "images 16/16 · pairs 2"
 
 
+@pytest.mark.slow
 def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
     process = subprocess.Popen(

@@ -91,6 +91,8 @@ import json, sys
 import datasets
 from tests.diffusers_dpo import read_like_diffusers
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 (repo_id,) = sys.argv[1:]
 rows = datasets.load_dataset(repo_id, split="train")
 print(json.dumps({

@@ -24,6 +24,8 @@ from agfsync.pipelines import PRESETS, build_preset, preset_yaml_path
 from agfsync.pipelines.ray import GPU_REPLICAS, GPU_STEPS
 from tests.helpers import BIN_DIR, assert_same_dataset, run_command
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 RAY_PRESETS = sorted(name for name in PRESETS if name.startswith("ray-"))
 NUM_PROMPTS = 16
 """Two batches of 8 prompts: each of the two replicas of a model step gets one."""

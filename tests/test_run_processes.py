@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import BIN_DIR
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 CATEGORY = """
 - name: Animals
   description: wild animals and pets

@@ -21,6 +21,8 @@ import agfsync.steps
 from tests.gemini_server import ScriptedGemini
 from tests.openai_server import ScriptedChatCompletions
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 CHECKS = {

@@ -18,6 +18,8 @@ from tests.gemini_server import ScriptedGemini
 from tests.helpers import REPO_ROOT, run_command
 from tests.openai_server import ScriptedChatCompletions
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 SECRET = "sk-loopback-never-written"
 CATEGORIES = """
 - name: Animals

@@ -36,6 +36,8 @@ from tests.test_train_data import (
     write_parquet_dataset,
 )
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 LN2 = math.log(2.0)
 CPU = torch.device("cpu")
 
