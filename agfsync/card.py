@@ -184,6 +184,12 @@ def render_dataset_card(
                 for judge in run.judges
             ],
         ),
+        (
+            f"\n**Weights**: {markdown_text(run.weights_source)}; they were fitted to human "
+            "reviews with `agfsync calibrate`.\n"
+            if run.weights_source
+            else "\n**Weights**: the preset's, set by hand (not fitted to human reviews).\n"
+        ),
         "\nImage 0 of every prompt is rendered from the clean text embedding; images "
         "1..N-1 add Gaussian noise with the listed sigma to the prompt embeddings (the "
         "paper's condition-embedding noise). Each image's initial latent comes from its "

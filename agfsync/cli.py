@@ -150,6 +150,13 @@ def generate(
             "are retried by the next run [default: no limit]."
         ),
     ] = None,
+    weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="Judge weights from a file (`agfsync calibrate` writes weights.yaml); "
+            "recorded in run.json and on the card [default: the preset's]."
+        ),
+    ] = None,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
     from agfsync.runs import RunOptions, run_preset
@@ -171,6 +178,7 @@ def generate(
         overwrite=overwrite,
         keep_ties=keep_ties,
         llm_time_limit=llm_time_limit,
+        weights_file=weights,
     )
     try:
         summary = run_preset(preset, output_dir, options)
@@ -391,6 +399,48 @@ def argilla_pull(
         )
     if published is not None:
         console.print(f"Published to {published.repo_id} ({published.commit_url}).")
+
+
+@app.command()
+def calibrate(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Reviewed pairs: the folder `agfsync argilla pull` wrote, any agfsync "
+            "dataset with a human `label_0`, or a Hub dataset repo."
+        ),
+    ],
+    output: Annotated[Path, OutputFolder("Folder of calibration.json, weights.yaml, README.md.")],
+    folds: Annotated[int, typer.Option(help="Cross-validation folds over prompts.")] = 5,
+    l2: Annotated[float, typer.Option(help="L2 penalty on the standardized weights.")] = 1e-2,
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    overwrite: Overwrite = False,
+) -> None:
+    """Fit the judges' weights to human reviews and say how much better they agree."""
+    from agfsync.calibration import WEIGHTS_FILE, run_calibration
+
+    try:
+        result = run_calibration(source, output, folds=folds, l2=l2, seed=seed, overwrite=overwrite)
+    except AgfsyncError as error:
+        raise _fail(error) from None
+    console.print(
+        f"{result.pairs} reviewed pairs, {result.folds}-fold cross-validation over prompts "
+        f"(left out: {result.ignored or 'none'})",
+        highlight=False,
+    )
+    console.print(f"  {'mix':<18} {'pairs':>5} {'agreement':>9}  95% interval  weights")
+    for mix in result.mixes:
+        weights = ", ".join(f"{judge} {weight:.3f}" for judge, weight in mix.weights.items())
+        overall = mix.overall
+        console.print(
+            f"  {mix.name:<18} {overall.pairs:>5} {overall.agreement:>9.3f}  "
+            f"{overall.low:.3f}-{overall.high:.3f}  {weights}",
+            highlight=False,
+        )
+    console.print(result.verdict, highlight=False)
+    console.print(
+        f"Use them: agfsync generate --weights {output / WEIGHTS_FILE} ...", highlight=False
+    )
 
 
 @app.command()

@@ -47,6 +47,7 @@ class FolderKind:
     REPORT = "report"
     EVALUATION = "evaluation"
     TRAINING = "training"
+    CALIBRATION = "calibration"
 
 
 @dataclass

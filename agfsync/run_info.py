@@ -56,6 +56,10 @@ class RunInfo(BaseModel):
         default_factory=dict, description="Model of each LLM step, by step name."
     )
     judges: list[JudgeInfo] = Field(default_factory=list)
+    weights_source: str | None = Field(
+        default=None,
+        description="Where the judges' weights came from when not the preset's (`--weights`).",
+    )
     unpaired: list[UnpairedPrompt] = Field(default_factory=list)
 
     def save(self, folder: Path) -> Path:

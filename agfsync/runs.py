@@ -87,6 +87,8 @@ class RunOptions:
     keep_ties: bool = False
     """Also export pairs whose two images scored the same, with `label_0 = 0.5`."""
     llm_time_limit: float | None = None
+    weights_file: Path | None = None
+    """Judge weights from a file (`agfsync calibrate` writes one); None: the preset's."""
     """Seconds each LLM step may spend on calls in this run (`time_limit` of the steps)."""
 
 
@@ -254,6 +256,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     options = options or RunOptions()
     started = time.perf_counter()
     pipeline = build_preset(preset)
+    _apply_weights(pipeline, options.weights_file)
     _configure_llms(pipeline, options)
     keep_credentials_out_of_files(pipeline)
     _check_options(options)
@@ -323,6 +326,28 @@ def _why_nothing(failures: StepFailures, pipeline: Pipeline, rows: datasets.Data
         for failure in row_failures(row):
             return f"{writers.get(failure.column, 'a step')}: {failure.reason}"
     return "no step recorded a cause (see the log above)"
+
+
+def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> str | None:
+    """Set the judges' weights from `--weights`; returns where they came from."""
+    if weights_file is None:
+        return None
+    from agfsync.calibration import read_weight_preset
+
+    if JUDGE_IMAGES_STEP not in pipeline.dag:
+        raise ConfigurationError("--weights applies to image presets only (they judge images).")
+    preset = read_weight_preset(weights_file)
+    judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
+    names = [spec.name for spec in judging.scorers]
+    if set(preset.weights) != set(names):
+        raise ConfigurationError(
+            f"--weights {weights_file} weighs {sorted(preset.weights)}, the preset's judges are "
+            f"{sorted(names)}; calibrate on a dataset judged by the same judges."
+        )
+    judging.scorers = [
+        spec.model_copy(update={"weight": preset.weights[spec.name]}) for spec in judging.scorers
+    ]
+    return preset.description
 
 
 def _stage_totals(pipeline: Pipeline, prompts: int) -> dict[str, int | None]:
@@ -571,6 +596,7 @@ def _run_info(
         seed=options.seed if options.seed is not None else generation.seed,
         llm_models=llm_models,
         judges=[JudgeInfo(name=s.name, model=s.model, weight=s.weight) for s in judging.scorers],
+        weights_source=_apply_weights(pipeline, options.weights_file),
         unpaired=[
             UnpairedPrompt(
                 prompt_id=row["prompt_id"],
