@@ -444,6 +444,42 @@ def calibrate(
 
 
 @app.command()
+def reselect(
+    run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
+    weights: Annotated[
+        Path, typer.Option(help="Judge weights (`agfsync calibrate` writes weights.yaml).")
+    ],
+    output: Annotated[Path, OutputFolder("Folder of the re-selected dataset.")],
+    min_margin: Annotated[
+        float, typer.Option(help="Refuse pairs whose weighted-score margin is below this.")
+    ] = 0.0,
+    keep_ties: Annotated[
+        bool, typer.Option("--keep-ties", help="Also export ties, with label_0 = 0.5.")
+    ] = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Pick each prompt's pair again with other judge weights, from the recorded scores
+    (nothing is rendered or judged)."""
+    from agfsync.reselect import reselect_pairs
+
+    try:
+        result = reselect_pairs(
+            run_dir,
+            output,
+            weights,
+            min_margin=min_margin,
+            keep_ties=keep_ties,
+            overwrite=overwrite,
+        )
+    except AgfsyncError as error:
+        raise _fail(error) from None
+    console.print(
+        f"[bold green]Dataset ready:[/] {result.output_dir} ({result.pairs} preference pairs, "
+        f"{result.changed} changed, {result.unpaired} without a pair now)"
+    )
+
+
+@app.command()
 def estimate(
     preset: Annotated[str, typer.Option(help="Pipeline preset (see `agfsync presets list`).")],
     prompts: Annotated[int, typer.Option(help="Number of prompts the run will have.")],

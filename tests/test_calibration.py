@@ -1,8 +1,11 @@
 """`agfsync.calibration` against simulated annotators: synthetic per-image judge scores,
 a hidden true weight vector, and people who choose with logistic noise."""
 
+import json
 import math
+from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from agfsync.calibration import (
     write_weight_preset,
 )
 from agfsync.errors import ConfigurationError
+from tests.helpers import run_command
 
 JUDGES = ["vqa", "clip", "aesthetic"]
 HIDDEN = {"vqa": 0.6, "clip": 0.3, "aesthetic": 0.1}
@@ -94,7 +98,7 @@ def test_reviewed_rows_count_only_resolved_human_verdicts() -> None:
         calibrate(read_reviewed_pairs(rows[:8], JUDGES))
 
 
-def test_the_weight_preset_round_trips_with_its_provenance(tmp_path) -> None:
+def test_the_weight_preset_round_trips_with_its_provenance(tmp_path: Path) -> None:
     result = calibrate(read_reviewed_pairs(simulated_rows(200), JUDGES))
     path = tmp_path / "weights.yaml"
     write_weight_preset(result, path, source="reviewed-run")
@@ -106,3 +110,30 @@ def test_the_weight_preset_round_trips_with_its_provenance(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text("weights: {vqa: -1}\n")
     with pytest.raises(ConfigurationError, match="non-negative"):
         read_weight_preset(tmp_path / "bad.yaml")
+
+
+@pytest.mark.slow
+def test_reselect_picks_pairs_from_recorded_scores_without_rendering_or_judging(
+    offline_run: Path, tmp_path: Path
+) -> None:
+    weights = tmp_path / "clip-only.yaml"
+    weights.write_text("weights: {vqa: 0.0, clip: 1.0, aesthetic: 0.0}\nsource: a test\n")
+    before = {path: path.stat().st_mtime_ns for path in (offline_run / "artifacts").rglob("*")}
+    result = run_command(
+        ["agfsync", "reselect", str(offline_run), "--weights", str(weights), "-o", "clip"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "distilabel" not in result.stderr  # no pipeline ran: nothing rendered or judged
+    assert {p: p.stat().st_mtime_ns for p in (offline_run / "artifacts").rglob("*")} == before
+    new = datasets.load_dataset(str(tmp_path / "clip"), split="train")
+    for row in new:
+        clip = row["clip_scores"]
+        assert row["weighted_scores"] == pytest.approx(clip)
+        assert row["chosen_index"] == int(np.argmax(clip))
+        image = tmp_path / "clip" / "artifacts" / row["image_paths"][row["chosen_index"]]
+        assert row["jpg_0"] == image.read_bytes()
+    run = json.loads((tmp_path / "clip" / "run.json").read_text())
+    assert [judge["weight"] for judge in run["judges"]] == [0.0, 1.0, 0.0]
+    card = (tmp_path / "clip" / "README.md").read_text()
+    assert "**Weights**: weights from clip-only.yaml (calibrated on a test" in card

@@ -1,0 +1,161 @@
+"""Re-select the pairs of a finished dataset with other judge weights (`agfsync reselect`).
+
+Every candidate's per-judge scores are in the dataset's rows and every candidate image
+is under its `artifacts/`, so new weights need no rendering and no judging: the
+weighted scores are recomputed from the recorded ones, each prompt's best and worst
+candidate picked again (`agfsync.pairs`), and a new dataset folder written with its
+card, naming where the weights came from.
+
+Prompts the original run left without a pair are not in its rows (their reasons are in
+its run.json) and stay without one; a prompt that now ties is left out and listed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from agfsync.calibration import read_weight_preset
+from agfsync.card import preference_card
+from agfsync.dataset import (
+    IMAGE_COLUMNS,
+    build_preference_dataset,
+    check_dataset_folder,
+    write_dataset_folder,
+)
+from agfsync.errors import ConfigurationError
+from agfsync.pairs import NoPairError, select_preference_pair
+from agfsync.publish import load_run
+from agfsync.run_info import JudgeInfo, UnpairedPrompt
+from agfsync.scoring import weighted_scores
+
+STALE_COLUMNS = (*IMAGE_COLUMNS, "caption", "label_0", "label_source", "human_votes")
+"""Columns of the old pair: the Diffusion-DPO ones are rebuilt from the new pair (the
+images read again from `artifacts/`); a review's verdicts were about the old pair."""
+
+
+@dataclass(frozen=True)
+class Reselection:
+    output_dir: Path
+    pairs: int
+    changed: int
+    """Prompts whose chosen or rejected image changed."""
+    unpaired: int
+
+
+def reselect_pairs(
+    run_dir: Path,
+    output_dir: Path,
+    weights_file: Path,
+    *,
+    min_margin: float = 0.0,
+    keep_ties: bool = False,
+    overwrite: bool = False,
+) -> Reselection:
+    """Write `output_dir`: `run_dir`'s dataset with its pairs picked by the weights in
+    `weights_file` (see the module doc). Nothing is rendered or judged."""
+    check_dataset_folder(output_dir, overwrite=overwrite, protected=[run_dir])
+    dataset, run = load_run(run_dir)
+    artifacts = run_dir / "artifacts"
+    if not artifacts.is_dir():
+        raise ConfigurationError(
+            f"{run_dir} has no artifacts/ folder with the candidate images; re-selection "
+            "needs every candidate (publish keeps them only with --include-artifacts)."
+        )
+    preset = read_weight_preset(weights_file)
+    judges = [judge.name for judge in run.judges]
+    if set(preset.weights) != set(judges):
+        raise ConfigurationError(
+            f"--weights {weights_file} weighs {sorted(preset.weights)}, {run_dir} was judged "
+            f"by {sorted(judges)}."
+        )
+    rows = dataset.remove_columns([c for c in STALE_COLUMNS if c in dataset.column_names])
+    changed = 0
+
+    def repick(row: dict[str, Any]) -> dict[str, Any]:
+        nonlocal changed
+        scores = {name: row[f"{name}_scores"] for name in judges}
+        combined = weighted_scores(scores, preset.weights)
+        update: dict[str, Any] = {"weighted_scores": combined, "pair_error": None}
+        try:
+            pair = select_preference_pair(combined, min_margin=min_margin, keep_ties=keep_ties)
+        except NoPairError as error:
+            return {
+                **update,
+                "pair_error": str(error),
+                "chosen_index": None,
+                "rejected_index": None,
+                "chosen_score": None,
+                "rejected_score": None,
+                "score_margin": None,
+            }
+        if (pair.chosen_index, pair.rejected_index) != (row["chosen_index"], row["rejected_index"]):
+            changed += 1
+        return {
+            **update,
+            "chosen_index": pair.chosen_index,
+            "rejected_index": pair.rejected_index,
+            "chosen_score": pair.chosen_score,
+            "rejected_score": pair.rejected_score,
+            "score_margin": pair.score_margin,
+        }
+
+    repicked = datasets.Dataset.from_list(
+        [{**row, **repick(row)} for row in rows], features=rows.features
+    )
+    new, unpaired = build_preference_dataset(repicked, artifacts)
+    if len(new) == 0:
+        raise ConfigurationError(
+            f"With the weights of {weights_file} no prompt of {run_dir} has a pair; nothing "
+            "was written."
+        )
+    info = run.model_copy(
+        update={
+            "judges": [
+                JudgeInfo(name=j.name, model=j.model, weight=preset.weights[j.name])
+                for j in run.judges
+            ],
+            "weights_source": preset.description + f"; pairs re-selected from {run_dir.name}",
+            "unpaired": [
+                *run.unpaired,
+                *(
+                    UnpairedPrompt(
+                        prompt_id=row["prompt_id"],
+                        prompt=row["prompt"],
+                        category=row.get("category"),
+                        reason=row["pair_error"],
+                    )
+                    for row in unpaired
+                ),
+            ],
+        }
+    )
+
+    def write_card(data_files: list[str], folder: Path) -> str:
+        info.save(folder)
+        return preference_card(
+            new,
+            info,
+            folder,
+            load_path=os.fspath(output_dir.resolve()),
+            data_files={"train": data_files},
+        )
+
+    write_dataset_folder(
+        new,
+        output_dir,
+        card=write_card,
+        extra_files={
+            name: run_dir / name
+            for name in ("pipeline.yaml", "pipeline.log")
+            if (run_dir / name).is_file()
+        },
+        artifacts_dir=artifacts,
+        overwrite=overwrite,
+        protected=[run_dir],
+    )
+    return Reselection(output_dir.resolve(), len(new), changed, len(unpaired))
