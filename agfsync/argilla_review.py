@@ -36,7 +36,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from agfsync.card import preference_card
+from agfsync.card import card_writer
 from agfsync.dataset import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
 from agfsync.errors import ConfigurationError
 from agfsync.publish import load_run
@@ -500,21 +500,12 @@ def pull_reviews(
         dataset, verdicts, orders, shown=shown, unknown=sorted(set(orders) - set(row_index))
     )
 
-    def write_card(data_files: list[str], staging: Path) -> str:
-        run.save(staging)
-        card = preference_card(
-            reviewed,
-            run,
-            staging,
-            load_path=os.fspath(output_dir),
-            data_files={"train": data_files},
-        )
-        return card + "\n" + review_section(name, report)
-
     write_dataset_folder(
         reviewed,
         output_dir,
-        card=write_card,
+        card=card_writer(
+            reviewed, run, load_path=os.fspath(output_dir), extra=review_section(name, report)
+        ),
         extra_files={"pipeline.yaml": folder / "pipeline.yaml"},
         flag="--output",
         overwrite=overwrite,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -562,6 +563,28 @@ def size_category(num_rows: int) -> str:
         if num_rows < limit:
             return label
     return "n>1T"
+
+
+def card_writer(
+    dataset: datasets.Dataset,
+    run: RunInfo,
+    *,
+    load_path: str,
+    split: str = "train",
+    other_splits: dict[str, list[str]] | None = None,
+    extra: str = "",
+) -> Callable[[list[str], Path], str]:
+    """The `card` callback of `agfsync.dataset.write_dataset_folder` for a preference
+    dataset: saves run.json beside the card and renders the card (plus `extra`, a further
+    section) for the shards just written."""
+
+    def write(data_files: list[str], folder: Path) -> str:
+        run.save(folder)
+        files = {split: data_files, **(other_splits or {})}
+        card = preference_card(dataset, run, folder, load_path=load_path, data_files=files)
+        return card + (f"\n{extra}" if extra else "")
+
+    return write
 
 
 def preference_card(

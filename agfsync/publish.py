@@ -26,7 +26,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
-from agfsync.card import ASSETS_DIR, preference_card
+from agfsync.card import ASSETS_DIR, card_writer
 from agfsync.dataset import (
     IMAGE_COLUMNS,
     check_dataset_folder,
@@ -136,20 +136,10 @@ def stage_publication(
     if include_artifacts:
         _check_candidates(dataset, run_dir / "artifacts")
 
-    def write_card(data_files: list[str], staging: Path) -> str:
-        run.save(staging)
-        return preference_card(
-            dataset,
-            run,
-            staging,
-            load_path=repo_id,
-            data_files={split: data_files, **(other_splits or {})},
-        )
-
     write_dataset_folder(
         dataset,
         folder,
-        card=write_card,
+        card=card_writer(dataset, run, load_path=repo_id, split=split, other_splits=other_splits),
         extra_files={name: run_dir / name for name in PUBLISHED_RUN_FILES},
         artifacts_dir=run_dir / "artifacts" if include_artifacts else None,
         split=split,

@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 
 from agfsync.calibration import read_weight_preset
-from agfsync.card import preference_card
+from agfsync.card import card_writer
 from agfsync.dataset import (
     IMAGE_COLUMNS,
     build_preference_dataset,
@@ -135,20 +135,10 @@ def reselect_pairs(
         }
     )
 
-    def write_card(data_files: list[str], folder: Path) -> str:
-        info.save(folder)
-        return preference_card(
-            new,
-            info,
-            folder,
-            load_path=os.fspath(output_dir.resolve()),
-            data_files={"train": data_files},
-        )
-
     write_dataset_folder(
         new,
         output_dir,
-        card=write_card,
+        card=card_writer(new, info, load_path=os.fspath(output_dir.resolve())),
         extra_files={
             name: run_dir / name
             for name in ("pipeline.yaml", "pipeline.log")

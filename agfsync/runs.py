@@ -22,7 +22,7 @@ from distilabel.distiset import Distiset
 from distilabel.pipeline import Pipeline
 from distilabel.pipeline.step_wrapper import _StepWrapperException
 
-from agfsync.card import preference_card, render_prompt_card
+from agfsync.card import card_writer, render_prompt_card
 from agfsync.categories import load_categories
 from agfsync.dataset import (
     MissingImageError,
@@ -497,20 +497,10 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
         )
     run = _run_info(outcome.preset, pipeline, outcome.options, unpaired)
 
-    def write_card(data_files: list[str], folder: Path) -> str:
-        run.save(folder)
-        return preference_card(
-            dataset,
-            run,
-            folder,
-            load_path=os.fspath(output_dir.resolve()),
-            data_files={"train": data_files},
-        )
-
     write_dataset_folder(
         dataset,
         output_dir,
-        card=write_card,
+        card=card_writer(dataset, run, load_path=os.fspath(output_dir.resolve())),
         extra_files=outcome.extra_files,
         artifacts_dir=artifacts_dir,
         overwrite=outcome.options.overwrite,

@@ -63,8 +63,8 @@ def cosine(a: dict[str, float], b: dict[str, float]) -> float:
 def test_fitted_weights_recover_the_hidden_direction_and_agree_like_the_oracle() -> None:
     rows = simulated_rows(2000)
     # A hand-picked mix that leans on the judge people care least about.
-    current = {"vqa": 0.05, "clip": 0.05, "aesthetic": 0.9}
-    result = calibrate(read_reviewed_pairs(rows, JUDGES), current=current, seed=1)
+    hand_picked = {"vqa": 0.05, "clip": 0.05, "aesthetic": 0.9}
+    result = calibrate(read_reviewed_pairs(rows, JUDGES), current=hand_picked, seed=1)
     assert cosine(result.fitted, HIDDEN) >= 0.95, result.fitted
     fitted = result.mixes[-1]
     assert fitted.name == "fitted weights" and fitted.overall.pairs == 2000
