@@ -57,7 +57,6 @@ from agfsync.statistics import SCORE_COLUMNS
 
 PREFERENCE_QUESTION = "preference"
 COMMENT_QUESTION = "comment"
-FIELD_NAMES = ("prompt", "image_a", "image_b", "qa_pairs", "scores")
 GUIDELINES = """\
 Each record shows a prompt and two images generated for it. Choose the image that
 follows the prompt better (every listed question should be answered "yes" for it)
