@@ -23,6 +23,7 @@ from agfsync.model_facts import model_facts
 from agfsync.plots import save_bar_chart, save_histograms
 from agfsync.run_info import RunInfo
 from agfsync.statistics import DatasetStatistics, dataset_statistics
+from agfsync.steps.names import DECOMPOSE_STEP
 
 ASSETS_DIR = "assets"
 """Folder of the card's figures and sample images, next to README.md."""
@@ -225,7 +226,7 @@ def render_dataset_card(
 
 def _prompt_origin(run: RunInfo) -> str:
     """Where the prompts came from, as the run recorded it."""
-    writers = [model for step, model in run.llm_models.items() if step != "decompose_prompts"]
+    writers = [model for step, model in run.llm_models.items() if step != DECOMPOSE_STEP]
     if writers:
         return "prompts written by an LLM (" + ", ".join(markdown_text(m) for m in writers) + ")"
     if run.prompt_file:
@@ -445,7 +446,7 @@ def _limitations(run: RunInfo) -> str:
         "**Synthetic prompts.** Prompts were written by an LLM per category: they inherit "
         "the LLM's style, topics and stereotypes, and are not a sample of what people ask "
         "for."
-        if any(step != "decompose_prompts" for step in run.llm_models)
+        if any(step != DECOMPOSE_STEP for step in run.llm_models)
         else "**Chosen prompts.** Prompts were read from a file: they reflect whoever wrote "
         "them, not what people ask for in general."
     )

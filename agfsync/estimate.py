@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agfsync.errors import ConfigurationError, describe_validation_error
 from agfsync.prompts import load_prompt_records
+from agfsync.steps.names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP, LOAD_PROMPTS_STEP
 
 PAPER_QUESTIONS_PER_PROMPT = 9.03
 """AGFSync's measured mean of valid questions per prompt (REFERENCE.md)."""
@@ -145,7 +146,7 @@ def estimate_run(
     if num_prompts < 1:
         raise ConfigurationError("--prompts must be at least 1.")
     llm_steps, assumptions = _llm_steps(pipeline, num_prompts, tables)
-    if "generate_images" not in pipeline.dag:
+    if GENERATE_IMAGES_STEP not in pipeline.dag:
         return Estimate(preset, num_prompts, "-", llm_steps, assumptions=assumptions)
     profile_name = profile or tables.preset_profiles.get(preset)
     if profile_name not in tables.profiles:
@@ -154,11 +155,11 @@ def estimate_run(
             f"{', '.join(sorted(tables.profiles))} (or give --tables with your own)."
         )
     speeds = tables.profiles[profile_name]
-    generation = pipeline.dag.get_step("generate_images")["step"]
+    generation = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
     per_prompt = num_images or generation.num_images
     images = num_prompts * per_prompt
     steps_ratio = generation.num_inference_steps / speeds.reference_steps
-    scorers = pipeline.dag.get_step("judge_images")["step"].scorers
+    scorers = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"].scorers
     judges = [spec.name for spec in scorers]
     vqa_models = [spec.model for spec in scorers if spec.name == "vqa"]
     if questions_per_prompt is None:
@@ -215,9 +216,9 @@ def _measured(profile_model: str | None, used: list[str]) -> bool:
 
 def _questions_per_prompt(pipeline: Pipeline) -> float:
     """Mean valid questions per prompt of the prompt file a preset reads, if it reads one."""
-    if "load_prompts" not in pipeline.dag:
+    if LOAD_PROMPTS_STEP not in pipeline.dag:
         return PAPER_QUESTIONS_PER_PROMPT
-    records = load_prompt_records(pipeline.dag.get_step("load_prompts")["step"].data_files)
+    records = load_prompt_records(pipeline.dag.get_step(LOAD_PROMPTS_STEP)["step"].data_files)
     valid = [pair for record in records for pair in record["qa_pairs"] if pair.get("valid", True)]
     return len(valid) / len(records) if valid else PAPER_QUESTIONS_PER_PROMPT
 

@@ -43,6 +43,16 @@ from agfsync.qa import qa_statistics
 from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 from agfsync.steps.artifacts import carry_over_artifacts
 from agfsync.steps.image_generation import IMAGES_ARTIFACT
+from agfsync.steps.names import (
+    DECOMPOSE_STEP,
+    DEDUPLICATE_STEP,
+    GENERATE_IMAGES_STEP,
+    JUDGE_IMAGES_STEP,
+    LOAD_CATEGORIES_STEP,
+    LOAD_PROMPTS_STEP,
+    SELECT_PAIRS_STEP,
+    WRITE_PROMPTS_STEP,
+)
 from agfsync.steps.resume import (
     begin_execution,
     discard_unfinished_work,
@@ -53,15 +63,6 @@ from agfsync.steps.resume import (
 )
 
 logger = logging.getLogger(__name__)
-
-LOAD_PROMPTS_STEP = "load_prompts"
-GENERATE_IMAGES_STEP = "generate_images"
-JUDGE_IMAGES_STEP = "judge_images"
-SELECT_PAIRS_STEP = "select_pairs"
-LOAD_CATEGORIES_STEP = "load_categories"
-WRITE_PROMPTS_STEP = "write_prompts"
-DEDUPLICATE_STEP = "deduplicate_prompts"
-DECOMPOSE_STEP = "decompose_prompts"
 
 
 @dataclass(frozen=True)

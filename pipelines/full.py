@@ -16,6 +16,12 @@ from agfsync.steps import (
     PreferenceDatasetExport,
     PreferencePairSelection,
 )
+from agfsync.steps.names import (
+    EXPORT_PAIRS_STEP,
+    GENERATE_IMAGES_STEP,
+    JUDGE_IMAGES_STEP,
+    SELECT_PAIRS_STEP,
+)
 from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA
 
 SD15_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -45,15 +51,17 @@ def build_full_pipeline(
     ) as pipeline:
         decompose = add_text_steps(qa_llm)
         generate_images = CandidateImageGeneration(
-            name="generate_images",
+            name=GENERATE_IMAGES_STEP,
             model=image_model,
             height=height,
             width=height,
             input_batch_size=8,
         )
-        judge_images = ImageJudging(name="judge_images", scorers=paper_judges(), input_batch_size=8)
-        select_pairs = PreferencePairSelection(name="select_pairs", input_batch_size=8)
-        export_pairs = PreferenceDatasetExport(name="export_pairs", input_batch_size=8)
+        judge_images = ImageJudging(
+            name=JUDGE_IMAGES_STEP, scorers=paper_judges(), input_batch_size=8
+        )
+        select_pairs = PreferencePairSelection(name=SELECT_PAIRS_STEP, input_batch_size=8)
+        export_pairs = PreferenceDatasetExport(name=EXPORT_PAIRS_STEP, input_batch_size=8)
         decompose >> generate_images >> judge_images >> select_pairs >> export_pairs
     return pipeline
 

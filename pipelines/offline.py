@@ -17,6 +17,13 @@ from agfsync.steps import (
     PreferenceDatasetExport,
     PreferencePairSelection,
 )
+from agfsync.steps.names import (
+    EXPORT_PAIRS_STEP,
+    GENERATE_IMAGES_STEP,
+    JUDGE_IMAGES_STEP,
+    LOAD_PROMPTS_STEP,
+    SELECT_PAIRS_STEP,
+)
 
 OFFLINE_PIPELINE_NAME = "agfsync-offline"
 
@@ -28,9 +35,9 @@ def build_offline_pipeline() -> Pipeline:
         name=OFFLINE_PIPELINE_NAME,
         description="AGFSync on tiny random models: proves the wiring, images are meaningless.",
     ) as pipeline:
-        load_prompts = LoadPrompts(name="load_prompts", batch_size=8)
+        load_prompts = LoadPrompts(name=LOAD_PROMPTS_STEP, batch_size=8)
         generate_images = CandidateImageGeneration(
-            name="generate_images",
+            name=GENERATE_IMAGES_STEP,
             model="tiny:stable-diffusion",
             num_images=4,
             num_inference_steps=4,
@@ -40,7 +47,7 @@ def build_offline_pipeline() -> Pipeline:
         )
         weights = WEIGHT_PRESETS["equal"]
         judge_images = ImageJudging(
-            name="judge_images",
+            name=JUDGE_IMAGES_STEP,
             scorers=[
                 ScorerSpec(
                     name="vqa",
@@ -55,7 +62,7 @@ def build_offline_pipeline() -> Pipeline:
             ],
             input_batch_size=8,
         )
-        select_pairs = PreferencePairSelection(name="select_pairs", input_batch_size=8)
-        export_pairs = PreferenceDatasetExport(name="export_pairs", input_batch_size=8)
+        select_pairs = PreferencePairSelection(name=SELECT_PAIRS_STEP, input_batch_size=8)
+        export_pairs = PreferenceDatasetExport(name=EXPORT_PAIRS_STEP, input_batch_size=8)
         load_prompts >> generate_images >> judge_images >> select_pairs >> export_pairs
     return pipeline

@@ -30,8 +30,9 @@ from agfsync.pipelines.full import (
     build_local_llm_pipeline,
 )
 from agfsync.pipelines.offline import build_offline_pipeline
+from agfsync.steps.names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP
 
-GPU_STEPS = ("generate_images", "judge_images")
+GPU_STEPS = (GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP)
 GPU_REPLICAS = 4
 """Replicas of each GPU step: 2 x 4 = 8 GPUs, the paper's 8 A100."""
 CPU_REPLICAS = 2

@@ -17,6 +17,14 @@ from agfsync.steps import (
     StylePromptRewriting,
 )
 from agfsync.steps.gemini import GeminiLLM
+from agfsync.steps.names import (
+    DECOMPOSE_STEP,
+    DEDUPLICATE_STEP,
+    LOAD_CATEGORIES_STEP,
+    LOAD_PROMPTS_STEP,
+    REWRITE_PROMPTS_STEP,
+    WRITE_PROMPTS_STEP,
+)
 from agfsync.steps.prompt_generation import PROMPTS_RESPONSE_SCHEMA
 from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA, QADecomposition
 
@@ -44,14 +52,14 @@ def openai_llm(name: str, schema: dict) -> OpenAILLM:
 def add_text_steps(qa_llm: LLM) -> QADecomposition:
     """Inside a `Pipeline` context: categories -> prompts (OpenAI-compatible LLM) ->
     dedup -> QA (`qa_llm`); returns the last step, to chain more stages after it."""
-    load_categories = LoadCategories(name="load_categories", batch_size=4)
+    load_categories = LoadCategories(name=LOAD_CATEGORIES_STEP, batch_size=4)
     write_prompts = CategoryPromptGeneration(
-        name="write_prompts",
+        name=WRITE_PROMPTS_STEP,
         llm=openai_llm("prompts", PROMPTS_RESPONSE_SCHEMA),
         input_batch_size=4,
     )
-    deduplicate = PromptDeduplication(name="deduplicate_prompts")
-    decompose = QADecomposition(name="decompose_prompts", llm=qa_llm, input_batch_size=8)
+    deduplicate = PromptDeduplication(name=DEDUPLICATE_STEP)
+    decompose = QADecomposition(name=DECOMPOSE_STEP, llm=qa_llm, input_batch_size=8)
     load_categories >> write_prompts >> deduplicate >> decompose
     return decompose
 
@@ -90,15 +98,15 @@ def build_text_image_preferences_pipeline() -> Pipeline:
         name="agfsync-text-image-preferences",
         description="Seed prompts rewritten per style and complexity, with yes/no QA pairs.",
     ) as pipeline:
-        load_seeds = LoadPrompts(name="load_prompts", batch_size=8)
+        load_seeds = LoadPrompts(name=LOAD_PROMPTS_STEP, batch_size=8)
         rewrite = StylePromptRewriting(
-            name="rewrite_prompts",
+            name=REWRITE_PROMPTS_STEP,
             llm=OpenAILLM(model=DEFAULT_OPENAI_MODEL, generation_kwargs=GENERATION_KWARGS),
             input_batch_size=8,
         )
-        deduplicate = PromptDeduplication(name="deduplicate_prompts")
+        deduplicate = PromptDeduplication(name=DEDUPLICATE_STEP)
         decompose = QADecomposition(
-            name="decompose_prompts",
+            name=DECOMPOSE_STEP,
             llm=openai_llm("qa_pairs", QA_RESPONSE_SCHEMA),
             input_batch_size=8,
         )
