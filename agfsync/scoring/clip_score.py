@@ -59,8 +59,9 @@ class CLIPScorer(ImageScorer):
             "their beginning only (`clip_truncated` says which).",
         )
 
-    def weight(self) -> float:
-        """Multiplier of the cosine similarity."""
+    def cosine_scale(self) -> float:
+        """Multiplier of the cosine similarity (not the judge's weight in the combined
+        score, which is `ScorerSpec.weight`)."""
         return CLIP_SCORE_WEIGHT
 
     def score(
@@ -79,7 +80,7 @@ class CLIPScorer(ImageScorer):
             image_embeds = self._embed_images(batch_images)
             text_embeds = self._embed_texts(batch_prompts)
             cosine = (image_embeds * text_embeds).sum(dim=-1)
-            scores.append((self.weight() * cosine).clamp(min=0, max=100))
+            scores.append((self.cosine_scale() * cosine).clamp(min=0, max=100))
         token_counts = {prompt: self._token_count(prompt) for prompt in set(prompts)}
         truncated = [token_counts[prompt] > self.context_length for prompt in prompts]
         return (torch.cat(scores).float().cpu() if scores else torch.empty(0)), truncated
@@ -122,5 +123,5 @@ class PickScorer(CLIPScorer):
     name = "pickscore"
     details_column: ClassVar[str | None] = None
 
-    def weight(self) -> float:
+    def cosine_scale(self) -> float:
         return float(self.clip.logit_scale.exp())
