@@ -60,7 +60,7 @@ def test_stage_counts_sum_the_steps_reports_across_a_log_queue() -> None:
 def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [str(BIN_DIR / "agfsync"), "generate", "--num-prompts", "2", "-o", "run"],
+        [str(BIN_DIR / "agfsync"), "generate", "--num-prompts", "2", "--no-use-cache", "-o", "run"],
         cwd=tmp_path,
         stdin=terminal,
         stdout=terminal,
@@ -87,3 +87,27 @@ def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
     # The offline preset: 2 prompts x 4 candidates, all judged, one pair each.
     assert "prompts 2/2 · images 8/8 · judged 8/8 · pairs 2" in text, text[-3000:]
+
+
+def test_help_shows_defaults_and_old_option_names_still_work(tmp_path: Path) -> None:
+    """Plain help: every default and environment variable visible, no `<bool>` types; a
+    renamed option's old spelling is accepted, with a notice, and hidden from help."""
+    shown = subprocess.run(
+        [str(BIN_DIR / "agfsync"), "publish", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    shown = " ".join(shown.split())  # click wraps at the terminal's width
+    assert "[default: $HF_TOKEN, else the login]" in shown and "[default: train]" in shown
+    assert "<bool>" not in shown and "--token" not in shown.replace("--hub-token", "")
+    old = subprocess.run(
+        [str(BIN_DIR / "agfsync"), "presets", "export", "--directory", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert old.returncode == 0, old.stderr[-2000:]
+    assert "--directory is now --output" in old.stderr
+    assert (tmp_path / "offline.yaml").is_file()

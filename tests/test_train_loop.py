@@ -18,7 +18,7 @@ from agfsync.models import resolve_model
 from agfsync.train.config import DPOTrainingConfig, ModelFamily
 from agfsync.train.data import BatchPlan, PairedTransform, PairReader, epoch_batches
 from agfsync.train.data import open_preference_pairs as open_pairs
-from agfsync.train.dpo import build_parser, main, parse_config
+from agfsync.train.dpo import FLAGS, build_parser, main, parse_config
 from agfsync.train.loop import TrainingResult, train
 from agfsync.train.models import (
     AdapterDisabledReference,
@@ -434,11 +434,20 @@ def test_help_documents_every_option_with_default_and_source(
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for name in DPOTrainingConfig.model_fields:
-        assert f"--{name.replace('_', '-')}" in text
+        flags = FLAGS.get(name, (f"--{name.replace('_', '-')}",))
+        assert all(flag in text for flag in flags), name
+    assert "--output-dir" not in text  # the old spelling works, hidden
     assert text.count("[default: ") >= len(DPOTrainingConfig.model_fields)
     for source in ("AGFSync", "Diffusion-DPO", "diffusers' DPO example"):
         assert source in text
     assert "[default: 1000]" in text and "[default: 5000.0]" in text
+
+
+def test_output_is_the_flag_and_the_old_spelling_still_works() -> None:
+    base = ["--pretrained-model", "tiny:stable-diffusion", "--dataset", "ds"]
+    assert parse_config([*base, "-o", "a"])[0].output_dir == Path("a")
+    assert parse_config([*base, "--output", "b"])[0].output_dir == Path("b")
+    assert parse_config([*base, "--output-dir", "c"])[0].output_dir == Path("c")
 
 
 def test_yaml_config_with_command_line_overrides(tmp_path: Path) -> None:

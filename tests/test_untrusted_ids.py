@@ -148,7 +148,7 @@ class TestHostileIdsEndToEnd:
         for row in table:
             for relative in row["image_paths"]:
                 assert (artifacts / relative).resolve().is_relative_to(artifacts)
-            chosen = Image.open(io.BytesIO(row["jpg_0"]["bytes"])).convert("RGB")
+            chosen = Image.open(io.BytesIO(row["jpg_0"])).convert("RGB")
             assert chosen.tobytes() != stranger.resize(chosen.size).tobytes()
 
 
