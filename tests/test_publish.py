@@ -29,6 +29,8 @@ from agfsync.run_info import RunInfo, UnpairedPrompt
 from tests.helpers import REPO_ROOT, card_listing, closed_port, generate_offline_run, run_command
 from tests.hub_server import HubServer
 
+pytestmark = pytest.mark.slow  # `make test-fast` skips this module
+
 TOKEN = "hf_test_secret_token_4242"
 NUM_PROMPTS = 4
 
@@ -90,8 +92,6 @@ READ_LIKE_DIFFUSERS = """
 import json, sys
 import datasets
 from tests.diffusers_dpo import read_like_diffusers
-
-pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
 (repo_id,) = sys.argv[1:]
 rows = datasets.load_dataset(repo_id, split="train")
