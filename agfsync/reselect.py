@@ -120,18 +120,7 @@ def reselect_pairs(
                 for j in run.judges
             ],
             "weights_source": preset.description + f"; pairs re-selected from {run_dir.name}",
-            "unpaired": [
-                *run.unpaired,
-                *(
-                    UnpairedPrompt(
-                        prompt_id=row["prompt_id"],
-                        prompt=row["prompt"],
-                        category=row.get("category"),
-                        reason=row["pair_error"],
-                    )
-                    for row in unpaired
-                ),
-            ],
+            "unpaired": [*run.unpaired, *(UnpairedPrompt.of(row) for row in unpaired)],
         }
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +39,16 @@ class JudgeInfo(BaseModel):
 
 class UnpairedPrompt(BaseModel):
     """A prompt that got no preference pair, and why (the pair step's `pair_error`)."""
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> UnpairedPrompt:
+        """The record of a pipeline row without a pair."""
+        return cls(
+            prompt_id=row["prompt_id"],
+            prompt=row["prompt"],
+            category=row.get("category"),
+            reason=row["pair_error"],
+        )
 
     prompt_id: str
     prompt: str

@@ -588,15 +588,7 @@ def _run_info(
         llm_models=llm_models,
         judges=[JudgeInfo(name=s.name, model=s.model, weight=s.weight) for s in judging.scorers],
         weights_source=_apply_weights(pipeline, options.weights_file),
-        unpaired=[
-            UnpairedPrompt(
-                prompt_id=row["prompt_id"],
-                prompt=row["prompt"],
-                category=row.get("category"),
-                reason=row["pair_error"],
-            )
-            for row in unpaired
-        ],
+        unpaired=[UnpairedPrompt.of(row) for row in unpaired],
     )
 
 
