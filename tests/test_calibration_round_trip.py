@@ -35,7 +35,7 @@ def test_reviews_calibrate_and_the_next_run_uses_the_fitted_weights(
     records = list(client.datasets(name="loop", workspace=workspace).records())
     # Two reviewers who prefer the image CLIP scores higher (its score is in the record's
     # metadata, hidden from real reviewers of a blind review).
-    for reviewer in ("reviewer-1", "reviewer-2"):
+    for reviewer in (f"calibrator-{uuid.uuid4().hex[:6]}", f"calibrator-{uuid.uuid4().hex[:6]}"):
         key = create_annotator(argilla_server, reviewer, workspaces=[workspace])
         for record in records:
             higher = (
