@@ -88,9 +88,9 @@ class RunOptions:
     keep_ties: bool = False
     """Also export pairs whose two images scored the same, with `label_0 = 0.5`."""
     llm_time_limit: float | None = None
+    """Seconds each LLM step may spend on calls in this run (`time_limit` of the steps)."""
     weights_file: Path | None = None
     """Judge weights from a file (`agfsync calibrate` writes one); None: the preset's."""
-    """Seconds each LLM step may spend on calls in this run (`time_limit` of the steps)."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     options = options or RunOptions()
     started = time.perf_counter()
     pipeline = build_preset(preset)
-    _apply_weights(pipeline, options.weights_file)
+    weights_source = _apply_weights(pipeline, options.weights_file)
     _configure_llms(pipeline, options)
     keep_credentials_out_of_files(pipeline)
     _check_options(options)
@@ -290,6 +290,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
             started=started,
             expected_prompts=expected,
             failures=failures,
+            weights_source=weights_source,
         )
         if GENERATE_IMAGES_STEP not in pipeline.dag:
             return _write_text_dataset(outcome)
@@ -418,6 +419,8 @@ class RunOutcome:
     started: float
     expected_prompts: int
     failures: StepFailures
+    weights_source: str | None = None
+    """Where the judges' weights came from, when `--weights` set them."""
 
 
 def _write_text_dataset(outcome: RunOutcome) -> RunSummary:
@@ -496,7 +499,7 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
             f"No prompt got a preference pair ({len(unpaired)} prompts: {listed}); nothing "
             "was written. Each reason is the pair step's; see the README's bad-input table."
         )
-    run = _run_info(outcome.preset, pipeline, outcome.options, unpaired)
+    run = _run_info(outcome, unpaired)
 
     write_dataset_folder(
         dataset,
@@ -570,9 +573,8 @@ def _llm_models(pipeline: Pipeline) -> dict[str, str]:
     return models
 
 
-def _run_info(
-    preset: str, pipeline: Pipeline, options: RunOptions, unpaired: list[dict[str, Any]]
-) -> RunInfo:
+def _run_info(outcome: RunOutcome, unpaired: list[dict[str, Any]]) -> RunInfo:
+    preset, pipeline, options = outcome.preset, outcome.pipeline, outcome.options
     generation = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
     judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
     llm_models = _llm_models(pipeline)
@@ -587,7 +589,7 @@ def _run_info(
         seed=options.seed if options.seed is not None else generation.seed,
         llm_models=llm_models,
         judges=[JudgeInfo(name=s.name, model=s.model, weight=s.weight) for s in judging.scorers],
-        weights_source=_apply_weights(pipeline, options.weights_file),
+        weights_source=outcome.weights_source,
         unpaired=[UnpairedPrompt.of(row) for row in unpaired],
     )
 
