@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -77,12 +79,18 @@ def _stopped() -> None:
     from agfsync.processes import kill_children
 
     kill_children()  # any worker distilabel's pool started while stopping
+    # distilabel's threads fail once their processes are gone; their tracebacks and log
+    # lines are expected now and would bury the one line that matters.
+    threading.excepthook = lambda args: None
+    logging.disable(logging.CRITICAL)
     errors.print(
         "Stopped. Finished work is kept: run the same command again to resume.",
         highlight=False,
     )
-    sys.stderr.flush()
     sys.stdout.flush()
+    sys.stderr.flush()
+    with open(os.devnull, "w") as devnull:  # nothing printed after the stop line
+        os.dup2(devnull.fileno(), sys.stderr.fileno())
     os._exit(130)
 
 

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -155,6 +156,8 @@ def stop_promptly_on_interrupt(pipeline: Any) -> Iterator[None]:
             # the workers are gone already.
             pool.terminate = lambda: None
         kill_children()
+        # The pipeline's threads now fail talking to dead processes: expected, silent.
+        threading.excepthook = lambda args: None
         raise KeyboardInterrupt
 
     def install() -> Any:
