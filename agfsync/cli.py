@@ -76,7 +76,7 @@ def _fail(error: Exception) -> typer.Exit:
 def _stopped() -> None:
     """Ctrl-C or SIGTERM during a run: the step processes are already stopped; what was
     finished is on disk. Exits at once (distilabel's threads would wait otherwise)."""
-    from agfsync.processes import kill_children
+    from agfsync.run.processes import kill_children
 
     kill_children()  # any worker distilabel's pool started while stopping
     # distilabel's threads fail once their processes are gone; their tracebacks and log
@@ -167,7 +167,7 @@ def generate(
     ] = None,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
-    from agfsync.runs import RunOptions, run_preset
+    from agfsync.run.preset import RunOptions, run_preset
 
     output_dir = output or Path("agfsync-data") / preset
     options = RunOptions(
@@ -253,7 +253,7 @@ def publish(
     ] = 60.0,
 ) -> None:
     """Publish a generated dataset to the Hugging Face Hub in one commit, with its card."""
-    from agfsync.publish import publish_run
+    from agfsync.dataset.publish import publish_run
 
     try:
         result = publish_run(
@@ -317,7 +317,7 @@ def argilla_push(
     """Push preference pairs to Argilla for a blind human review (re-pushing updates by id)."""
     from rich.progress import Progress
 
-    from agfsync.argilla_review import ArgillaTarget, push_for_review
+    from agfsync.review.argilla import ArgillaTarget, push_for_review
 
     name = _pick(name, dataset, "--dataset", "--name")
     if name is None:
@@ -369,8 +369,8 @@ def argilla_pull(
     out: Annotated[Path | None, _renamed("--out")] = None,
 ) -> None:
     """Pull submitted reviews, write the reviewed dataset and print AI-human agreement."""
-    from agfsync.argilla_review import ArgillaTarget, agreement_rows, pull_reviews
-    from agfsync.publish import publish_run
+    from agfsync.dataset.publish import publish_run
+    from agfsync.review.argilla import ArgillaTarget, agreement_rows, pull_reviews
 
     picked = _pick(output, out, "--out", "--output")
     if picked is None:
@@ -425,7 +425,7 @@ def calibrate(
     overwrite: Overwrite = False,
 ) -> None:
     """Fit the judges' weights to human reviews and say how much better they agree."""
-    from agfsync.calibration import WEIGHTS_FILE, run_calibration
+    from agfsync.review.calibration import WEIGHTS_FILE, run_calibration
 
     try:
         result = run_calibration(source, output, folds=folds, l2=l2, seed=seed, overwrite=overwrite)
@@ -468,7 +468,7 @@ def reselect(
 ) -> None:
     """Pick each prompt's pair again with other judge weights, from the recorded scores
     (nothing is rendered or judged)."""
-    from agfsync.reselect import reselect_pairs
+    from agfsync.review.reselect import reselect_pairs
 
     try:
         result = reselect_pairs(
@@ -512,8 +512,8 @@ def estimate(
     ] = None,
 ) -> None:
     """Print expected LLM calls, tokens, API cost, GPU hours per stage and disk size."""
-    from agfsync.estimate import EstimateTables, estimate_run
     from agfsync.pipelines import build_preset
+    from agfsync.run.estimate import EstimateTables, estimate_run
 
     try:
         result = estimate_run(

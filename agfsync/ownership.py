@@ -31,7 +31,7 @@ from pathlib import Path
 
 from agfsync.atomic import write_atomically
 from agfsync.errors import ConfigurationError
-from agfsync.processes import is_alive
+from agfsync.run.processes import is_alive
 
 MARKER = ".agfsync-owned.json"
 """The file that says a folder (and which of its paths) was written by agfsync."""

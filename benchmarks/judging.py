@@ -67,8 +67,8 @@ from machine import machine_settings, synchronize
 from PIL import Image
 
 from agfsync.models import resolve_device, resolve_dtype
-from agfsync.prompts import load_prompt_records
 from agfsync.scoring.vqa import VQA_PROMPT, VQAScorer
+from agfsync.text.prompt_files import load_prompt_records
 
 PAPER_ANSWERS_PER_GPU_SECOND = 45_834 * 8 * 9 / (7 * 3600 * 8)
 """AGFSync paper: 45,834 prompts x 8 images x ~9 questions in about 7 h on 8 A100 GPUs."""

@@ -3,7 +3,7 @@ before it, with the same rows.
 
 Before: four image columns as `datasets.Image` structs, `jpg_0`/`jpg_1` for diffusers'
 scripts and `chosen`/`rejected` for the viewer, each pair's two images stored twice.
-Now (`agfsync.dataset`): `jpg_0`/`jpg_1` as raw bytes (`binary`, as Pick-a-Pic v2),
+Now (`agfsync.dataset.folder`): `jpg_0`/`jpg_1` as raw bytes (`binary`, as Pick-a-Pic v2),
 each image once; the viewer's `images` config reads the same files.
 
 The images are photo-like PNGs (smooth shapes plus sensor noise, so they compress as

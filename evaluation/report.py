@@ -23,17 +23,17 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from agfsync.card import SCORE_NAMES, write_card_assets
-from agfsync.dataset import IMAGE_COLUMNS
+from agfsync.dataset.card import SCORE_NAMES, write_card_assets
+from agfsync.dataset.folder import IMAGE_COLUMNS
+from agfsync.dataset.plots import save_bar_chart
+from agfsync.dataset.publish import load_run
+from agfsync.dataset.run_info import RunInfo
+from agfsync.dataset.statistics import dataset_statistics
 from agfsync.evaluation.metrics import ALL, STATISTICS_NOTE, Comparison, ModelRole, Observation
 from agfsync.evaluation.suites import PromptItem, Suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
 from agfsync.ownership import FolderKind, check_output_folder, write_folder
-from agfsync.plots import save_bar_chart
-from agfsync.publish import load_run
-from agfsync.run_info import RunInfo
 from agfsync.safe_paths import path_component
-from agfsync.statistics import dataset_statistics
 
 PAIRS_DIR = "pairs"
 REPORT_ENTRIES = ("index.html", "assets/", "images/", f"{PAIRS_DIR}/")

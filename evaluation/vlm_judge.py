@@ -31,8 +31,8 @@ from PIL import Image
 from pydantic import BaseModel, Field, SecretStr
 
 from agfsync.errors import ConfigurationError
+from agfsync.llm.providers import api_key_from_env, key_variables_text
 from agfsync.progress import progress
-from agfsync.providers import api_key_from_env, key_variables_text
 
 Verdict = Literal["first", "second", "tie"]
 

@@ -9,6 +9,7 @@ from distilabel.models.llms import OpenAILLM
 from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
 
+from agfsync.llm.gemini import GeminiLLM
 from agfsync.steps import (
     CategoryPromptGeneration,
     LoadCategories,
@@ -16,7 +17,6 @@ from agfsync.steps import (
     PromptDeduplication,
     StylePromptRewriting,
 )
-from agfsync.steps.gemini import GeminiLLM
 from agfsync.steps.names import (
     DECOMPOSE_STEP,
     DEDUPLICATE_STEP,

@@ -1,7 +1,7 @@
 """distilabel steps: thin adapters from dataset columns to agfsync's engines."""
 
+from agfsync.llm.gemini import GeminiLLM
 from agfsync.steps.dedup import PromptDeduplication
-from agfsync.steps.gemini import GeminiLLM
 from agfsync.steps.image_generation import CandidateImageGeneration
 from agfsync.steps.judging import ImageJudging
 from agfsync.steps.pairs import PreferencePairSelection

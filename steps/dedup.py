@@ -7,9 +7,9 @@ from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import GlobalStep, StepInput
 from pydantic import Field
 
-from agfsync.dedup import SentenceEmbedder, embedding_duplicates, minhash_duplicates
-from agfsync.preflight import ModelNeed
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.preflight import ModelNeed
+from agfsync.text.dedup import SentenceEmbedder, embedding_duplicates, minhash_duplicates
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput

@@ -23,13 +23,13 @@ from agfsync.generation import (
     plan_jobs,
 )
 from agfsync.models import free_models
-from agfsync.preflight import ModelNeed
 from agfsync.progress import report_done
-from agfsync.prompts import prompt_id_for
+from agfsync.run.artifacts import run_artifacts_root
+from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
-from agfsync.steps.artifacts import run_artifacts_root
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.text.prompt_files import prompt_id_for
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -85,7 +85,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         - prompt (`str`): the text to render.
         - prompt_id (`str`, optional): names the image folder and seeds the images; when
           absent, derived from the prompt text (and `category`, if any), so it is stable
-          across runs (`agfsync.prompts.prompt_id_for`) and added to the output.
+          across runs (`agfsync.text.prompt_files.prompt_id_for`) and added to the output.
 
     Output columns:
         - image_paths (`list[str]`): relative to the run's artifacts folder.

@@ -10,14 +10,14 @@ from PIL import Image
 from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
-from agfsync.failures import UNREADABLE_IMAGE
 from agfsync.models import free_models
-from agfsync.preflight import ModelNeed
 from agfsync.progress import report_done
+from agfsync.run.artifacts import recorded_or_computed, run_artifacts_root
+from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.failures import UNREADABLE_IMAGE
+from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
-from agfsync.steps.artifacts import recorded_or_computed, run_artifacts_root
-from agfsync.steps.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput

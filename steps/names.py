@@ -1,5 +1,5 @@
 """The names of the presets' steps: one declaration, read by the preset builders, the
-run orchestration (`agfsync.runs`), the estimate and the Ray placement. They are the
+run orchestration (`agfsync.run.preset`), the estimate and the Ray placement. They are the
 keys of `--param step.name=value` and of the YAML files, so they do not change."""
 
 LOAD_PROMPTS_STEP = "load_prompts"

@@ -7,7 +7,7 @@ from distilabel.steps import Step, StepInput
 from pydantic import Field
 
 from agfsync.pairs import NoPairError, select_preference_pair
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.run.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput

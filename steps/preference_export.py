@@ -10,15 +10,15 @@ from distilabel.constants import STEPS_OUTPUTS_PATH
 from distilabel.steps import Step, StepInput
 
 from agfsync.atomic import write_atomically
-from agfsync.dataset import (
+from agfsync.dataset.folder import (
     PAIR_ROW_FEATURES,
     MissingImageError,
     pair_config_features,
     preference_columns,
 )
 from agfsync.progress import report_done
-from agfsync.steps.artifacts import JOURNALS_DIR, run_artifacts_root
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.run.artifacts import JOURNALS_DIR, run_artifacts_root
+from agfsync.run.cache import UpstreamSignatureMixin
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -67,7 +67,7 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
     between processes as JSON, so its own rows can carry image paths but never image
     bytes. `create_distiset` however loads every folder under `steps_outputs/` as a
     config, with the features recorded in its parquet files. The shards written here
-    hold `jpg_0`/`jpg_1` as image bytes (`agfsync.dataset`'s layout), so
+    hold `jpg_0`/`jpg_1` as image bytes (`agfsync.dataset.folder`'s layout), so
     `distilabel pipeline run --repo-id` publishes a dataset that diffusers' DPO scripts
     and agfsync's trainer read directly, with every score, the QA pairs, seeds and sigmas.
 

@@ -9,15 +9,15 @@ from distilabel.steps import GeneratorStep, StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field, PrivateAttr
 
-from agfsync.categories import AGFSYNC_CATEGORIES_PATH, load_categories
-from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 from agfsync.progress import report_done
-from agfsync.prompts import prompt_id_for
-from agfsync.steps.artifacts import recorded_or_computed
-from agfsync.steps.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
+from agfsync.run.artifacts import recorded_or_computed
+from agfsync.run.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
+from agfsync.run.usage import add_token_usage
 from agfsync.steps.llm_calls import LLMTimeLimit
-from agfsync.steps.usage import add_token_usage
-from agfsync.text import normalize_text
+from agfsync.text.categories import AGFSYNC_CATEGORIES_PATH, load_categories
+from agfsync.text.compare import normalize_text
+from agfsync.text.prompt_files import prompt_id_for
 
 if TYPE_CHECKING:
     from distilabel.typing import ChatType, GeneratorStepOutput, StepOutput

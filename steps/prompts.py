@@ -8,8 +8,8 @@ from distilabel.steps import GeneratorStep
 from pydantic import Field, PrivateAttr
 
 from agfsync.progress import report_done
-from agfsync.prompts import SAMPLE_PROMPTS_PATH, load_prompt_records
-from agfsync.steps.cache import FileContentsSignatureMixin
+from agfsync.run.cache import FileContentsSignatureMixin
+from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH, load_prompt_records
 
 if TYPE_CHECKING:
     from distilabel.typing import GeneratorStepOutput

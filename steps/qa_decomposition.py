@@ -8,13 +8,13 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field
 
-from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 from agfsync.progress import report_done
-from agfsync.qa import validate_qa_pairs
-from agfsync.steps.artifacts import recorded_or_computed
-from agfsync.steps.cache import UpstreamSignatureMixin
+from agfsync.run.artifacts import recorded_or_computed
+from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.usage import add_token_usage
 from agfsync.steps.llm_calls import LLMTimeLimit
-from agfsync.steps.usage import add_token_usage
+from agfsync.text.qa import validate_qa_pairs
 
 if TYPE_CHECKING:
     from distilabel.typing import ChatType, StepOutput
@@ -67,7 +67,7 @@ class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
     round's JSON list is parsed tolerantly (code fences, trailing commas, single
     quotes, a truncated list keeps its complete items), rounds whose output cannot
     be parsed are asked again up to `max_format_retries` times, and the items of all
-    rounds are validated and merged by `agfsync.qa.validate_qa_pairs`. Every dropped
+    rounds are validated and merged by `agfsync.text.qa.validate_qa_pairs`. Every dropped
     question is listed in `qa_rejected` with its reason; a prompt whose rounds all
     failed keeps its row with the reason in `qa_error`.
 

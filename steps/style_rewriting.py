@@ -9,16 +9,16 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from pydantic import Field, PrivateAttr
 
-from agfsync.categories import (
+from agfsync.run.artifacts import recorded_or_computed
+from agfsync.run.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
+from agfsync.steps.llm_calls import LLMTimeLimit
+from agfsync.text.categories import (
     IMAGE_PREFERENCES_STYLES_PATH,
     StyleScheme,
     StyleSpec,
     load_style_scheme,
 )
-from agfsync.prompts import prompt_id_for
-from agfsync.steps.artifacts import recorded_or_computed
-from agfsync.steps.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
-from agfsync.steps.llm_calls import LLMTimeLimit
+from agfsync.text.prompt_files import prompt_id_for
 
 if TYPE_CHECKING:
     from distilabel.typing import ChatType, StepOutput

@@ -20,9 +20,9 @@ import torch
 
 from agfsync.cli import app
 from agfsync.generation import CandidateImageGenerator
+from agfsync.run.artifacts import run_artifacts_root
 from agfsync.scoring.clip_score import CLIPScorer
 from agfsync.scoring.vqa import VQAScorer
-from agfsync.steps.artifacts import run_artifacts_root
 from agfsync.steps.judging import ImageJudging
 
 

@@ -68,6 +68,6 @@ def assert_same_dataset(produced: Path, expected: Path) -> None:
 
 def card_listing(files: list[str], folder: Path) -> str:
     """A minimal dataset card whose metadata lists `files` as the train split (the
-    `card` argument of `agfsync.dataset.write_dataset_folder`)."""
+    `card` argument of `agfsync.dataset.folder.write_dataset_folder`)."""
     config = {"config_name": "default", "data_files": [{"split": "train", "path": files}]}
     return "---\n" + yaml.safe_dump({"configs": [config]}) + "---\n"

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from agfsync.argilla_review import FIELD_CHARACTERS, REQUEST_BYTES, REVIEW_IMAGE_SIZE
-from agfsync.dataset import listed_shards
-from agfsync.review import shows_rejected_first
+from agfsync.dataset.folder import listed_shards
+from agfsync.review.argilla import FIELD_CHARACTERS, REQUEST_BYTES, REVIEW_IMAGE_SIZE
+from agfsync.review.verdicts import shows_rejected_first
 from tests.argilla_server.byte_counter import byte_counting_proxy
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
 from tests.helpers import closed_port, generate_offline_run, run_command

@@ -111,7 +111,7 @@ class TestPromptFiles:
         assert not (tmp_path / "out").exists()
 
     def test_null_qa_pairs_read_as_none(self, tmp_path: Path) -> None:
-        from agfsync.prompts import load_prompt_records
+        from agfsync.text.prompt_files import load_prompt_records
 
         path = _prompt_file(tmp_path, b'{"prompt": "a cat", "category": "c", "qa_pairs": null}\n')
         assert load_prompt_records(path)[0]["qa_pairs"] == []

@@ -1,4 +1,4 @@
-"""`agfsync.calibration` against simulated annotators: synthetic per-image judge scores,
+"""`agfsync.review.calibration` against simulated annotators: synthetic per-image judge scores,
 a hidden true weight vector, and people who choose with logistic noise."""
 
 import json
@@ -9,13 +9,13 @@ import datasets
 import numpy as np
 import pytest
 
-from agfsync.calibration import (
+from agfsync.errors import ConfigurationError
+from agfsync.review.calibration import (
     calibrate,
     read_reviewed_pairs,
     read_weight_preset,
     write_weight_preset,
 )
-from agfsync.errors import ConfigurationError
 from tests.helpers import run_command
 
 JUDGES = ["vqa", "clip", "aesthetic"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from agfsync.dedup import SentenceEmbedder, embedding_duplicates, minhash_duplicates
 from agfsync.models import resolve_model
 from agfsync.steps import PromptDeduplication
+from agfsync.text.dedup import SentenceEmbedder, embedding_duplicates, minhash_duplicates
 
 
 class TestMinHash:

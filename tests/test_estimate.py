@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from agfsync.errors import ConfigurationError
-from agfsync.estimate import EstimateTables, estimate_run
 from agfsync.pipelines import build_preset
-from agfsync.prompts import SAMPLE_PROMPTS_PATH
+from agfsync.run.estimate import EstimateTables, estimate_run
+from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH
 from tests.helpers import run_command
 
 TABLES = {

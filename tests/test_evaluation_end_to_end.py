@@ -22,12 +22,12 @@ from PIL import Image
 from pytest_httpserver import HTTPServer
 
 import agfsync
-from agfsync.dataset import build_preference_dataset, write_dataset_folder
+from agfsync.dataset.folder import build_preference_dataset, write_dataset_folder
+from agfsync.dataset.run_info import RunInfo
 from agfsync.errors import ConfigurationError
 from agfsync.evaluation.run import parse_scorer
 from agfsync.evaluation.suites import HPSV2_STYLES, TIFA_SAMPLE_QUESTION_ANSWERS
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
-from agfsync.run_info import RunInfo
 from tests.helpers import REPO_ROOT, card_listing, run_command
 from tests.openai_server import ScriptedChatCompletions
 from tests.test_evaluation_generate import make_tiny_lora

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel
 from pytest_httpserver import HTTPServer
 
-from agfsync.steps import gemini
-from agfsync.steps.gemini import GeminiLLM
+from agfsync.llm import gemini
+from agfsync.llm.gemini import GeminiLLM
 from agfsync.steps.qa_decomposition import QADecomposition
 from tests.gemini_server import BlockedPrompt, HTTPError, ScriptedGemini, Slow
 

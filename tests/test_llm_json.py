@@ -1,6 +1,6 @@
 import pytest
 
-from agfsync.llm_json import MalformedOutputError, parse_json_list
+from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 
 
 class TestParseJsonList:

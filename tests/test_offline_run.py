@@ -130,7 +130,7 @@ class TestAgfsyncGenerate:
         """Every fact the card states about the run is the one run.json and the rows hold."""
         from huggingface_hub import DatasetCard
 
-        from agfsync.card import markdown_text
+        from agfsync.dataset.card import markdown_text
 
         card = DatasetCard.load(offline_dataset_dir / "README.md")
         run = json.loads((offline_dataset_dir / "run.json").read_text())
@@ -174,7 +174,7 @@ class TestAgfsyncGenerate:
         self, offline_dataset_dir: Path, tmp_path: Path
     ) -> None:
         """distilabel reuses the cached image step in the new execution a later
-        change creates; its images must come along (steps/artifacts.py)."""
+        change creates; its images must come along (agfsync/run/artifacts.py)."""
         output = tmp_path / "wider-margin"
         result = run_command(
             ["agfsync", "generate", "-o", str(output), "--min-margin", "4"], tmp_path

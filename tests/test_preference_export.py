@@ -6,7 +6,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from agfsync.failures import row_failures
+from agfsync.run.failures import row_failures
 from agfsync.steps import PreferenceDatasetExport
 
 

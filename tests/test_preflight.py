@@ -8,7 +8,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from agfsync.errors import ConfigurationError
-from agfsync.preflight import ModelNeed, check_disk, check_model
+from agfsync.run.preflight import ModelNeed, check_disk, check_model
 from tests.helpers import REPO_ROOT, closed_port, run_command
 from tests.openai_server import ScriptedChatCompletions
 

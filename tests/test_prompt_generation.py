@@ -6,9 +6,9 @@ from typing import Any
 from distilabel.models.llms import OpenAILLM
 from pytest_httpserver import HTTPServer
 
-from agfsync.categories import load_categories
-from agfsync.prompts import prompt_id_for
 from agfsync.steps import CategoryPromptGeneration
+from agfsync.text.categories import load_categories
+from agfsync.text.prompt_files import prompt_id_for
 from tests.openai_server import ScriptedChatCompletions
 
 CATEGORY = {

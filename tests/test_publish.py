@@ -23,9 +23,9 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
-from agfsync.dataset import write_dataset_folder
+from agfsync.dataset.folder import write_dataset_folder
+from agfsync.dataset.run_info import RunInfo, UnpairedPrompt
 from agfsync.ownership import MARKER
-from agfsync.run_info import RunInfo, UnpairedPrompt
 from tests.helpers import REPO_ROOT, card_listing, closed_port, generate_offline_run, run_command
 from tests.hub_server import HubServer
 

@@ -1,7 +1,7 @@
 import pytest
 
-from agfsync.prompts import load_prompt_records
-from agfsync.qa import qa_statistics, validate_qa_pairs
+from agfsync.text.prompt_files import load_prompt_records
+from agfsync.text.qa import qa_statistics, validate_qa_pairs
 
 PROMPT = "A red lighthouse on a rocky cliff above a calm sea at sunset."
 

@@ -11,11 +11,11 @@ import pytest
 from distilabel.pipeline import Pipeline
 from distilabel.steps import Step, StepInput
 
-from agfsync.failures import row_failures
-from agfsync.journal import Journal, journal_key
 from agfsync.pipelines import build_preset
-from agfsync.steps.artifacts import recorded_or_computed
-from agfsync.steps.resume import (
+from agfsync.run.artifacts import recorded_or_computed
+from agfsync.run.failures import row_failures
+from agfsync.run.journal import Journal, journal_key
+from agfsync.run.resume import (
     UNFINISHED_MARKER,
     begin_execution,
     discard_unfinished_work,
@@ -306,6 +306,6 @@ class TestInputFilesKeyTheCache:
 
 
 def _sample_lines() -> list[str]:
-    from agfsync.prompts import SAMPLE_PROMPTS_PATH
+    from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH
 
     return SAMPLE_PROMPTS_PATH.read_text().splitlines(keepends=True)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from agfsync.review import (
+from agfsync.review.verdicts import (
     agreement,
     apply_verdict,
     bucket_label,

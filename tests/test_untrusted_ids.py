@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from agfsync.errors import ConfigurationError
-from agfsync.prompts import load_prompt_records
 from agfsync.safe_paths import UnsafePathError, inside, path_component
+from agfsync.text.prompt_files import load_prompt_records
 from tests.helpers import run_command
 
 

@@ -26,8 +26,8 @@ from PIL import Image
 
 from agfsync.errors import ConfigurationError
 from agfsync.ownership import FolderKind, check_output_folder, claim_folder
-from agfsync.preflight import ModelNeed, check_model
 from agfsync.progress import Progress, progress
+from agfsync.run.preflight import ModelNeed, check_model
 from agfsync.train.config import DPOTrainingConfig
 from agfsync.train.data import (
     BatchPlan,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agfsync.prompts import SAMPLE_PROMPTS_PATH
+from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH
 
 
 def write_scaled_prompts(path: Path, count: int) -> Path:

@@ -19,18 +19,18 @@ from typing import Any
 
 import datasets
 
-from agfsync.calibration import read_weight_preset
-from agfsync.card import card_writer
-from agfsync.dataset import (
+from agfsync.dataset.card import card_writer
+from agfsync.dataset.folder import (
     IMAGE_COLUMNS,
     build_preference_dataset,
     check_dataset_folder,
     write_dataset_folder,
 )
+from agfsync.dataset.publish import load_run
+from agfsync.dataset.run_info import JudgeInfo, UnpairedPrompt
 from agfsync.errors import ConfigurationError
 from agfsync.pairs import NoPairError, select_preference_pair
-from agfsync.publish import load_run
-from agfsync.run_info import JudgeInfo, UnpairedPrompt
+from agfsync.review.calibration import read_weight_preset
 from agfsync.scoring import weighted_scores
 
 STALE_COLUMNS = (*IMAGE_COLUMNS, "caption", "label_0", "label_source", "human_votes")

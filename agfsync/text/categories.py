@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agfsync.errors import ConfigurationError
 
-AGFSYNC_CATEGORIES_PATH = Path(__file__).parent / "data" / "agfsync_categories.yaml"
+AGFSYNC_CATEGORIES_PATH = Path(__file__).parents[1] / "data" / "agfsync_categories.yaml"
 """The 12 AGFSync categories with descriptions (from the official code) and 5 examples each."""
 
 
@@ -48,7 +48,7 @@ def load_categories(path: str | Path | None = None) -> list[CategorySpec]:
     return categories
 
 
-IMAGE_PREFERENCES_STYLES_PATH = Path(__file__).parent / "data" / "image_preferences_styles.yaml"
+IMAGE_PREFERENCES_STYLES_PATH = Path(__file__).parents[1] / "data" / "image_preferences_styles.yaml"
 """The open image-preferences scheme: 12 styles with sub-styles and two complexities."""
 
 

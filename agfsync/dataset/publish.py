@@ -26,16 +26,16 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
-from agfsync.card import ASSETS_DIR, card_writer
-from agfsync.dataset import (
+from agfsync.dataset.card import ASSETS_DIR, card_writer
+from agfsync.dataset.folder import (
     IMAGE_COLUMNS,
     check_dataset_folder,
     listed_shards,
     write_dataset_folder,
 )
+from agfsync.dataset.run_info import RunInfo
 from agfsync.errors import AgfsyncError, ConfigurationError, PublishError
 from agfsync.ownership import MARKER, FolderKind
-from agfsync.run_info import RunInfo
 from agfsync.safe_paths import inside
 
 HUB_TIMEOUT_SECONDS = 60.0

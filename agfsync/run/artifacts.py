@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from distilabel.constants import STEPS_ARTIFACTS_PATH
 from distilabel.steps.base import _Step
 
-from agfsync.failures import row_failures
-from agfsync.journal import Journal, journal_key
+from agfsync.run.failures import row_failures
+from agfsync.run.journal import Journal, journal_key
 
 if TYPE_CHECKING:
     from distilabel.pipeline.base import BasePipeline
@@ -38,7 +38,7 @@ Rows = list[dict[str, Any]]
 
 
 def step_journal(step: _Step) -> Journal | None:
-    """The journal of `step`'s finished work in this run (see `agfsync.journal`); None
+    """The journal of `step`'s finished work in this run (see `agfsync.run.journal`); None
     for a step used outside a pipeline, which then simply computes everything.
 
     Its folder is named after the step and its signature, so two differently configured
@@ -58,7 +58,7 @@ def recorded_or_computed(
     Units recorded in the step's journal are taken from it; `compute` gets all the
     others at once and returns their output rows, unit by unit. A computed unit is
     recorded unless one of its rows has a retryable failure
-    (`agfsync.failures.row_failures`) in a column the step reads or writes (a failure
+    (`agfsync.run.failures.row_failures`) in a column the step reads or writes (a failure
     upstream that the step does not depend on leaves its work final), so the next run
     of the same command reuses it and retries only the failed ones. Recorded rows hold
     the step's output columns only.

@@ -18,11 +18,11 @@ import datasets
 from huggingface_hub import DatasetCardData
 from PIL import Image
 
-from agfsync.dataset import IMAGE_COLUMNS, IMAGES_CONFIG, card_configs
+from agfsync.dataset.folder import IMAGE_COLUMNS, IMAGES_CONFIG, card_configs
+from agfsync.dataset.plots import save_bar_chart, save_histograms
+from agfsync.dataset.run_info import RunInfo
+from agfsync.dataset.statistics import DatasetStatistics, dataset_statistics
 from agfsync.model_facts import model_facts
-from agfsync.plots import save_bar_chart, save_histograms
-from agfsync.run_info import RunInfo
-from agfsync.statistics import DatasetStatistics, dataset_statistics
 from agfsync.steps.names import DECOMPOSE_STEP
 
 ASSETS_DIR = "assets"
@@ -575,7 +575,7 @@ def card_writer(
     other_splits: dict[str, list[str]] | None = None,
     extra: str = "",
 ) -> Callable[[list[str], Path], str]:
-    """The `card` callback of `agfsync.dataset.write_dataset_folder` for a preference
+    """The `card` callback of `agfsync.dataset.folder.write_dataset_folder` for a preference
     dataset: saves run.json beside the card and renders the card (plus `extra`, a further
     section) for the shards just written."""
 

@@ -11,10 +11,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from agfsync.errors import ConfigurationError
-from agfsync.qa import QAPair
 from agfsync.safe_paths import path_component
+from agfsync.text.qa import QAPair
 
-SAMPLE_PROMPTS_PATH = Path(__file__).parent / "data" / "offline_prompts.jsonl"
+SAMPLE_PROMPTS_PATH = Path(__file__).parents[1] / "data" / "offline_prompts.jsonl"
 """24 hand-written prompts with QA pairs, two per AGFSync category."""
 
 REQUIRED_FIELDS = ("prompt", "category")

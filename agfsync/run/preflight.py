@@ -7,7 +7,7 @@ what to do instead, not after it has spent money on LLM calls or hours on a GPU.
 - every model the run will load is available: a `tiny:` model, a local folder, a copy
   in the Hugging Face cache, or (unless `HF_HUB_OFFLINE` is set) a repository the Hub
   says exists and this user may download;
-- every API key the run needs is set (`agfsync.providers`);
+- every API key the run needs is set (`agfsync.llm.providers`);
 - there is room on disk for what the run will write (`agfsync estimate`'s figures).
 """
 

@@ -22,7 +22,7 @@ from distilabel.models.llms.utils import prepare_output
 from distilabel.typing import FormattedInput, GenerateOutput
 from pydantic import BaseModel, Field, PositiveInt, PrivateAttr, SecretStr, validate_call
 
-from agfsync.providers import api_key_from_env, key_variables_text
+from agfsync.llm.providers import api_key_from_env, key_variables_text
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -105,7 +105,7 @@ class GeminiLLM(AsyncLLM):
         Generate text:
 
         ```python
-        from agfsync.steps.gemini import GeminiLLM
+        from agfsync.llm.gemini import GeminiLLM
 
         llm = GeminiLLM(model="gemini-2.0-flash")  # key from GEMINI_API_KEY
         llm.load()

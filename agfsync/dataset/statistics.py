@@ -15,9 +15,9 @@ from typing import Any
 
 import datasets
 
-from agfsync.dataset import IMAGE_COLUMNS
-from agfsync.qa import qa_statistics
-from agfsync.run_info import RunInfo
+from agfsync.dataset.folder import IMAGE_COLUMNS
+from agfsync.dataset.run_info import RunInfo
+from agfsync.text.qa import qa_statistics
 
 SCORE_COLUMNS = ("vqa_scores", "clip_scores", "aesthetic_scores", "pick_scores", "weighted_scores")
 """Per-candidate score columns, in the order the card lists them (absent ones skipped)."""

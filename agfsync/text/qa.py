@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-from agfsync.text import normalize_text
+from agfsync.text.compare import normalize_text
 
 ElementType = Literal[
     "object",

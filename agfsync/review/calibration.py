@@ -422,7 +422,7 @@ def _rows_of(folder: Path) -> list[dict[str, Any]]:
     """The rows of a dataset folder without its image bytes (only what calibration reads)."""
     import pyarrow.parquet as pq
 
-    from agfsync.dataset import listed_shards
+    from agfsync.dataset.folder import listed_shards
 
     shards = listed_shards(folder) if (folder / "README.md").is_file() else []
     shards = (
@@ -457,9 +457,9 @@ def run_calibration(
     output of `agfsync argilla pull`, or a Hub dataset repo), fit and score the mixes,
     and write `output/` (an agfsync calibration folder): `calibration.json`, the weight
     preset `weights.yaml` and `README.md` with the agreement table."""
-    from agfsync.argilla_review import resolve_source
+    from agfsync.dataset.run_info import RUN_INFO_FILE, RunInfo
     from agfsync.ownership import FolderKind, check_output_folder, write_folder
-    from agfsync.run_info import RUN_INFO_FILE, RunInfo
+    from agfsync.review.argilla import resolve_source
 
     entries = (CALIBRATION_FILE, WEIGHTS_FILE, REPORT_FILE)
     check_output_folder(

@@ -1,6 +1,6 @@
 """Human review of preference pairs: what reviewers see, and what their answers mean.
 
-Framework-free (the Argilla calls live in `agfsync.argilla_review`):
+Framework-free (the Argilla calls live in `agfsync.review.argilla`):
 - which rows to review (`sample_rows`, optionally stratified by category);
 - in which order each pair is shown (`shows_rejected_first`: random per record with
   a fixed seed, so reviewers cannot learn that the AI's choice is on the left);

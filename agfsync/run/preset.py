@@ -22,26 +22,35 @@ from distilabel.distiset import Distiset
 from distilabel.pipeline import Pipeline
 from distilabel.pipeline.step_wrapper import _StepWrapperException
 
-from agfsync.card import card_writer, render_prompt_card
-from agfsync.categories import load_categories
-from agfsync.dataset import (
+from agfsync.dataset.card import card_writer, render_prompt_card
+from agfsync.dataset.folder import (
     MissingImageError,
     build_preference_dataset,
     check_dataset_folder,
     write_dataset_folder,
 )
+from agfsync.dataset.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 from agfsync.errors import ConfigurationError, RunFailedError
-from agfsync.estimate import EstimateTables, estimate_run
-from agfsync.failures import row_failures
+from agfsync.llm.providers import api_key_from_env, key_variables_text, provider_of_llm
 from agfsync.logs import keep_credentials_out_of_files
-from agfsync.preflight import check_disk, check_models
-from agfsync.processes import RunLock, children_die_with_this_process, stop_promptly_on_interrupt
 from agfsync.progress import live_stage_counts
-from agfsync.prompts import SAMPLE_PROMPTS_PATH, load_prompt_records
-from agfsync.providers import api_key_from_env, key_variables_text, provider_of_llm
-from agfsync.qa import qa_statistics
-from agfsync.run_info import JudgeInfo, RunInfo, UnpairedPrompt
-from agfsync.steps.artifacts import carry_over_artifacts
+from agfsync.run.artifacts import carry_over_artifacts
+from agfsync.run.estimate import EstimateTables, estimate_run
+from agfsync.run.failures import row_failures
+from agfsync.run.preflight import check_disk, check_models
+from agfsync.run.processes import (
+    RunLock,
+    children_die_with_this_process,
+    stop_promptly_on_interrupt,
+)
+from agfsync.run.resume import (
+    begin_execution,
+    discard_unfinished_work,
+    finish_execution,
+    is_unfinished,
+    record_steps_to_redo,
+    skip_finished_stages,
+)
 from agfsync.steps.image_generation import IMAGES_ARTIFACT
 from agfsync.steps.names import (
     DECOMPOSE_STEP,
@@ -53,14 +62,9 @@ from agfsync.steps.names import (
     SELECT_PAIRS_STEP,
     WRITE_PROMPTS_STEP,
 )
-from agfsync.steps.resume import (
-    begin_execution,
-    discard_unfinished_work,
-    finish_execution,
-    is_unfinished,
-    record_steps_to_redo,
-    skip_finished_stages,
-)
+from agfsync.text.categories import load_categories
+from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH, load_prompt_records
+from agfsync.text.qa import qa_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +338,7 @@ def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> str | None:
     """Set the judges' weights from `--weights`; returns where they came from."""
     if weights_file is None:
         return None
-    from agfsync.calibration import read_weight_preset
+    from agfsync.review.calibration import read_weight_preset
 
     if JUDGE_IMAGES_STEP not in pipeline.dag:
         raise ConfigurationError("--weights applies to image presets only (they judge images).")
@@ -544,7 +548,7 @@ def _column_writers(pipeline: Pipeline) -> dict[str, str]:
 def _failures(rows: datasets.Dataset, pipeline: Pipeline) -> Counter[str]:
     """Rows with a retryable failure, counted by the step to redo, with that step's first
     reason as an example (`step: reason`). The steps are recorded with the execution, so
-    that the next run of the command redoes them (see `agfsync.steps.resume`)."""
+    that the next run of the command redoes them (see `agfsync.run.resume`)."""
     writers = _column_writers(pipeline)
     failed: Counter[str] = Counter()
     examples: dict[str, str] = {}

@@ -12,7 +12,7 @@ requests of at most `REQUEST_BYTES`. Record ids are the prompt ids, so a re-push
 updates records instead of duplicating them.
 
 `pull_reviews` reads the submitted answers, resolves them per record
-(`agfsync.review.resolve_votes`), writes the reviewed dataset (human verdicts
+(`agfsync.review.verdicts.resolve_votes`), writes the reviewed dataset (human verdicts
 override the AI label, `label_source` says which) and reports agreement.
 
 Connection: `ARGILLA_API_URL` / `ARGILLA_API_KEY` or explicit arguments; the SDK
@@ -36,11 +36,12 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from agfsync.card import card_writer
-from agfsync.dataset import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
+from agfsync.dataset.card import card_writer
+from agfsync.dataset.folder import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
+from agfsync.dataset.publish import load_run
+from agfsync.dataset.statistics import SCORE_COLUMNS
 from agfsync.errors import ConfigurationError
-from agfsync.publish import load_run
-from agfsync.review import (
+from agfsync.review.verdicts import (
     PREFERENCE_LABELS,
     Agreement,
     Side,
@@ -53,7 +54,6 @@ from agfsync.review import (
     sample_rows,
     shows_rejected_first,
 )
-from agfsync.statistics import SCORE_COLUMNS
 
 PREFERENCE_QUESTION = "preference"
 COMMENT_QUESTION = "comment"

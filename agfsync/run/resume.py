@@ -14,7 +14,7 @@ killer, a lost node) leaves its bookkeeping out of step with its data:
 - its files are written in place, so a kill during a write leaves a torn file that
   is never rewritten.
 
-A run that ends with some rows failed (`agfsync.failures`) is unfinished too: its
+A run that ends with some rows failed (`agfsync.run.failures`) is unfinished too: its
 bookkeeping says done, so a plain re-run would return the failed rows again.
 
 agfsync therefore treats the bookkeeping of an unfinished execution as disposable.
@@ -23,7 +23,7 @@ agfsync therefore treats the bookkeeping of an unfinished execution as disposabl
 the mark once the run has ended with every row done. A run that finds the mark
 first discards that bookkeeping and the outputs of the steps that did not finish,
 failed or follow a failed one, keeping the artifacts (images), the complete outputs
-of the other steps and the steps' journals (`agfsync.journal`). The pipeline then
+of the other steps and the steps' journals (`agfsync.run.journal`). The pipeline then
 runs from the start: finished work comes back from those files, and only what was
 missing or failed is computed again.
 """
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from distilabel.constants import STEPS_OUTPUTS_PATH
 
 from agfsync.atomic import write_atomically
-from agfsync.steps.artifacts import JOURNALS_DIR
+from agfsync.run.artifacts import JOURNALS_DIR
 
 if TYPE_CHECKING:
     from distilabel.pipeline.base import BasePipeline
