@@ -10,10 +10,7 @@ import asyncio
 import base64
 import binascii
 import json
-import random
 import re
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
@@ -23,13 +20,11 @@ from distilabel.typing import FormattedInput, GenerateOutput
 from pydantic import BaseModel, Field, PositiveInt, PrivateAttr, SecretStr, validate_call
 
 from agfsync.llm.providers import api_key_from_env, key_variables_text
+from agfsync.retry import RETRYABLE_STATUS_CODES, Backoff, acall_with_retries, server_delay
 
 if TYPE_CHECKING:
     from google.genai import Client
     from google.genai.types import Content, GenerateContentResponse, Part
-
-RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
-"""HTTP statuses retried with backoff (the set google-genai itself retries)."""
 
 MAX_CANDIDATES = 8
 """The Gemini API's limit on `candidateCount`."""
@@ -326,37 +321,33 @@ class GeminiLLM(AsyncLLM):
         from google.genai import types
 
         generate_config = types.GenerateContentConfig(**config)
-        attempt = 0
-        while True:
-            try:
-                response: GenerateContentResponse = await self._aclient.models.generate_content(
-                    model=self.model, contents=contents, config=generate_config
-                )
-                return response
-            except Exception as error:
-                if attempt >= self.max_retries or not self._is_transient(error):
-                    raise
-                delay = self._backoff(attempt, _server_retry_delay(error))
-                attempt += 1
-                self._logger.warning(
-                    f"Gemini request failed ({_describe(error)}); retry {attempt}/"
-                    f"{self.max_retries} in {delay:.2f}s."
-                )
-                await _sleep(delay)
+
+        async def call() -> "GenerateContentResponse":
+            response: GenerateContentResponse = await self._aclient.models.generate_content(
+                model=self.model, contents=contents, config=generate_config
+            )
+            return response
+
+        def report(error: BaseException, attempt: int, delay: float) -> None:
+            self._logger.warning(
+                f"Gemini request failed ({_describe(error)}); retry {attempt}/"
+                f"{self.max_retries} in {delay:.2f}s."
+            )
+
+        return await acall_with_retries(
+            call,
+            backoff=Backoff(self.max_retries, self.retry_initial_delay, self.retry_max_delay),
+            is_transient=self._is_transient,
+            delay_asked=_server_retry_delay,
+            on_retry=report,
+            sleep=lambda seconds: _sleep(seconds),
+        )
 
     def _is_transient(self, error: BaseException) -> bool:
         code = getattr(error, "code", None)
         if _is_api_error(error):
             return code in RETRYABLE_STATUS_CODES
         return isinstance(error, self._transient_errors)
-
-    def _backoff(self, attempt: int, server_delay: float | None) -> float:
-        """Jittered exponential backoff, at least the server's delay, at most the cap."""
-        ceiling = min(self.retry_initial_delay * 2**attempt, self.retry_max_delay)
-        delay = ceiling * (0.5 + random.random() / 2)
-        if server_delay is not None:
-            delay = max(delay, server_delay)
-        return min(delay, self.retry_max_delay)
 
     def _texts(self, response: "GenerateContentResponse", wanted: int) -> list[str | None]:
         """The text of each of the `wanted` candidates, `None` where there is none."""
@@ -471,20 +462,9 @@ def _describe(error: BaseException) -> str:
 
 def _server_retry_delay(error: BaseException) -> float | None:
     """Seconds the server asked to wait: `Retry-After`, else a `RetryInfo` detail."""
-    headers = getattr(getattr(error, "response", None), "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                when = None
-            if when is not None:
-                if when.tzinfo is None:
-                    when = when.replace(tzinfo=UTC)
-                return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    asked = server_delay(error)
+    if asked is not None:
+        return asked
     details = getattr(error, "details", None)  # the error body: {"error": {..., "details"}}
     if isinstance(details, dict):
         body = details.get("error", details)
