@@ -21,11 +21,9 @@ from __future__ import annotations
 import base64
 import io
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 from pydantic import BaseModel, Field, SecretStr
@@ -33,6 +31,9 @@ from pydantic import BaseModel, Field, SecretStr
 from agfsync.errors import ConfigurationError
 from agfsync.llm.providers import api_key_from_env, key_variables_text
 from agfsync.progress import progress
+
+if TYPE_CHECKING:
+    from distilabel.models.llms.base import LLM
 
 Verdict = Literal["first", "second", "tie"]
 
@@ -48,6 +49,9 @@ INSTRUCTION = (
     'Prompt: "{prompt}"\n'
     "{question} Answer with exactly one word: first, second, or tie."
 )
+
+MAX_RETRIES = 3
+"""Retries of a failed request (by the client, with the provider's backoff rule)."""
 
 DEFAULT_MODELS = {"openai": "gpt-4o", "gemini": "gemini-2.0-flash"}
 """The paper's GPT-4V (`gpt-4-vision-preview`) is retired; gpt-4o is its vision successor."""
@@ -81,71 +85,39 @@ def votes(tuned_first: Verdict | None, base_first: Verdict | None) -> tuple[int,
     return tuned, base
 
 
-class PairJudge(ABC):
-    """Asks a VLM one question about two images, first and second, and returns its text."""
+class PairJudge:
+    """Asks a VLM questions about two images through the same distilabel LLM clients as
+    the prompt and QA stages (`OpenAILLM`, agfsync's `GeminiLLM`): one message format
+    (OpenAI chat with image parts), one retry rule, one API-key table."""
 
-    @abstractmethod
-    def ask(self, instruction: str, first: bytes, second: bytes) -> str:
-        """The model's answer; `first` and `second` are PNG bytes, shown in that order."""
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+        self.llm.load()
 
-
-class OpenAIPairJudge(PairJudge):
-    def __init__(self, model: str, api_key: str, base_url: str | None, timeout: float) -> None:
-        from openai import OpenAI
-
-        self.model = model
-        self.client = OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=3)
-
-    def ask(self, instruction: str, first: bytes, second: bytes) -> str:
-        content: list[Any] = [
-            {"type": "text", "text": "First image:"},
-            {"type": "image_url", "image_url": {"url": _data_url(first)}},
-            {"type": "text", "text": "Second image:"},
-            {"type": "image_url", "image_url": {"url": _data_url(second)}},
-            {"type": "text", "text": instruction},
+    def ask(self, questions: Sequence[tuple[str, bytes, bytes]]) -> list[str]:
+        """The model's answers to `(instruction, first PNG, second PNG)` questions, sent
+        at once; the images are shown in that order."""
+        conversations = [
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "First image:"},
+                        {"type": "image_url", "image_url": {"url": _data_url(first)}},
+                        {"type": "text", "text": "Second image:"},
+                        {"type": "image_url", "image_url": {"url": _data_url(second)}},
+                        {"type": "text", "text": instruction},
+                    ],
+                }
+            ]
+            for instruction, first, second in questions
         ]
-        response = self.client.chat.completions.create(
-            model=self.model, messages=[{"role": "user", "content": content}], temperature=0.0
+        outputs = self.llm.generate_outputs(
+            inputs=conversations,
+            num_generations=1,
+            temperature=0.0,
         )
-        return response.choices[0].message.content or ""
-
-
-class GeminiPairJudge(PairJudge):
-    def __init__(self, model: str, api_key: str, base_url: str | None, timeout: float) -> None:
-        try:
-            from google import genai
-            from google.genai import types
-        except ImportError as error:
-            raise ConfigurationError(
-                "The Gemini judge needs `google-genai`: pip install 'agfsync[gemini]'."
-            ) from error
-        self.model = model
-        self.types = types
-        self.client = genai.Client(
-            api_key=api_key,
-            vertexai=False,
-            http_options=types.HttpOptions(
-                base_url=base_url,
-                timeout=max(1, round(timeout * 1000)),
-                retry_options=types.HttpRetryOptions(attempts=4),
-            ),
-        )
-
-    def ask(self, instruction: str, first: bytes, second: bytes) -> str:
-        part = self.types.Part
-        contents: list[Any] = [
-            part.from_text(text="First image:"),
-            part.from_bytes(data=first, mime_type="image/png"),
-            part.from_text(text="Second image:"),
-            part.from_bytes(data=second, mime_type="image/png"),
-            part.from_text(text=instruction),
-        ]
-        response = self.client.models.generate_content(
-            model=self.model,
-            contents=contents,
-            config=self.types.GenerateContentConfig(temperature=0.0),
-        )
-        return response.text or ""
+        return [(output["generations"] or [None])[0] or "" for output in outputs]
 
 
 class VLMJudgeConfig(BaseModel):
@@ -181,8 +153,35 @@ class VLMJudgeConfig(BaseModel):
                 f"{key_variables_text(self.provider)} or pass "
                 "--vlm-api-key (a local server accepts any string)."
             )
-        judge_class = OpenAIPairJudge if self.provider == "openai" else GeminiPairJudge
-        return judge_class(self.model_name, key, self.base_url, self.timeout)
+        return PairJudge(self._llm(key))
+
+    def _llm(self, key: str) -> LLM:
+        if self.provider == "openai":
+            from distilabel.models.llms import OpenAILLM
+
+            where = {"base_url": self.base_url} if self.base_url else {}  # else OPENAI_BASE_URL
+            return OpenAILLM(
+                **where,
+                model=self.model_name,
+                api_key=SecretStr(key),
+                timeout=round(self.timeout),
+                max_retries=MAX_RETRIES,
+            )
+        from agfsync.llm.gemini import GeminiLLM
+
+        try:
+            import google.genai  # noqa: F401
+        except ImportError as error:
+            raise ConfigurationError(
+                "The Gemini judge needs `google-genai`: pip install 'agfsync[gemini]'."
+            ) from error
+        return GeminiLLM(
+            model=self.model_name,
+            api_key=SecretStr(key),
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=MAX_RETRIES,
+        )
 
 
 @dataclass(frozen=True)
@@ -211,21 +210,19 @@ def judge_pairs(
         for tuned_first in (True, False)
     ]
 
-    def ask(task: tuple[int, str, bool]) -> Verdict | None:
-        index, question, tuned_first = task
+    def request(task: tuple[int, str, bool]) -> tuple[str, bytes, bytes]:
+        index, asked, tuned_first = task
         prompt, base, tuned = encoded[index]
-        instruction = INSTRUCTION.format(prompt=prompt, question=JUDGE_QUESTIONS[question])
+        instruction = INSTRUCTION.format(prompt=prompt, question=JUDGE_QUESTIONS[asked])
         first, second = (tuned, base) if tuned_first else (base, tuned)
-        return parse_verdict(judge.ask(instruction, first, second))
+        return instruction, first, second
 
     answers: list[Verdict | None] = []
-    with (
-        ThreadPoolExecutor(max_workers=concurrency) as pool,
-        progress("vlm: judge", total=len(tasks), unit="questions") as bar,
-    ):
-        for answer in pool.map(ask, tasks):
-            answers.append(answer)
-            bar.advance()
+    with progress("vlm: judge", total=len(tasks), unit="questions") as bar:
+        for start in range(0, len(tasks), concurrency):
+            chunk = [request(task) for task in tasks[start : start + concurrency]]
+            answers.extend(parse_verdict(text) for text in judge.ask(chunk))
+            bar.advance(len(chunk))
     results = [PairVerdicts({}, {}) for _ in encoded]
     for (index, question, tuned_first), answer in zip(tasks, answers, strict=True):
         target = results[index].tuned_first if tuned_first else results[index].base_first
