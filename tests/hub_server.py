@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,11 @@ class HubServer:
         self.unhandled: list[tuple[str, str]] = []
         self.failing_commits = 0
         """Answer this many next commit requests with HTTP 500 (fault injection)."""
+        self.rate_limited_commits = 0
+        """Answer this many next commit requests with HTTP 429 and `Retry-After`."""
+        self.retry_after = "2"
+        self.commit_attempts: list[float] = []
+        """When each commit request came (`time.monotonic()`)."""
         self._lock = threading.Lock()
         self._routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("GET", r"/api/agent-harnesses", self._agent_harnesses),
@@ -255,9 +261,15 @@ class HubServer:
         found = self._repo(repo)
         if isinstance(found, Response):
             return found
+        self.commit_attempts.append(time.monotonic())
         if self.failing_commits:
             self.failing_commits -= 1
             return _error(500, "InternalError", "scripted failure")
+        if self.rate_limited_commits:
+            self.rate_limited_commits -= 1
+            response = _error(429, "TooManyRequests", "slow down")
+            response.headers["Retry-After"] = self.retry_after
+            return response
         lines = [json.loads(line) for line in request.get_data().splitlines() if line.strip()]
         header = next(line["value"] for line in lines if line["key"] == "header")
         parent = header.get("parentCommit")

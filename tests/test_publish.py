@@ -302,6 +302,16 @@ class TestPublishFailures:
         publish(run_dir, hub, tmp_path, "--retries", "1")
         assert hub.commit_count("org/pairs") == before + 1
 
+    def test_a_rate_limited_publish_waits_as_long_as_the_hub_asks(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        """Without the hint the first retry would come within 1 s (`agfsync.retry`)."""
+        hub.rate_limited_commits, hub.retry_after = 1, "3"
+        publish(run_dir, hub, tmp_path, "--retries", "1")
+        assert "README.md" in hub.files("org/pairs")
+        refused, accepted = hub.commit_attempts
+        assert accepted - refused >= 3
+
     def test_a_full_disk_while_staging_uploads_nothing_and_a_retry_succeeds(
         self, run_dir: Path, hub: HubServer, tmp_path: Path
     ) -> None:

@@ -11,10 +11,10 @@ and a failed publish leaves the repo as it was.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,10 @@ from agfsync.dataset.folder import (
 from agfsync.dataset.run_info import RunInfo
 from agfsync.errors import AgfsyncError, ConfigurationError, PublishError
 from agfsync.ownership import MARKER, FolderKind
+from agfsync.retry import RETRYABLE_STATUS_CODES, Backoff, call_with_retries, http_status
 from agfsync.safe_paths import inside
+
+logger = logging.getLogger(__name__)
 
 HUB_TIMEOUT_SECONDS = 60.0
 """How long a request to the Hub may wait for an answer before it counts as failed."""
@@ -307,37 +310,52 @@ def _upload(
 def _with_retries(
     upload: Callable[[], PublishResult], *, repo_id: str, retries: int, timeout: float
 ) -> PublishResult:
-    """Retry transient failures (network, timeouts, 5xx, 429) with exponential back-off.
-    Any failure leaves the repo unchanged: the commit is the last call, and atomic."""
-    attempt = 0
-    while True:
-        try:
-            return upload()
-        except AgfsyncError:
-            raise
-        except ValueError as error:  # a 200 whose body is not the Hub's JSON
-            endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-            raise PublishError(
-                f"Publishing to {repo_id} failed: {endpoint} answered with something that is "
-                f"not the Hub's API ({type(error).__name__}: {error}). No commit was made. "
-                "Check HF_ENDPOINT (and any proxy)."
-            ) from error
-        except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
-            response = getattr(error, "response", None)
-            status = getattr(response, "status_code", None)
-            transient = status is None or status == 429 or status >= 500
-            if not transient or attempt >= retries:
-                if isinstance(error, httpx2.TimeoutException):
-                    reason = f"no answer within {timeout:g} s"
-                elif status:
-                    reason = f"HTTP {status}: {error}"
-                else:
-                    reason = f"{type(error).__name__}: {error}"
-                raise PublishError(
-                    f"Publishing to {repo_id} failed after {attempt + 1} attempt(s) "
-                    f"({reason.splitlines()[0]}). No commit was made: the repository is "
-                    "unchanged. Check the token's write access, the repo id and the network "
-                    "(HF_ENDPOINT), then run the same command again."
-                ) from error
-            time.sleep(2**attempt)
-            attempt += 1
+    """Retry transient failures (network, timeouts, 5xx, 429) by `agfsync.retry`'s rule,
+    waiting at least what the Hub's `Retry-After` asks. Any failure leaves the repo
+    unchanged: the commit is the last call, and atomic."""
+    attempts = 1
+
+    def report(error: BaseException, attempt: int, delay: float) -> None:
+        nonlocal attempts
+        attempts = attempt + 1
+        logger.warning(
+            f"Publishing to {repo_id}: {_reason(error, timeout)}; retry {attempt}/{retries} "
+            f"in {delay:.1f} s."
+        )
+
+    try:
+        return call_with_retries(
+            upload, backoff=Backoff(retries=retries), is_transient=_transient, on_retry=report
+        )
+    except AgfsyncError:
+        raise
+    except ValueError as error:  # a 200 whose body is not the Hub's JSON
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        raise PublishError(
+            f"Publishing to {repo_id} failed: {endpoint} answered with something that is "
+            f"not the Hub's API ({type(error).__name__}: {error}). No commit was made. "
+            "Check HF_ENDPOINT (and any proxy)."
+        ) from error
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as error:
+        raise PublishError(
+            f"Publishing to {repo_id} failed after {attempts} attempt(s) "
+            f"({_reason(error, timeout)}). No commit was made: the repository is "
+            "unchanged. Check the token's write access, the repo id and the network "
+            "(HF_ENDPOINT), then run the same command again."
+        ) from error
+
+
+def _transient(error: BaseException) -> bool:
+    """Network errors, timeouts, 429 and 5xx; not the other 4xx answers."""
+    if not isinstance(error, HfHubHTTPError | httpx2.HTTPError | OSError):
+        return False
+    status = http_status(error)
+    return status is None or status in RETRYABLE_STATUS_CODES or status >= 500
+
+
+def _reason(error: BaseException, timeout: float) -> str:
+    if isinstance(error, httpx2.TimeoutException):
+        return f"no answer within {timeout:g} s"
+    status = http_status(error)
+    reason = f"HTTP {status}: {error}" if status else f"{type(error).__name__}: {error}"
+    return reason.splitlines()[0]
