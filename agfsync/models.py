@@ -1,7 +1,7 @@
 """Where models come from: Hub ids, local folders, or built-in tiny models.
 
 A model reference is a string. `tiny:<name>` names one of the tiny random models
-of `agfsync.testing.tiny_models`, built on first use into agfsync's cache (the
+of `agfsync.tiny_models`, built on first use into agfsync's cache (the
 colon cannot appear in a Hub id, so these never shadow a real repository);
 anything else is passed unchanged to `from_pretrained`, which accepts both Hub
 ids and local folders.
@@ -35,7 +35,7 @@ def resolve_model(reference: str) -> str:
     """Turn a model reference into something `from_pretrained` can load."""
     if not reference.startswith(TINY_MODEL_PREFIX):
         return reference
-    from agfsync.testing.tiny_models import TINY_MODEL_BUILDERS
+    from agfsync.tiny_models import TINY_MODEL_BUILDERS
 
     name = reference[len(TINY_MODEL_PREFIX) :]
     if name not in TINY_MODEL_BUILDERS:

@@ -41,10 +41,10 @@ from machine import machine_settings, synchronize
 
 from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
 from agfsync.models import resolve_device, resolve_dtype
+from agfsync.text.prompt_files import load_prompt_records
 
 # The character-level CLIP tokenizer of the test models: any text, no download.
-from agfsync.testing.tiny_models import tiny_clip_tokenizer
-from agfsync.text.prompt_files import load_prompt_records
+from agfsync.tiny_models import tiny_clip_tokenizer
 
 PAPER_IMAGES_PER_GPU_SECOND = 45_834 * 8 / (6 * 3600 * 8)
 """AGFSync paper: 45,834 prompts x 8 images in about 6 h on 8 A100 GPUs."""

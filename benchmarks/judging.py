@@ -93,7 +93,7 @@ def benchmark_t5_tokenizer(texts: list[str]) -> Any:
     """
     from transformers import T5Tokenizer
 
-    # The pieces of `agfsync.testing.tiny_models.tiny_t5_tokenizer`, in the same order ...
+    # The pieces of `agfsync.tiny_models.tiny_t5_tokenizer`, in the same order ...
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     pieces += [(char, -3.0) for char in string.ascii_letters + string.digits + string.punctuation]
     pieces += [("▁" + char, -2.5) for char in string.ascii_letters + string.digits]

@@ -407,7 +407,7 @@ def build_clip(
         CLIPVisionConfig,
     )
 
-    from agfsync.testing.tiny_models import tiny_clip_tokenizer
+    from agfsync.tiny_models import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     text_config = clip_text_config(

@@ -47,7 +47,7 @@ def check_model(need: ModelNeed) -> None:
     the model cannot be loaded on this machine."""
     reference = need.reference
     if reference.startswith(TINY_MODEL_PREFIX):
-        from agfsync.testing.tiny_models import TINY_MODEL_BUILDERS
+        from agfsync.tiny_models import TINY_MODEL_BUILDERS
 
         if reference.removeprefix(TINY_MODEL_PREFIX) not in TINY_MODEL_BUILDERS:
             raise ConfigurationError(
