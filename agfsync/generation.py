@@ -30,12 +30,10 @@ NOISED_EMBEDDINGS = ("prompt_embeds", "pooled_prompt_embeds")
 """Conditioning tensors that receive the diversity noise (pooled: SDXL, SD3 and FLUX)."""
 
 
-class GenerationConfig(BaseModel):
-    """How candidates are rendered; defaults follow the AGFSync paper and code."""
+class SamplingConfig(BaseModel):
+    """How each image is denoised. The one declaration of these settings: the image
+    step's fields, `GenerationConfig` and the evaluation's `Sampling` take them from here."""
 
-    num_images: int = Field(
-        default=8, ge=2, description="Candidates per prompt (official code: 8); a pair needs 2."
-    )
     num_inference_steps: int = Field(default=50, ge=1, description="Denoising steps (paper: 50).")
     guidance_scale: float = Field(
         default=4.5, description="Classifier-free guidance (official code without LCM: 4.5)."
@@ -43,6 +41,15 @@ class GenerationConfig(BaseModel):
     negative_prompt: str | None = Field(default=None, description="Shared negative prompt.")
     height: int | None = Field(default=None, description="Pixels; None uses the model's default.")
     width: int | None = Field(default=None, description="Pixels; None uses the model's default.")
+    seed: int = Field(default=0, description="Run seed every image seed is derived from.")
+
+
+class GenerationConfig(SamplingConfig):
+    """How the candidates of a prompt are rendered; defaults follow the AGFSync paper and code."""
+
+    num_images: int = Field(
+        default=8, ge=2, description="Candidates per prompt (official code: 8); a pair needs 2."
+    )
     noise_sigma: float | list[float] = Field(
         default=0.1,
         description=(
@@ -50,7 +57,6 @@ class GenerationConfig(BaseModel):
             "0.1); a list gives one sigma per noised image (N-1 values). Image 0 is clean."
         ),
     )
-    seed: int = Field(default=0, description="Run seed every image seed is derived from.")
 
     def sigmas(self) -> list[float]:
         """The sigma of each of the N images, image 0 first (always 0.0)."""
@@ -109,50 +115,57 @@ def calls_to_repeat(
     return [job for index, job in enumerate(jobs) if index // batch_size in calls]
 
 
+class EngineConfig(BaseModel):
+    """Where and how the diffusers pipeline runs: memory and speed options, and the
+    scheduler or LoRA swapped into it. The image step's fields take them from here."""
+
+    device: str | None = Field(
+        default=None, description="torch device; None picks CUDA when available."
+    )
+    dtype: str = Field(
+        default="auto", description="auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."
+    )
+    scheduler: str | None = Field(
+        default=None,
+        description="Diffusers scheduler class to use instead, e.g. `LCMScheduler` or "
+        "`DPMSolverMultistepScheduler`.",
+    )
+    lora_weights: str | None = Field(
+        default=None,
+        description="LoRA (diffusers format, Hub id or folder): a tuned model, or an LCM "
+        "LoRA for few-step sampling as the official AGFSync code used.",
+    )
+    lora_scale: float = Field(default=1.0, description="LoRA strength.")
+    batch_size: int = Field(
+        default=8, ge=1, description="Images per denoising call; halved on out-of-memory."
+    )
+    cpu_offload: bool = Field(
+        default=False, description="Offload idle submodules to the CPU (less GPU memory, slower)."
+    )
+    vae_slicing: bool = Field(
+        default=False, description="Decode one image at a time (less memory on large batches)."
+    )
+    vae_tiling: bool = Field(
+        default=False, description="Decode in tiles (less memory at high resolution)."
+    )
+    compile_denoiser: bool = Field(
+        default=False, description="torch.compile the UNet/transformer (slow first batch)."
+    )
+
+
 class CandidateImageGenerator:
     """Loads a diffusers text-to-image pipeline and renders `ImageJob`s in batches."""
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        device: str | None = None,
-        dtype: str = "auto",
-        scheduler: str | None = None,
-        lora_weights: str | None = None,
-        lora_scale: float = 1.0,
-        batch_size: int = 8,
-        cpu_offload: bool = False,
-        vae_slicing: bool = False,
-        vae_tiling: bool = False,
-        compile_denoiser: bool = False,
-    ) -> None:
+    def __init__(self, model: str, engine: EngineConfig | None = None) -> None:
         """
         Args:
             model: Hub id, local folder or `tiny:<name>` of a diffusers pipeline.
-            device: torch device; None picks CUDA when available.
-            dtype: auto (fp16 on CUDA, fp32 elsewhere), float32, float16 or bfloat16.
-            scheduler: diffusers scheduler class name to swap in (e.g. `LCMScheduler`).
-            lora_weights: LoRA in diffusers format (Hub id or folder), e.g. a tuned model
-                or an LCM LoRA for few-step sampling as the official AGFSync code used.
-            lora_scale: strength of the LoRA.
-            batch_size: images per denoising call; halved on out-of-memory.
-            cpu_offload: keep submodules on the CPU until used (saves GPU memory, slower).
-            vae_slicing: decode one image at a time (saves memory on large batches).
-            vae_tiling: decode in tiles (saves memory at high resolution).
-            compile_denoiser: `torch.compile` the UNet/transformer (slow first batch).
+            engine: where and how it runs (see `EngineConfig`); None: the defaults.
         """
         self.model = model
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.scheduler = scheduler
-        self.lora_weights = lora_weights
-        self.lora_scale = lora_scale
-        self.batch_size = batch_size
-        self.cpu_offload = cpu_offload
-        self.vae_slicing = vae_slicing
-        self.vae_tiling = vae_tiling
-        self.compile_denoiser = compile_denoiser
+        self.engine = engine or EngineConfig()
+        self.device = resolve_device(self.engine.device)
+        self.dtype = resolve_dtype(self.engine.dtype, self.device)
         self.pipeline: Any = None
 
     def load(self) -> None:
@@ -161,16 +174,18 @@ class CandidateImageGenerator:
         pipeline: Any = DiffusionPipeline.from_pretrained(
             resolve_model(self.model), dtype=self.dtype
         )
-        if self.scheduler is not None:
-            pipeline.scheduler = _scheduler_by_name(self.scheduler, pipeline.scheduler.config)
-        if self.lora_weights is not None:
-            pipeline.load_lora_weights(resolve_model(self.lora_weights))
-            pipeline.fuse_lora(lora_scale=self.lora_scale)
-        if self.vae_slicing:
+        if self.engine.scheduler is not None:
+            pipeline.scheduler = _scheduler_by_name(
+                self.engine.scheduler, pipeline.scheduler.config
+            )
+        if self.engine.lora_weights is not None:
+            pipeline.load_lora_weights(resolve_model(self.engine.lora_weights))
+            pipeline.fuse_lora(lora_scale=self.engine.lora_scale)
+        if self.engine.vae_slicing:
             pipeline.vae.enable_slicing()
-        if self.vae_tiling:
+        if self.engine.vae_tiling:
             pipeline.vae.enable_tiling()
-        if self.compile_denoiser:
+        if self.engine.compile_denoiser:
             name = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
             setattr(pipeline, name, torch.compile(getattr(pipeline, name)))
         pipeline.set_progress_bar_config(disable=True)
@@ -183,7 +198,7 @@ class CandidateImageGenerator:
             ("transformers.tokenization_utils_base", "Token indices sequence length is longer"),
         ):
             note_once_instead(logger_name, prefix, truncation)
-        if self.cpu_offload:
+        if self.engine.cpu_offload:
             pipeline.enable_model_cpu_offload(device=self.device)
         else:
             pipeline.to(self.device)
@@ -199,7 +214,7 @@ class CandidateImageGenerator:
         """
         if self.pipeline is None:
             raise RuntimeError("Call load() before generate().")
-        batch_size = self.batch_size
+        batch_size = self.engine.batch_size
         start = 0
         while start < len(jobs):
             batch = list(jobs[start : start + batch_size])

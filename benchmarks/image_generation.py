@@ -39,7 +39,7 @@ import torch
 import transformers
 from machine import machine_settings, synchronize
 
-from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
+from agfsync.generation import CandidateImageGenerator, EngineConfig, GenerationConfig, plan_jobs
 from agfsync.models import resolve_device, resolve_dtype
 from agfsync.text.prompt_files import load_prompt_records
 
@@ -274,7 +274,7 @@ def time_batch_size(
 ) -> dict[str, Any]:
     device = generator.device
     jobs = plan_jobs(prompt_ids, config)
-    generator.batch_size = batch_size
+    generator.engine = generator.engine.model_copy(update={"batch_size": batch_size})
     # Warm-up: one call of this batch size with a single denoising step.
     warm_up = config.model_copy(update={"num_inference_steps": 1})
     for _ in generator.generate(prompts, jobs[:batch_size], warm_up):
@@ -385,7 +385,9 @@ def main(argv: list[str] | None = None) -> None:
             model = str(folder)
 
         start = time.perf_counter()
-        generator = CandidateImageGenerator(model, device=str(device), dtype=args.dtype)
+        generator = CandidateImageGenerator(
+            model, EngineConfig(device=str(device), dtype=args.dtype)
+        )
         generator.load()
         load_seconds = time.perf_counter() - start
         pipeline: Any = generator.pipeline

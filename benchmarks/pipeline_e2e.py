@@ -63,7 +63,7 @@ from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
 
-    from agfsync.generation import GenerationConfig, ImageJob
+    from agfsync.generation import EngineConfig, GenerationConfig, ImageJob
 
 PAPER_PROMPTS = 45_834
 PAPER_QUESTIONS = 414_172
@@ -528,7 +528,7 @@ def calibrate(
 
     from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
 
-    generator = CandidateImageGenerator(model, batch_size=batch_size)
+    generator = CandidateImageGenerator(model, EngineConfig(batch_size=batch_size))
     generator.load()
     count = max(1, -(-images // PAPER_IMAGES_PER_PROMPT))
     prompts = [scene(index)[0] for index in range(count)]

@@ -18,10 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from agfsync.evaluation.suites import PromptItem
-from agfsync.generation import CandidateImageGenerator, GenerationConfig, ImageJob, derive_seed
+from agfsync.generation import (
+    CandidateImageGenerator,
+    EngineConfig,
+    GenerationConfig,
+    ImageJob,
+    SamplingConfig,
+    derive_seed,
+)
 from agfsync.progress import progress
 from agfsync.safe_paths import path_component
 
@@ -30,34 +37,22 @@ logger = logging.getLogger(__name__)
 LORA_WEIGHT_SUFFIX = ".safetensors"
 
 
-class Sampling(BaseModel):
+class Sampling(SamplingConfig):
     """How evaluation images are rendered; the same for both models."""
 
     images_per_prompt: int = Field(
         default=1, ge=1, description="Images per prompt and model (HPSv2 and TIFA: 1)."
     )
-    num_inference_steps: int = Field(default=50, ge=1, description="Denoising steps (paper: 50).")
     guidance_scale: float = Field(
         default=7.5,
         description="Classifier-free guidance; the paper does not state its evaluation "
         "sampling, 7.5 is diffusers' Stable Diffusion default.",
     )
-    negative_prompt: str | None = Field(default=None, description="Shared negative prompt.")
-    height: int | None = Field(default=None, description="Pixels; None: the model's default.")
-    width: int | None = Field(default=None, description="Pixels; None: the model's default.")
-    seed: int = Field(default=0, description="Run seed every image seed is derived from.")
 
     def generation_config(self) -> GenerationConfig:
         """The generator's settings; clean text embeddings (no candidate-diversity noise)."""
-        return GenerationConfig(
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            negative_prompt=self.negative_prompt,
-            height=self.height,
-            width=self.width,
-            noise_sigma=0.0,
-            seed=self.seed,
-        )
+        settings = self.model_dump(include=set(SamplingConfig.model_fields))
+        return GenerationConfig(**settings, noise_sigma=0.0)
 
     def seed_of(self, prompt_id: str, image_index: int) -> int:
         return derive_seed(self.seed, prompt_id, image_index)
@@ -145,13 +140,10 @@ def render_missing(
         return 0
     logger.info("Rendering %d images with %s.", len(missing), cache.model.label)
     cache.write_key()
-    generator = CandidateImageGenerator(
-        cache.model.model,
-        device=device,
-        dtype=dtype,
-        lora_weights=cache.model.lora,
-        batch_size=batch_size,
+    engine = EngineConfig(
+        device=device, dtype=dtype, lora_weights=cache.model.lora, batch_size=batch_size
     )
+    generator = CandidateImageGenerator(cache.model.model, engine)
     generator.load()
     jobs = [
         ImageJob(

@@ -1,22 +1,24 @@
 """The image stage: N candidate images per prompt, written as files."""
 
 import base64
+import copy
 import io
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.models.image_generation.base import ImageGenerationModel
 from distilabel.steps import Step, StepInput
 from PIL import Image
-from pydantic import Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr
 
 from agfsync.atomic import write_atomically
 from agfsync.errors import ConfigurationError
 from agfsync.generation import (
     CandidateImageGenerator,
+    EngineConfig,
     GenerationConfig,
     ImageJob,
     calls_to_repeat,
@@ -48,6 +50,15 @@ def image_is_readable(path: Path) -> bool:
     return True
 
 
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def _declared(config: type[BaseModel], name: str) -> Any:
+    """A step field declared by `config`'s field `name`: the same default, constraints
+    and help, so a setting is declared once (in `agfsync.generation`)."""
+    return copy.copy(config.model_fields[name])
+
+
 class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     """Renders N candidate images per prompt with a diffusers text-to-image model.
 
@@ -65,12 +76,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
     Attributes:
         model: Hub id, local folder or `tiny:<name>` of a diffusers pipeline.
         num_images, num_inference_steps, guidance_scale, negative_prompt, height,
-        width, noise_sigma, seed: see `GenerationConfig`.
-        scheduler: diffusers scheduler class to swap in, e.g. `DPMSolverMultistepScheduler`.
-        lora_weights, lora_scale: optional LoRA fused into the model.
-        batch_size: images per denoising call (prompts x candidates are mixed).
-        device, dtype: where and in which precision the model runs.
-        cpu_offload, vae_slicing, vae_tiling, compile_denoiser: memory and speed options.
+        width, noise_sigma, seed: how candidates are rendered; declared (default, help)
+            in `agfsync.generation.GenerationConfig`.
+        scheduler, lora_weights, lora_scale, batch_size, device, dtype, cpu_offload,
+        vae_slicing, vae_tiling, compile_denoiser: where and how the model runs;
+            declared in `agfsync.generation.EngineConfig`.
         image_format, image_quality: png (default), jpeg or webp files.
         safety_checker: optional checker whose verdicts are recorded, never applied.
         image_generation_model: optional distilabel image generation model
@@ -131,48 +141,20 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",
         description="Diffusers text-to-image pipeline (Hub id, folder or tiny:<name>).",
     )
-    num_images: RuntimeParameter[int] = Field(
-        default=8, ge=2, description="Candidates per prompt (official AGFSync code: 8)."
-    )
-    num_inference_steps: RuntimeParameter[int] = Field(
-        default=50, description="Denoising steps (paper: 50)."
-    )
-    guidance_scale: RuntimeParameter[float] = Field(
-        default=4.5, description="Classifier-free guidance (official code: 4.5)."
-    )
-    negative_prompt: RuntimeParameter[str] | None = Field(
-        default=None, description="Negative prompt shared by all images."
-    )
-    height: RuntimeParameter[int] | None = Field(
-        default=None, description="Image height; None uses the model's default."
-    )
-    width: RuntimeParameter[int] | None = Field(
-        default=None, description="Image width; None uses the model's default."
-    )
-    noise_sigma: RuntimeParameter[float | list[float]] = Field(
-        default=0.1,
-        description="Embedding-noise std for images 1..N-1, or one value per image "
-        "(official code: 0.1).",
-    )
-    seed: RuntimeParameter[int] = Field(default=0, description="Run seed.")
-    scheduler: RuntimeParameter[str] | None = Field(
-        default=None, description="Diffusers scheduler class name to use instead."
-    )
-    lora_weights: RuntimeParameter[str] | None = Field(
-        default=None,
-        description="LoRA (diffusers format, Hub id or folder): a tuned model, or an LCM "
-        "LoRA for few-step sampling as the official AGFSync code used.",
-    )
-    lora_scale: RuntimeParameter[float] = Field(default=1.0, description="LoRA strength.")
-    cpu_offload: RuntimeParameter[bool] = Field(
-        default=False, description="Offload idle submodules to the CPU (less GPU memory)."
-    )
-    vae_slicing: RuntimeParameter[bool] = Field(
-        default=False, description="Decode one image at a time (less memory)."
-    )
-    vae_tiling: RuntimeParameter[bool] = Field(
-        default=False, description="Decode in tiles (less memory at high resolution)."
-    )
+    num_images: RuntimeParameter[int] = _declared(GenerationConfig, "num_images")
+    num_inference_steps: RuntimeParameter[int] = _declared(GenerationConfig, "num_inference_steps")
+    guidance_scale: RuntimeParameter[float] = _declared(GenerationConfig, "guidance_scale")
+    negative_prompt: RuntimeParameter[str] | None = _declared(GenerationConfig, "negative_prompt")
+    height: RuntimeParameter[int] | None = _declared(GenerationConfig, "height")
+    width: RuntimeParameter[int] | None = _declared(GenerationConfig, "width")
+    noise_sigma: RuntimeParameter[float | list[float]] = _declared(GenerationConfig, "noise_sigma")
+    seed: RuntimeParameter[int] = _declared(GenerationConfig, "seed")
+    scheduler: RuntimeParameter[str] | None = _declared(EngineConfig, "scheduler")
+    lora_weights: RuntimeParameter[str] | None = _declared(EngineConfig, "lora_weights")
+    lora_scale: RuntimeParameter[float] = _declared(EngineConfig, "lora_scale")
+    cpu_offload: RuntimeParameter[bool] = _declared(EngineConfig, "cpu_offload")
+    vae_slicing: RuntimeParameter[bool] = _declared(EngineConfig, "vae_slicing")
+    vae_tiling: RuntimeParameter[bool] = _declared(EngineConfig, "vae_tiling")
     safety_checker: RuntimeParameter[str] | None = Field(
         default=None,
         description="Safety checker (e.g. CompVis/stable-diffusion-safety-checker) whose "
@@ -183,24 +165,16 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         description="A distilabel image generation model (OpenAIImageGeneration, "
         "InferenceEndpointsImageGeneration) that renders remotely instead of `model`.",
     )
-    compile_denoiser: RuntimeParameter[bool] = Field(
-        default=False, description="torch.compile the UNet/transformer."
-    )
+    compile_denoiser: RuntimeParameter[bool] = _declared(EngineConfig, "compile_denoiser")
     image_format: RuntimeParameter[Literal["png", "jpeg", "webp"]] = Field(
         default="png", description="File format of the images; png is lossless."
     )
     image_quality: RuntimeParameter[int] = Field(
         default=95, ge=1, le=100, description="Quality of jpeg/webp files."
     )
-    batch_size: RuntimeParameter[int] = Field(
-        default=8, description="Images per denoising call; halved on out-of-memory."
-    )
-    device: RuntimeParameter[str] | None = Field(
-        default=None, description="torch device; None picks CUDA when available."
-    )
-    dtype: RuntimeParameter[str] = Field(
-        default="auto", description="auto (fp16 on CUDA, fp32 on CPU), float32, float16, bfloat16."
-    )
+    batch_size: RuntimeParameter[int] = _declared(EngineConfig, "batch_size")
+    device: RuntimeParameter[str] | None = _declared(EngineConfig, "device")
+    dtype: RuntimeParameter[str] = _declared(EngineConfig, "dtype")
 
     _generator: CandidateImageGenerator | None = PrivateAttr(default=None)
     _safety_checker: SafetyChecker | None = PrivateAttr(default=None)
@@ -227,19 +201,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         if self.image_generation_model is not None:
             self.image_generation_model.load()
         else:
-            self._generator = CandidateImageGenerator(
-                self.model,
-                device=self.device,
-                dtype=self.dtype,
-                scheduler=self.scheduler,
-                lora_weights=self.lora_weights,
-                lora_scale=self.lora_scale,
-                batch_size=self.batch_size,
-                cpu_offload=self.cpu_offload,
-                vae_slicing=self.vae_slicing,
-                vae_tiling=self.vae_tiling,
-                compile_denoiser=self.compile_denoiser,
-            )
+            self._generator = CandidateImageGenerator(self.model, self._settings(EngineConfig))
             self._generator.load()
             if not self._generator.supports_embedding_noise and any(self._config().sigmas()):
                 raise ConfigurationError(
@@ -274,16 +236,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         return needs
 
     def _config(self) -> GenerationConfig:
-        return GenerationConfig(
-            num_images=self.num_images,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
-            negative_prompt=self.negative_prompt,
-            height=self.height,
-            width=self.width,
-            noise_sigma=self.noise_sigma,
-            seed=self.seed,
-        )
+        return self._settings(GenerationConfig)
+
+    def _settings(self, config: type[SettingsT]) -> SettingsT:
+        """`config` from this step's fields of the same names."""
+        return config(**{name: getattr(self, name) for name in config.model_fields})
 
     def _relative_path(self, prompt_id: str, image_index: int) -> str:
         """Where an image goes; the prompt id, untrusted, becomes one safe folder name."""
@@ -342,7 +299,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
         def write_images(_: Path) -> None:
             if self.image_generation_model is None:
                 assert self._generator is not None, "load() must run before process()"
-                repeated = calls_to_repeat(jobs, missing, self._generator.batch_size)
+                repeated = calls_to_repeat(jobs, missing, self._generator.engine.batch_size)
                 rendered = self._generator.generate(prompts, repeated, config)
             else:
                 rendered = self._render_remotely(prompts, [job for job in jobs if job in missing])

@@ -10,6 +10,7 @@ from diffusers import StableDiffusionPipeline
 from agfsync.errors import ConfigurationError
 from agfsync.generation import (
     CandidateImageGenerator,
+    EngineConfig,
     GenerationConfig,
     calls_to_repeat,
     derive_seed,
@@ -50,7 +51,9 @@ def _record(monkeypatch: pytest.MonkeyPatch, **options: Any) -> CallRecorder:
 
 
 def _generator(tiny_sd_path: str, batch_size: int = 8) -> CandidateImageGenerator:
-    generator = CandidateImageGenerator(tiny_sd_path, device="cpu", batch_size=batch_size)
+    generator = CandidateImageGenerator(
+        tiny_sd_path, EngineConfig(device="cpu", batch_size=batch_size)
+    )
     generator.load()
     return generator
 
@@ -86,7 +89,7 @@ class TestCallsToRepeat:
     def test_the_repeated_call_reproduces_any_lost_image_exactly(self, tiny_sd_path: str) -> None:
         """Rendered alone, some of these images come out different in a few pixels (the
         batch changes the numerics); repeated with their whole call, none does."""
-        generator = CandidateImageGenerator(tiny_sd_path, device="cpu", batch_size=4)
+        generator = CandidateImageGenerator(tiny_sd_path, EngineConfig(device="cpu", batch_size=4))
         generator.load()
         config = GenerationConfig(num_images=4, num_inference_steps=2)
         ids = [f"p{index}" for index in range(8)]
@@ -139,7 +142,7 @@ class TestCandidateImageGenerator:
         config = GenerationConfig(num_images=3, num_inference_steps=2)
         plain = _render(_generator(tiny_sd_path), config)
         options: dict[str, Any] = {option: True}
-        saving = CandidateImageGenerator(tiny_sd_path, device="cpu", **options)
+        saving = CandidateImageGenerator(tiny_sd_path, EngineConfig(device="cpu", **options))
         saving.load()
         for a, b in zip(plain, _render(saving, config), strict=True):
             assert numpy.abs(a.astype(int) - b.astype(int)).max() <= 1
@@ -157,7 +160,7 @@ class TestCandidateImageGenerator:
 
 
 def _loaded(reference: str) -> CandidateImageGenerator:
-    generator = CandidateImageGenerator(resolve_model(reference), device="cpu")
+    generator = CandidateImageGenerator(resolve_model(reference), EngineConfig(device="cpu"))
     generator.load()
     return generator
 
@@ -221,7 +224,7 @@ class TestGenericPipelines:
     """Pipelines without embedding noise render from the prompt text (seeds only)."""
 
     def test_renders_distinct_reproducible_candidates_from_text(self, tiny_pag_path: str) -> None:
-        generator = CandidateImageGenerator(tiny_pag_path, device="cpu")
+        generator = CandidateImageGenerator(tiny_pag_path, EngineConfig(device="cpu"))
         generator.load()
         assert not generator.supports_embedding_noise
         config = GenerationConfig(num_images=2, num_inference_steps=2, noise_sigma=0.0)
@@ -230,7 +233,7 @@ class TestGenericPipelines:
         assert not numpy.array_equal(first[0], first[1])
 
     def test_refuses_embedding_noise_with_a_clear_message(self, tiny_pag_path: str) -> None:
-        generator = CandidateImageGenerator(tiny_pag_path, device="cpu")
+        generator = CandidateImageGenerator(tiny_pag_path, EngineConfig(device="cpu"))
         generator.load()
         with pytest.raises(ConfigurationError, match="set noise_sigma=0"):
             _render(generator, GenerationConfig(num_images=2, num_inference_steps=1))

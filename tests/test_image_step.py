@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from agfsync.errors import ConfigurationError
-from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
+from agfsync.generation import CandidateImageGenerator, EngineConfig, GenerationConfig, plan_jobs
 from agfsync.models import resolve_model
 from agfsync.steps import CandidateImageGeneration
 
@@ -100,7 +100,7 @@ class TestStableDiffusionXL:
         return resolve_model("tiny:stable-diffusion-xl")
 
     def test_same_seed_gives_identical_pixels(self, tiny_sdxl_path: str) -> None:
-        generator = CandidateImageGenerator(tiny_sdxl_path, device="cpu")
+        generator = CandidateImageGenerator(tiny_sdxl_path, EngineConfig(device="cpu"))
         generator.load()
         config = GenerationConfig(num_images=2, num_inference_steps=2)
         jobs = plan_jobs(["p"], config)
@@ -111,7 +111,7 @@ class TestStableDiffusionXL:
         assert not numpy.array_equal(first[0], first[1])
 
     def test_noise_reaches_the_pooled_embedding(self, tiny_sdxl_path: str) -> None:
-        generator = CandidateImageGenerator(tiny_sdxl_path, device="cpu")
+        generator = CandidateImageGenerator(tiny_sdxl_path, EngineConfig(device="cpu"))
         generator.load()
         config = GenerationConfig(num_images=2, noise_sigma=0.5)
         encoded = generator.encode_prompts(["a cat"], config)
@@ -151,7 +151,9 @@ class TestLoRA:
         jobs = plan_jobs(["p"], config)
         images = []
         for lora in (None, str(lora_dir)):
-            generator = CandidateImageGenerator(tiny_sd_path, device="cpu", lora_weights=lora)
+            generator = CandidateImageGenerator(
+                tiny_sd_path, EngineConfig(device="cpu", lora_weights=lora)
+            )
             generator.load()
             images.append([numpy.array(i) for _, i in generator.generate(["a cat"], jobs, config)])
         assert not numpy.array_equal(images[0][0], images[1][0])
