@@ -14,7 +14,7 @@ from agfsync.models import free_models
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed, run_artifacts_root
 from agfsync.run.cache import UpstreamSignatureMixin
-from agfsync.run.failures import UNREADABLE_IMAGE
+from agfsync.run.failures import FailureKind
 from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
@@ -167,7 +167,9 @@ class ImageJudging(Step, UpstreamSignatureMixin):
                         images.append(image.convert("RGB"))
                 except (OSError, SyntaxError, ValueError) as error:
                     # Scored NaN below, so pair selection leaves it out; the reason stays.
-                    errors[row_index][image_index] = f"{UNREADABLE_IMAGE} {path}: {error}"
+                    errors[row_index][image_index] = FailureKind.UNREADABLE_IMAGE.message(
+                        f"{path}: {error}"
+                    )
                     continue
                 positions.append((row_index, image_index))
         prompts = [inputs[row_index]["prompt"] for row_index, _ in positions]

@@ -13,6 +13,7 @@ from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed
 from agfsync.run.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
+from agfsync.run.failures import FailureKind
 from agfsync.run.usage import add_token_usage
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.text.categories import AGFSYNC_CATEGORIES_PATH, load_categories
@@ -231,7 +232,7 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
                 (output,) = self.ask_llm([chat])
             except Exception as error:
                 # The client has already spent its own retries; the next call tries again.
-                problems.append(f"request failed: {error}")
+                problems.append(FailureKind.REQUEST_FAILED.message(error))
                 continue
             add_token_usage(usage, output.get("statistics", {}))
             try:
@@ -246,7 +247,9 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
         prompts = prompts[:target]
         # Short because requests failed (not because the LLM repeated itself): a re-run
         # of the same command asks again.
-        failed_requests = [problem for problem in problems if problem.startswith("request failed")]
+        failed_requests = [
+            problem for problem in problems if FailureKind.of(problem) is FailureKind.REQUEST_FAILED
+        ]
         prompt_error = (
             f"{len(failed_requests)} failed requests: {json.dumps(sorted(set(failed_requests)))}"
             if failed_requests and len(prompts) < target

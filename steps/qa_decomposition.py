@@ -12,6 +12,7 @@ from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed
 from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.failures import FailureKind
 from agfsync.run.usage import add_token_usage
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.text.qa import validate_qa_pairs
@@ -172,7 +173,7 @@ class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
                     # The client has already spent its own retries (429s, 5xx,
                     # timeouts); the rows record why and the next attempt asks again.
                     for index in indices:
-                        failures[index].append(f"request failed: {error}")
+                        failures[index].append(FailureKind.REQUEST_FAILED.message(error))
                     continue
                 for index, output in zip(indices, outputs, strict=True):
                     add_token_usage(usage[index], output.get("statistics", {}))

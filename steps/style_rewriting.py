@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.run.artifacts import recorded_or_computed
 from agfsync.run.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
+from agfsync.run.failures import FailureKind
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.text.categories import (
     IMAGE_PREFERENCES_STYLES_PATH,
@@ -150,7 +151,7 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin, FileContentsSignatureMi
             error = None
         except Exception as failure:
             # The client has already spent its own retries; the rows say why.
-            texts, error = [None] * len(jobs), f"request failed: {failure}"
+            texts, error = [None] * len(jobs), FailureKind.REQUEST_FAILED.message(failure)
         rows = []
         for job, text in zip(jobs, texts, strict=True):
             style = self.style_for(job["prompt_id"]).name

@@ -99,7 +99,7 @@ class TestFaultsDuringARun:
         faulty = run_with_fault("image-corrupted-before-judging", output)
         assert faulty.returncode == 0, faulty.stderr[-3000:]
         assert "1 prompts did not finish" in faulty.stderr
-        assert "unreadable image generate_images/images/" in faulty.stderr
+        assert "unreadable image: generate_images/images/" in faulty.stderr
         rows = pq.read_table(output / "data").to_pylist()
         damaged = [row for row in rows if any(row["judging_errors"])]
         assert len(damaged) == 1 and damaged[0]["judging_errors"][1].startswith("unreadable")

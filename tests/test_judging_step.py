@@ -90,7 +90,7 @@ class TestImageJudging:
         assert math.isnan(row["clip_scores"][1]) and math.isnan(row["vqa_scores"][1])
         assert math.isnan(row["weighted_scores"][1])
         assert row["vqa_answers"][1] is None
-        assert row["judging_errors"][1].startswith("unreadable image gen/b/1.png")
+        assert row["judging_errors"][1].startswith("unreadable image: gen/b/1.png")
         assert not math.isnan(row["weighted_scores"][0])
 
     def test_pair_selection_leaves_the_unreadable_image_out(self, judged_rows: list[dict]) -> None:

@@ -89,7 +89,7 @@ class TestRowFailures:
             ({"rewrite_error": "request failed"}, "rewrite_error"),
             ({"generation_error": "rendering failed: OutOfMemoryError"}, "generation_error"),
             ({"judging_errors": [None, "judge vqa failed: RuntimeError"]}, "judging_errors"),
-            ({"judging_errors": ["unreadable image p/0.png: truncated"]}, "image_paths"),
+            ({"judging_errors": ["unreadable image: p/0.png: truncated"]}, "image_paths"),
             ({"image_paths": None}, "image_paths"),
             ({"prompt": "a cat", "qa_pairs": None, "qa_error": None}, "qa_pairs"),
             ({"prompt": None, "prompt_generation_notes": None}, "prompt"),

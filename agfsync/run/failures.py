@@ -15,11 +15,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 FAILED_STEP = "the step failed on this row; see the log"
-UNREADABLE_IMAGE = "unreadable image"
-"""Start of a judging error about the image file itself: the image step redoes it."""
+
+
+class FailureKind(StrEnum):
+    """Failures a step records on a row, by kind: the kind starts the message, so the
+    dataset keeps plain strings and a resumed run reads the kind back with `of`."""
+
+    REQUEST_FAILED = "request failed"
+    """An LLM or API request failed after the client's retries (or the step's time
+    limit): the next run asks again."""
+    UNREADABLE_IMAGE = "unreadable image"
+    """A judge could not read an image file: the image step renders it again."""
+
+    def message(self, detail: object) -> str:
+        """The recorded message: `<kind>: <detail>`."""
+        return f"{self.value}: {detail}"
+
+    @classmethod
+    def of(cls, message: str | None) -> FailureKind | None:
+        """The kind a recorded message starts with; None for other messages."""
+        return next((kind for kind in cls if (message or "").startswith(kind.value)), None)
 
 
 @dataclass(frozen=True)
@@ -47,7 +66,7 @@ def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
     for error in row.get("judging_errors") or []:
         if error:
             # A file that cannot be read is rendered again, then judged again.
-            unreadable = error.startswith(UNREADABLE_IMAGE)
+            unreadable = FailureKind.of(error) is FailureKind.UNREADABLE_IMAGE
             failures.append(RowFailure("image_paths" if unreadable else "judging_errors", error))
             break
     if "chosen_index" in row and row["chosen_index"] is None and not row.get("pair_error"):
