@@ -333,7 +333,7 @@ class TimedImageJudging(ImageJudging):
         start = time.time()
         super().load()
         for name, judge in self._judges.items():
-            setattr(judge, "score_with_details", timed_call(name, judge.score_with_details))  # noqa: B010
+            setattr(judge, "_score", timed_call(name, judge._score))  # noqa: B010
         record_event({"step": "judge", "event": "load", "start": start, "end": time.time()})
 
     def process(self, inputs: StepInput) -> "StepOutput":

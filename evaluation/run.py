@@ -344,7 +344,7 @@ def measure_scores(suite: Suite, images: PairedImages, scorer: ImageScorer) -> l
             ]
         scores = scorer.score(
             [_read(path) for _, _, path in chunk], [item.prompt for _, item, _ in chunk], **context
-        )
+        ).values
         observations += [
             Observation(suite.name, scorer.name, group, item.id, role, float(score))
             for (role, item, _), score in zip(chunk, scores.tolist(), strict=True)

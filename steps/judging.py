@@ -180,9 +180,7 @@ class ImageJudging(Step, UpstreamSignatureMixin):
         results: dict[str, tuple[list[float], list[Any] | None]] = {}
         for spec in self.scorers:
             try:
-                judged, details = self._judges[spec.name].score_within_memory(
-                    images, prompts, **context
-                )
+                judged, details = self._judges[spec.name].score(images, prompts, **context)
             except ConfigurationError:
                 raise  # a setting that cannot work fails the same way on every run
             except Exception as error:

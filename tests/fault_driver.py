@@ -28,21 +28,21 @@ from agfsync.steps.judging import ImageJudging
 
 def judge_fails_on_its_second_batch() -> None:
     """The CLIP judge raises on the second batch it is given, and only then."""
-    original = CLIPScorer.score_with_details
+    original = CLIPScorer._score
     calls = itertools.count(1)
 
-    def score_with_details(self: CLIPScorer, *args: Any, **kwargs: Any) -> Any:
+    def score(self: CLIPScorer, *args: Any, **kwargs: Any) -> Any:
         if next(calls) == 2:
             raise RuntimeError("simulated judge failure")
         return original(self, *args, **kwargs)
 
-    CLIPScorer.score_with_details = score_with_details  # type: ignore[method-assign]
+    CLIPScorer._score = score  # type: ignore[method-assign]
 
 
 def out_of_memory_above_small_batches() -> None:
     """Generation runs out of memory above 4 images per call, the VQA judge above 8."""
     render = CandidateImageGenerator._render
-    vqa = VQAScorer.score_with_details
+    vqa = VQAScorer._score
 
     def limited_render(
         self: CandidateImageGenerator, prompts: Any, batch: list, config: Any
@@ -57,7 +57,7 @@ def out_of_memory_above_small_batches() -> None:
         return vqa(self, *args, **kwargs)
 
     CandidateImageGenerator._render = limited_render  # type: ignore[method-assign]
-    VQAScorer.score_with_details = limited_vqa  # type: ignore[method-assign]
+    VQAScorer._score = limited_vqa  # type: ignore[method-assign]
 
 
 def generation_out_of_memory_on_its_second_batch() -> None:

@@ -105,7 +105,7 @@ class TestAestheticScorer:
         scorer = AestheticScorer(tiny_clip_large_path, device="cpu", batch_size=2)
         scorer.load()
         images = _images()
-        scores = scorer.score(images, PROMPTS)
+        scores = scorer.score(images, PROMPTS).values
 
         model = CLIPModel.from_pretrained(tiny_clip_large_path).eval()
         processor = CLIPImageProcessor.from_pretrained(tiny_clip_large_path)
@@ -131,8 +131,10 @@ class TestAestheticScorer:
         scorer = AestheticScorer(tiny_clip_large_path, device="cpu")
         scorer.load()
         images = _images()
-        assert torch.equal(scorer.score(images, PROMPTS), scorer.score(images, ["", "", ""]))
-        assert scorer.score([], []).shape == (0,)
+        assert torch.equal(
+            scorer.score(images, PROMPTS).values, scorer.score(images, ["", "", ""]).values
+        )
+        assert scorer.score([], []).values.shape == (0,)
 
     @pytest.mark.parametrize(
         ("rating", "score"),
@@ -145,7 +147,7 @@ class TestAestheticScorer:
             tiny_clip_large_path, device="cpu", head=_constant_head(tmp_path, rating)
         )
         scorer.load()
-        scores = scorer.score(_images(), PROMPTS)
+        scores = scorer.score(_images(), PROMPTS).values
         assert torch.allclose(scores, torch.full((3,), score), atol=1e-5)
 
     def test_refuses_a_backbone_of_another_width(self, tiny_clip_path: str) -> None:

@@ -33,7 +33,7 @@ class TestCLIPScorer:
         scorer = CLIPScorer(tiny_clip_path, device="cpu", batch_size=2)
         scorer.load()
         images = _images()
-        scores = scorer.score(images, PROMPTS)
+        scores = scorer.score(images, PROMPTS).values
 
         model = CLIPModel.from_pretrained(tiny_clip_path).eval()
         processor = CLIPProcessor.from_pretrained(tiny_clip_path)
@@ -56,7 +56,7 @@ class TestCLIPScorer:
         scorer = CLIPScorer(tiny_clip_path, device="cpu")
         scorer.load()
         images = _images()
-        ours = scorer.score(images, PROMPTS)
+        ours = scorer.score(images, PROMPTS).values
         for image, prompt, score in zip(images, PROMPTS, ours, strict=True):
             metric = CLIPScore(model_name_or_path=tiny_clip)
             pixels = torch.from_numpy(numpy.array(image)).permute(2, 0, 1)
@@ -66,7 +66,7 @@ class TestCLIPScorer:
     def test_scores_are_on_a_0_to_100_scale(self, tiny_clip_path: str) -> None:
         scorer = CLIPScorer(tiny_clip_path, device="cpu")
         scorer.load()
-        scores = scorer.score(_images(), PROMPTS)
+        scores = scorer.score(_images(), PROMPTS).values
         assert scores.shape == (3,)
         assert bool(((scores >= 0) & (scores <= 100)).all())
 
@@ -76,7 +76,7 @@ class TestTruncation:
         scorer = CLIPScorer(tiny_clip_path, device="cpu")
         scorer.load()
         long_prompt = "a very long and detailed description " * 10
-        _, truncated = scorer.score_with_details(_images()[:2], ["a cat", long_prompt])
+        _, truncated = scorer.score(_images()[:2], ["a cat", long_prompt])
         assert truncated == [False, True]
 
 
@@ -85,7 +85,7 @@ class TestPickScorer:
         scorer = PickScorer(tiny_clip_path, device="cpu", processor=tiny_clip_path)
         scorer.load()
         images = _images()
-        scores = scorer.score(images, PROMPTS)
+        scores = scorer.score(images, PROMPTS).values
         model = CLIPModel.from_pretrained(tiny_clip_path).eval()
         processor = CLIPProcessor.from_pretrained(tiny_clip_path)
         with torch.no_grad():

@@ -48,7 +48,7 @@ class TestProbabilityMode:
     def test_matches_an_independent_forward_pass_per_question(self, tiny_blip2_path: str) -> None:
         scorer = _scorer(tiny_blip2_path, mode="probability")
         assert scorer.reuses_image_features
-        _, answers = scorer.score_with_details(IMAGES, ["p"] * 3, qa_pairs=QA_PAIRS)
+        _, answers = scorer.score(IMAGES, ["p"] * 3, qa_pairs=QA_PAIRS)
         assert answers is not None
 
         model = Blip2ForConditionalGeneration.from_pretrained(tiny_blip2_path).eval()
@@ -76,7 +76,7 @@ class TestProbabilityMode:
     def test_score_is_the_mean_yes_share_and_nan_without_questions(
         self, tiny_blip2_path: str
     ) -> None:
-        scores, answers = _scorer(tiny_blip2_path, mode="probability").score_with_details(
+        scores, answers = _scorer(tiny_blip2_path, mode="probability").score(
             IMAGES, ["p"] * 3, qa_pairs=QA_PAIRS
         )
         assert answers is not None
@@ -123,6 +123,6 @@ class TestAnswerMode:
         script = [*tokenizer(word, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
         language_model = scorer.vlm.language_model
         language_model.lm_head = ScriptedHead(script, language_model.config.vocab_size)
-        scores, answers = scorer.score_with_details(IMAGES[:2], ["p"] * 2, qa_pairs=QA_PAIRS[:2])
+        scores, answers = scorer.score(IMAGES[:2], ["p"] * 2, qa_pairs=QA_PAIRS[:2])
         assert scores.tolist() == [expected, expected]
         assert answers == [[expected / 100] * 2, [expected / 100]]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
 from agfsync.scoring.aesthetic import AestheticScorer
-from agfsync.scoring.base import ImageScorer
+from agfsync.scoring.base import ImageScorer, Scores
 from agfsync.scoring.clip_score import CLIPScorer, PickScorer
 from agfsync.scoring.vqa import VQAScorer
 
@@ -102,6 +102,7 @@ __all__ = [
     "ImageScorer",
     "PickScorer",
     "ScorerSpec",
+    "Scores",
     "register_scorer",
     "weighted_scores",
 ]

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from agfsync.errors import ConfigurationError
 from agfsync.models import resolve_model
-from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer
+from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
 
 DEFAULT_AESTHETIC_BACKBONE = "openai/clip-vit-large-patch14"
 """The CLIP the LAION head was trained on (OpenAI ViT-L/14, 224 px); use it as `model`."""
@@ -167,9 +167,9 @@ class AestheticScorer(ImageScorer):
         self.head = head.to(self.device)
 
     @torch.inference_mode()
-    def score(
+    def _score(
         self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> torch.Tensor:
+    ) -> Scores:
         """One 0–100 score per image; the prompts are not used (aesthetics ignore them)."""
         if self.head is None:
             raise RuntimeError("AestheticScorer.score called before load().")
@@ -178,7 +178,7 @@ class AestheticScorer(ImageScorer):
             embeddings = self._embed_images(images[start : start + self.batch_size])
             ratings = self.head(embeddings)
             scores.append(ratings.clamp(0.0, LAION_RATING_MAX) * (100.0 / LAION_RATING_MAX))
-        return torch.cat(scores).float().cpu() if scores else torch.empty(0)
+        return Scores(torch.cat(scores).float().cpu() if scores else torch.empty(0))
 
     def _embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """L2-normalized float32 CLIP image embeddings (`get_image_features`, by parts)."""

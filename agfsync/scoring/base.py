@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from PIL import Image
@@ -21,13 +21,22 @@ on every machine, and quiet where torchvision is absent (the torchvision backend
 and falls back to it there)."""
 
 
+class Scores(NamedTuple):
+    """A judge's verdict on some images: one 0-100 score each, and per-image details
+    (VQA: the answer to each question; CLIP: whether the prompt was truncated)."""
+
+    values: torch.Tensor
+    details: list[Any] | None = None
+
+
 class ImageScorer(ABC):
     """Scores images on a 0–100 scale, in batches, on one device.
 
     Subclasses load their model in `load()` (once per process) and implement
-    `score(images, prompts, **context)`, returning a float tensor with one score
-    per image. `context` carries per-image extras some judges need (for example
-    the question–answer pairs of a VQA judge); judges ignore what they do not use.
+    `_score(images, prompts, **context)`, returning `Scores`; callers use `score`,
+    which adds the out-of-memory fallback. `context` carries per-image extras some
+    judges need (for example the question–answer pairs of a VQA judge); judges ignore
+    what they do not use.
     """
 
     name: ClassVar[str]
@@ -54,27 +63,18 @@ class ImageScorer(ABC):
     def load(self) -> None:
         """Load weights; called once before the first `score`."""
 
-    @abstractmethod
     def score(
         self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> torch.Tensor:
-        """One score in [0, 100] per image; `prompts[i]` is the prompt of `images[i]`."""
+    ) -> Scores:
+        """One score in [0, 100] per image (`prompts[i]` is the prompt of `images[i]`),
+        with per-image details for `details_column` where the judge has them.
 
-    def score_with_details(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> tuple[torch.Tensor, list[Any] | None]:
-        """`score` plus per-image details for `details_column` (None when it has none)."""
-        return self.score(images, prompts, **context), None
-
-    def score_within_memory(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> tuple[torch.Tensor, list[Any] | None]:
-        """`score_with_details`, retried with half the batch size whenever the device
-        runs out of memory, down to one image per forward pass. The smaller size is kept
-        for later calls: what did not fit once will not fit next time either."""
+        When the device runs out of memory the call is retried with half the batch
+        size, down to one image per forward pass; the smaller size is kept for later
+        calls: what did not fit once will not fit next time either."""
         while True:
             try:
-                return self.score_with_details(images, prompts, **context)
+                return self._score(images, prompts, **context)
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
@@ -85,3 +85,9 @@ class ImageScorer(ABC):
                     self.batch_size,
                 )
                 release_cached_memory(self.device)
+
+    @abstractmethod
+    def _score(
+        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
+    ) -> Scores:
+        """`score` for batches that fit: what each judge implements."""

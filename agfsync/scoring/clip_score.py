@@ -10,7 +10,7 @@ from PIL import Image
 
 from agfsync.logs import note_once_instead
 from agfsync.models import resolve_model
-from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer
+from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
 
 CLIP_SCORE_WEIGHT = 100.0
 """`w` of CLIPScore (Hessel et al., 2021) as used by the AGFSync paper: w * max(cos, 0)."""
@@ -64,15 +64,10 @@ class CLIPScorer(ImageScorer):
         score, which is `ScorerSpec.weight`)."""
         return CLIP_SCORE_WEIGHT
 
-    def score(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> torch.Tensor:
-        return self.score_with_details(images, prompts, **context)[0]
-
     @torch.inference_mode()
-    def score_with_details(
+    def _score(
         self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> tuple[torch.Tensor, list[Any] | None]:
+    ) -> Scores:
         scores = []
         for start in range(0, len(images), self.batch_size):
             batch_images = images[start : start + self.batch_size]
@@ -83,7 +78,7 @@ class CLIPScorer(ImageScorer):
             scores.append((self.cosine_scale() * cosine).clamp(min=0, max=100))
         token_counts = {prompt: self._token_count(prompt) for prompt in set(prompts)}
         truncated = [token_counts[prompt] > self.context_length for prompt in prompts]
-        return (torch.cat(scores).float().cpu() if scores else torch.empty(0)), truncated
+        return Scores(torch.cat(scores).float().cpu() if scores else torch.empty(0), truncated)
 
     def _token_count(self, prompt: str) -> int:
         return len(self.processor.tokenizer(prompt).input_ids)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from agfsync.models import resolve_model
-from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer
+from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
 
 VQA_PROMPT = "Question: {question} Choices:['yes','no'] Answer:"
 """The question template of the official AGFSync code."""
@@ -97,14 +97,9 @@ class VQAScorer(ImageScorer):
             and type(self.vlm).__name__ == "Blip2ForConditionalGeneration"
         )
 
-    def score(
+    def _score(
         self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> torch.Tensor:
-        return self.score_with_details(images, prompts, **context)[0]
-
-    def score_with_details(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> tuple[torch.Tensor, list[Any] | None]:
+    ) -> Scores:
         questions = [
             [pair["question"] for pair in pairs if pair.get("valid", True)]
             for pairs in context["qa_pairs"]
@@ -113,7 +108,7 @@ class VQAScorer(ImageScorer):
         scores = [
             100.0 * sum(values) / len(values) if values else float("nan") for values in answers
         ]
-        return torch.tensor(scores, dtype=torch.float32), answers
+        return Scores(torch.tensor(scores, dtype=torch.float32), answers)
 
     @torch.inference_mode()
     def answer(
