@@ -6,7 +6,7 @@ import io
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.models.image_generation.base import ImageGenerationModel
@@ -28,6 +28,7 @@ from agfsync.models import free_models
 from agfsync.progress import report_done
 from agfsync.run.artifacts import run_artifacts_root
 from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.failures import RecordsFailures
 from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
@@ -59,7 +60,7 @@ def _declared(config: type[BaseModel], name: str) -> Any:
     return copy.copy(config.model_fields[name])
 
 
-class CandidateImageGeneration(Step, UpstreamSignatureMixin):
+class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
     """Renders N candidate images per prompt with a diffusers text-to-image model.
 
     As in AGFSync, the prompt is encoded once; image 0 uses the clean embedding
@@ -136,6 +137,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin):
 
         In a pipeline, from prompts to a Diffusion-DPO dataset: see `PreferenceDatasetExport`.
     """
+
+    failure_column: ClassVar[str] = "generation_error"
 
     model: RuntimeParameter[str] = Field(
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -2,7 +2,7 @@
 
 import math
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import Step, StepInput
@@ -14,7 +14,7 @@ from agfsync.models import free_models
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed, run_artifacts_root
 from agfsync.run.cache import UpstreamSignatureMixin
-from agfsync.run.failures import FailureKind
+from agfsync.run.failures import FailureKind, RecordsFailures
 from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import inside
 from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from distilabel.typing import StepOutput
 
 
-class ImageJudging(Step, UpstreamSignatureMixin):
+class ImageJudging(Step, UpstreamSignatureMixin, RecordsFailures):
     """Scores every candidate image with each configured judge (0–100) and
     combines the scores with the judges' weights.
 
@@ -81,6 +81,8 @@ class ImageJudging(Step, UpstreamSignatureMixin):
         # row["clip_scores"]: [s0, s1]; row["weighted_scores"]: 1.0 * clip, per image
         ```
     """
+
+    failure_column: ClassVar[str] = "judging_errors"
 
     scorers: list[ScorerSpec] = Field(
         default_factory=lambda: [

@@ -2,7 +2,7 @@
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import datasets
 from distilabel import distiset
@@ -19,6 +19,7 @@ from agfsync.dataset.folder import (
 from agfsync.progress import report_done
 from agfsync.run.artifacts import JOURNALS_DIR, run_artifacts_root
 from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.failures import RecordsFailures
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -59,7 +60,7 @@ OPTIONAL_INPUTS = {"category", "qa_pairs", "image_seeds", "noise_sigmas"}
 they are empty in the shards then."""
 
 
-class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
+class PreferenceDatasetExport(Step, UpstreamSignatureMixin, RecordsFailures):
     """Writes each batch's prompts that have a pair, in the Diffusion-DPO layout, as a
     parquet shard of the Distiset's `default` config.
 
@@ -119,6 +120,8 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin):
             rows = distiset["default"]["train"]  # caption, jpg_0, jpg_1 (bytes), label_0
         ```
     """
+
+    failure_column: ClassVar[str] = "export_error"
 
     @property
     def inputs(self) -> dict[str, bool]:

@@ -2,7 +2,7 @@
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import GeneratorStep, StepInput
@@ -13,7 +13,7 @@ from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed
 from agfsync.run.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
-from agfsync.run.failures import FailureKind
+from agfsync.run.failures import FailureKind, RecordsFailures
 from agfsync.run.usage import add_token_usage
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.text.categories import AGFSYNC_CATEGORIES_PATH, load_categories
@@ -106,7 +106,7 @@ class LoadCategories(GeneratorStep, FileContentsSignatureMixin):
             start = end
 
 
-class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
+class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit, RecordsFailures):
     """Writes `prompts_per_category` new prompts for each category row.
 
     Each call asks the LLM for `prompts_per_call` prompts (a JSON list), showing the
@@ -162,6 +162,8 @@ class CategoryPromptGeneration(Task, UpstreamSignatureMixin, LLMTimeLimit):
         # [{"prompt_id": "3f1c...", "prompt": "a red fox ...", "category": "Animals", ...}]
         ```
     """
+
+    failure_column: ClassVar[str] = "prompt_error"
 
     prompts_per_call: RuntimeParameter[int] = Field(
         default=10, ge=1, description="Prompts asked for in one call."

@@ -1,7 +1,7 @@
 """The QA stage: each prompt decomposed into validated yes/no question–answer pairs."""
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import StepInput
@@ -12,7 +12,7 @@ from agfsync.llm.json_output import MalformedOutputError, parse_json_list
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed
 from agfsync.run.cache import UpstreamSignatureMixin
-from agfsync.run.failures import FailureKind
+from agfsync.run.failures import FailureKind, RecordsFailures
 from agfsync.run.usage import add_token_usage
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.text.qa import validate_qa_pairs
@@ -61,7 +61,11 @@ QA_RESPONSE_SCHEMA = {
 """JSON schema of a decomposition round, for providers with native structured output."""
 
 
-class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
+NO_PROMPT = "no prompt to decompose"
+"""`qa_error` of a row whose prompt is missing upstream: not this step's failure."""
+
+
+class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit, RecordsFailures):
     """Decomposes each prompt into atomic yes/no questions whose answer is "yes".
 
     The LLM is asked `num_generations` times per prompt (paper: 6 rounds); every
@@ -109,6 +113,9 @@ class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
         #                    "element_type": "object", "element": "cube", "valid": True}, ...]
         ```
     """
+
+    failure_column: ClassVar[str] = "qa_error"
+    final_failures: ClassVar[tuple[str, ...]] = (NO_PROMPT,)
 
     min_questions: int = Field(default=15, ge=1)
     max_format_retries: RuntimeParameter[int] = Field(
@@ -188,7 +195,7 @@ class QADecomposition(Task, UpstreamSignatureMixin, LLMTimeLimit):
             row["qa_pairs"] = accepted
             row["qa_rejected"] = rejected
             if not row["prompt"]:
-                row["qa_error"] = "no prompt to decompose"
+                row["qa_error"] = NO_PROMPT
             elif rounds[index]:
                 row["qa_error"] = None
             else:

@@ -2,7 +2,7 @@
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.steps import StepInput
@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr
 
 from agfsync.run.artifacts import recorded_or_computed
 from agfsync.run.cache import FileContentsSignatureMixin, UpstreamSignatureMixin
-from agfsync.run.failures import FailureKind
+from agfsync.run.failures import FailureKind, RecordsFailures
 from agfsync.steps.llm_calls import LLMTimeLimit
 from agfsync.text.categories import (
     IMAGE_PREFERENCES_STYLES_PATH,
@@ -32,7 +32,9 @@ style is unmistakable, and keep it safe (nothing scary, violent or explicit).
 Reply with the rewritten prompt only: no quotes, no preamble."""
 
 
-class StylePromptRewriting(Task, UpstreamSignatureMixin, FileContentsSignatureMixin, LLMTimeLimit):
+class StylePromptRewriting(
+    Task, UpstreamSignatureMixin, FileContentsSignatureMixin, LLMTimeLimit, RecordsFailures
+):
     """Rewrites each seed prompt in one style, once per complexity (the open
     image-preferences scheme: Cinematic, Photographic, Anime, ... x simplified/complex).
 
@@ -70,6 +72,8 @@ class StylePromptRewriting(Task, UpstreamSignatureMixin, FileContentsSignatureMi
         #   "complexity": "simplified", "seed_prompt": "a kite above hills", ...}, ...]
         ```
     """
+
+    failure_column: ClassVar[str] = "rewrite_error"
 
     styles_file: RuntimeParameter[str] | None = Field(
         default=None, description="Style scheme file; None: the image-preferences scheme."

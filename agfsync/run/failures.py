@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 FAILED_STEP = "the step failed on this row; see the log"
 
@@ -41,6 +41,32 @@ class FailureKind(StrEnum):
         return next((kind for kind in cls if (message or "").startswith(kind.value)), None)
 
 
+FAILURE_COLUMNS: dict[str, str] = {}
+"""Failure column -> the step class that declares it (see `RecordsFailures`)."""
+
+
+class RecordsFailures:
+    """Mixin of a step that keeps a row it could not finish, with the reason in its
+    `failure_column` (None once the row is complete). Declaring the column here is
+    what makes a resumed run notice the failure and redo the step, and only it."""
+
+    failure_column: ClassVar[str]
+    """The output column holding why this step could not finish the row: a string, or
+    (for per-image work) a list with one entry per image."""
+    final_failures: ClassVar[tuple[str, ...]] = ()
+    """Reasons a re-run cannot change (the row's input is missing upstream)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        column = cls.__dict__.get("failure_column")
+        if column is not None:
+            FAILURE_COLUMNS[column] = cls.__name__
+            _FINAL[column] = tuple(cls.__dict__.get("final_failures", ()))
+
+
+_FINAL: dict[str, tuple[str, ...]] = {}
+
+
 @dataclass(frozen=True)
 class RowFailure:
     column: str
@@ -50,12 +76,20 @@ class RowFailure:
 
 def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
     """The retryable failures recorded on `row`."""
+    import agfsync.steps  # noqa: F401  (importing the steps declares their columns)
+
     failures = []
-    for column in ("prompt_error", "rewrite_error", "generation_error", "export_error"):
-        if row.get(column):
-            failures.append(RowFailure(column, row[column]))
-    if row.get("prompt") and row.get("qa_error"):
-        failures.append(RowFailure("qa_error", row["qa_error"]))
+    for column, reason in row.items():  # in pipeline order: upstream columns come first
+        if column not in FAILURE_COLUMNS:
+            continue
+        if isinstance(reason, list):  # one entry per image: the first failure says it
+            reason = next((entry for entry in reason if entry), None)
+            if reason and FailureKind.of(reason) is FailureKind.UNREADABLE_IMAGE:
+                # A file that cannot be read is rendered again, then judged again.
+                failures.append(RowFailure("image_paths", reason))
+                continue
+        if reason and reason not in _FINAL[column]:
+            failures.append(RowFailure(column, reason))
     # distilabel fills the outputs of a step that raised with None and goes on.
     for column in ("qa_pairs", "image_paths", "weighted_scores"):
         if column in row and row[column] is None:
@@ -63,12 +97,6 @@ def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
     explained = ("prompt_generation_notes", "prompt_error", "rewrite_error")
     if "prompt" in row and row["prompt"] is None and not any(row.get(c) for c in explained):
         failures.append(RowFailure("prompt", f"no prompt ({FAILED_STEP})"))
-    for error in row.get("judging_errors") or []:
-        if error:
-            # A file that cannot be read is rendered again, then judged again.
-            unreadable = FailureKind.of(error) is FailureKind.UNREADABLE_IMAGE
-            failures.append(RowFailure("image_paths" if unreadable else "judging_errors", error))
-            break
     if "chosen_index" in row and row["chosen_index"] is None and not row.get("pair_error"):
         failures.append(RowFailure("chosen_index", f"no pair ({FAILED_STEP})"))
     return failures
