@@ -48,7 +48,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +58,7 @@ from agfsync.pipelines.text import add_text_steps, openai_llm
 from agfsync.scoring import WEIGHT_PRESETS, ScorerSpec
 from agfsync.steps import CandidateImageGeneration, ImageJudging, PreferencePairSelection
 from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA
+from agfsync.testing.openai_server import ScriptedChatCompletions
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -164,8 +164,8 @@ def question_texts() -> list[str]:
 
 
 class LoopbackLLM:
-    """An OpenAI-compatible chat-completions server on 127.0.0.1 answering the prompt
-    writer with new prompts and the QA decomposition with each prompt's questions."""
+    """Answers of the loopback OpenAI-compatible server (`agfsync.testing.openai_server`):
+    new prompts for the prompt writer, each prompt's questions for the QA decomposition."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -174,9 +174,9 @@ class LoopbackLLM:
         self.requests = {"prompts": 0, "qa": 0}
         self.first_request: float | None = None
         self.last_request: float | None = None
-        self.server: ThreadingHTTPServer | None = None
+        self.server = ScriptedChatCompletions([self.reply], usage=self.tokens)
 
-    def reply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def reply(self, body: dict[str, Any]) -> str:
         system = str(body["messages"][0]["content"])
         user = str(body["messages"][-1]["content"])
         with self.lock:
@@ -193,54 +193,22 @@ class LoopbackLLM:
                     self.next_index += 1
                     self.questions[prompt] = qa
                     prompts.append(prompt)
-                text = json.dumps({"prompts": prompts})
-            else:
-                self.requests["qa"] += 1
-                prompt = user.removeprefix("Description: ").strip()
-                fallback = scene(0)[1]
-                text = json.dumps({"questions": self.questions.get(prompt, fallback)})
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            for i in range(int(body.get("n") or 1))
-        ]
-        prompt_tokens = len(json.dumps(body["messages"])) // 4
-        completion_tokens = len(text) // 4 * len(choices)
-        return {
-            "id": "chatcmpl-loopback",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", "loopback"),
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+                return json.dumps({"prompts": prompts})
+            self.requests["qa"] += 1
+            prompt = user.removeprefix("Description: ").strip()
+            fallback = scene(0)[1]
+            return json.dumps({"questions": self.questions.get(prompt, fallback)})
+
+    @staticmethod
+    def tokens(body: dict[str, Any], texts: list[str]) -> tuple[int, int]:
+        """About four characters per token, as OpenAI's guidance has it."""
+        return len(json.dumps(body["messages"])) // 4, sum(len(text) // 4 for text in texts)
 
     def start(self) -> str:
-        llm = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                payload = json.dumps(llm.reply(json.loads(self.rfile.read(length)))).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        return self.server.serve()
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
+        self.server.stop()
 
 
 # ---------------------------------------------------------------------------

@@ -28,8 +28,8 @@ from agfsync.errors import ConfigurationError
 from agfsync.evaluation.run import parse_scorer
 from agfsync.evaluation.suites import HPSV2_STYLES, TIFA_SAMPLE_QUESTION_ANSWERS
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.helpers import REPO_ROOT, card_listing, run_command
-from tests.openai_server import ScriptedChatCompletions
 from tests.test_evaluation_generate import make_tiny_lora
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module

@@ -22,8 +22,8 @@ from agfsync.evaluation.metrics import ALL, Comparison, ModelRole, compare
 from agfsync.evaluation.run import PairedImages, measure_vlm
 from agfsync.evaluation.suites import PromptItem, Suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, VLMJudgeConfig, parse_verdict
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.gemini_server import ScriptedGemini
-from tests.openai_server import ScriptedChatCompletions
 
 API_KEY = "sk-judge-secret-0042"
 BASE_COLOR = (255, 0, 0)

@@ -20,8 +20,8 @@ import yaml
 from pytest_httpserver import HTTPServer
 
 from agfsync.pipelines import build_preset
+from agfsync.testing.openai_server import HTTPError, ScriptedChatCompletions
 from tests.helpers import REPO_ROOT, assert_same_dataset, run_command
-from tests.openai_server import HTTPError, ScriptedChatCompletions
 from tests.test_text_preset import yes_questions
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.gemini_server import ScriptedGemini
 from tests.helpers import REPO_ROOT
-from tests.openai_server import ScriptedChatCompletions
 from tests.test_text_preset import CATEGORIES, _respond
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module

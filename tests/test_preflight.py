@@ -9,8 +9,8 @@ from pytest_httpserver import HTTPServer
 
 from agfsync.errors import ConfigurationError
 from agfsync.run.preflight import ModelNeed, check_disk, check_model
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.helpers import REPO_ROOT, closed_port, run_command
-from tests.openai_server import ScriptedChatCompletions
 
 CATEGORY = """
 - name: Animals
@@ -98,7 +98,7 @@ class TestNothingUsableExitsNonZero:
     def test_a_text_run_whose_every_call_failed(
         self, httpserver: HTTPServer, tmp_path: Path
     ) -> None:
-        from tests.openai_server import HTTPError
+        from agfsync.testing.openai_server import HTTPError
 
         completions = ScriptedChatCompletions([HTTPError(400)])
         env = {"OPENAI_BASE_URL": completions.install(httpserver), "OPENAI_API_KEY": "sk-test"}

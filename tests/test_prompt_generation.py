@@ -7,9 +7,9 @@ from distilabel.models.llms import OpenAILLM
 from pytest_httpserver import HTTPServer
 
 from agfsync.steps import CategoryPromptGeneration
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from agfsync.text.categories import load_categories
 from agfsync.text.prompt_files import prompt_id_for
-from tests.openai_server import ScriptedChatCompletions
 
 CATEGORY = {
     "category": "Animals",

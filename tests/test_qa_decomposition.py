@@ -7,7 +7,7 @@ from distilabel.models.llms import OpenAILLM
 from pytest_httpserver import HTTPServer
 
 from agfsync.steps.qa_decomposition import QADecomposition
-from tests.openai_server import HTTPError, ScriptedChatCompletions
+from agfsync.testing.openai_server import HTTPError, ScriptedChatCompletions
 
 PROMPT = "A red lighthouse on a rocky cliff at sunset."
 GOOD = json.dumps(

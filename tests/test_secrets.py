@@ -9,9 +9,9 @@ from pathlib import Path
 import argilla as rg
 from pytest_httpserver import HTTPServer
 
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.argilla_server.fixture import ArgillaServer
 from tests.helpers import run_command
-from tests.openai_server import ScriptedChatCompletions
 from tests.test_text_preset import yes_questions
 
 FAKE_KEYS = {

@@ -18,8 +18,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 import agfsync.steps
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.gemini_server import ScriptedGemini
-from tests.openai_server import ScriptedChatCompletions
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 

@@ -14,9 +14,9 @@ from pytest_httpserver import HTTPServer
 from typer.testing import CliRunner
 
 from agfsync.cli import app
+from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.gemini_server import ScriptedGemini
 from tests.helpers import REPO_ROOT, run_command
-from tests.openai_server import ScriptedChatCompletions
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
