@@ -54,24 +54,49 @@ def tiny_clip_tokenizer():
     return CLIPTokenizer(vocab=tiny_clip_vocabulary(), merges=[], model_max_length=77)
 
 
-def _tiny_clip_text_config(tokenizer, projection_dim: int = 16):
+def clip_text_config(tokenizer, projection_dim: int = 16, **size: Any):
+    """A CLIP text tower's config: tiny by default; `size` overrides the widths and
+    depths (the full-size towers of `CLIP_TEXT_SIZES`)."""
     from transformers import CLIPTextConfig
 
+    widths = {
+        "hidden_size": TINY_TEXT_HIDDEN_SIZE,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        **size,
+    }
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=TINY_TEXT_HIDDEN_SIZE,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
         max_position_embeddings=77,
         projection_dim=projection_dim,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **widths,
     )
 
 
-def _tiny_vae(
+CLIP_TEXT_SIZES: dict[str, dict[str, Any]] = {
+    "vit-l14": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "hidden_act": "quick_gelu",
+    },
+    "vit-bigg14": {
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 20,
+        "hidden_act": "gelu",
+    },
+}
+"""Full-size CLIP text towers: SD 1.x's (and SDXL's first), and SDXL's OpenCLIP bigG."""
+
+
+def kl_autoencoder(
     sample_size: int,
     block_out_channels: tuple[int, ...] = (32, 64),
     *,
@@ -79,6 +104,7 @@ def _tiny_vae(
     scaling_factor: float = 0.18215,
     shift_factor: float | None = None,
     use_quant_conv: bool = True,
+    **size: Any,
 ) -> Any:
     """A KL autoencoder; each block after the first halves the resolution (two
     blocks: 2x, four blocks: 8x as in real Stable Diffusion).
@@ -97,12 +123,13 @@ def _tiny_vae(
         up_block_types=("UpDecoderBlock2D",) * blocks,
         block_out_channels=block_out_channels,
         latent_channels=latent_channels,
-        norm_num_groups=min(block_out_channels),
+        norm_num_groups=size.pop("norm_num_groups", min(block_out_channels)),
         sample_size=sample_size,
         scaling_factor=scaling_factor,
         shift_factor=shift_factor,
         use_quant_conv=use_quant_conv,
         use_post_quant_conv=use_quant_conv,
+        **size,
     )
 
 
@@ -141,12 +168,51 @@ def _tiny_t5_encoder(tokenizer: Any, seed: int, d_model: int = TINY_TEXT_HIDDEN_
     return T5EncoderModel(_tiny_t5_config(tokenizer, d_model))
 
 
-def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
-    """Save a Stable-Diffusion-1.x-shaped pipeline (UNet, VAE, CLIP text encoder,
-    tokenizer, PNDM scheduler) with random weights to `directory`.
+SD15_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "unet": {
+            "sample_size": 16,
+            "block_out_channels": (32, 64),
+            "layers_per_block": 1,
+            "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+            "cross_attention_dim": TINY_TEXT_HIDDEN_SIZE,
+            "attention_head_dim": (2, 4),
+        },
+        "vae": {"sample_size": 32},
+        "text": {},
+    },
+    "full": {
+        "unet": {
+            "sample_size": 64,
+            "block_out_channels": (320, 640, 1280, 1280),
+            "layers_per_block": 2,
+            "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            "cross_attention_dim": 768,
+            "attention_head_dim": 8,
+        },
+        "vae": {
+            "norm_num_groups": 32,
+            "sample_size": 512,
+            "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2,
+            "force_upcast": True,
+        },
+        "text": {"projection_dim": 768, **CLIP_TEXT_SIZES["vit-l14"]},
+    },
+}
+"""Stable Diffusion 1.x: the tiny test model (32x32 images) and the real architecture
+(512x512), the latter for benchmarks with random weights."""
 
-    The UNet works on 16x16 latents and the VAE halves the resolution once, so
-    images are 32x32 pixels.
+
+def build_stable_diffusion(
+    directory: Path, seed: int = 0, size: str = "tiny", dtype: torch.dtype | None = None
+) -> Path:
+    """Save a Stable-Diffusion-1.x-shaped pipeline (UNet, VAE, CLIP text encoder,
+    tokenizer, PNDM scheduler) with random weights to `directory`, at `size` (see
+    `SD15_SIZES`). Tiny: the UNet works on 16x16 latents and the VAE halves the
+    resolution once, so images are 32x32 pixels.
     """
     from diffusers import (
         PNDMScheduler,
@@ -155,24 +221,14 @@ def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPTextModel
 
+    sizes = SD15_SIZES[size]
     tokenizer = tiny_clip_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TINY_TEXT_HIDDEN_SIZE,
-        attention_head_dim=(2, 4),
-        norm_num_groups=32,
-    )
+    unet = UNet2DConditionModel(in_channels=4, out_channels=4, norm_num_groups=32, **sizes["unet"])
     torch.manual_seed(seed + 1)
-    vae = _tiny_vae(sample_size=32)
+    vae = kl_autoencoder(**sizes["vae"])
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
+    text_encoder = CLIPTextModel(clip_text_config(tokenizer, **sizes["text"]))
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -190,8 +246,15 @@ def build_tiny_stable_diffusion(directory: Path, seed: int = 0) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipeline.save_pretrained(directory)
+    _save(pipeline, directory, dtype)
     return directory
+
+
+def _save(pipeline: Any, directory: Path, dtype: torch.dtype | None) -> None:
+    if dtype is not None:
+        pipeline.to(dtype=dtype)
+    # Small shards keep the extra host memory of serialisation low at full size.
+    pipeline.save_pretrained(directory, max_shard_size="2GB")
 
 
 def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) -> Path:
@@ -223,7 +286,7 @@ def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) ->
         projection_dim=projection_dim,
     )
     config = CLIPConfig(
-        text_config=_tiny_clip_text_config(tokenizer, projection_dim).to_dict(),
+        text_config=clip_text_config(tokenizer, projection_dim).to_dict(),
         vision_config=vision_config.to_dict(),
         projection_dim=projection_dim,
     )
@@ -238,10 +301,60 @@ def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) ->
     return directory
 
 
-def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
+SDXL_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "tiny": {
+        "unet": {
+            "sample_size": 32,
+            "block_out_channels": (32, 64),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            "attention_head_dim": (2, 4),
+            "transformer_layers_per_block": (1, 2),
+            # Both encoders' hidden states side by side; pooled embedding + 6 time ids.
+            "cross_attention_dim": 2 * TINY_TEXT_HIDDEN_SIZE,
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": TINY_TEXT_HIDDEN_SIZE + 6 * 8,
+        },
+        "vae": {"sample_size": 64},
+        "text": {"projection_dim": TINY_TEXT_HIDDEN_SIZE},
+        "text_2": {"projection_dim": TINY_TEXT_HIDDEN_SIZE},
+    },
+    "full": {
+        "unet": {
+            "sample_size": 128,
+            "block_out_channels": (320, 640, 1280),
+            "layers_per_block": 2,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            "attention_head_dim": (5, 10, 20),
+            "transformer_layers_per_block": (1, 2, 10),
+            # 768 + 1280; pooled embedding (1280) + six size/crop ids of 256 each.
+            "cross_attention_dim": 2048,
+            "addition_time_embed_dim": 256,
+            "projection_class_embeddings_input_dim": 2816,
+        },
+        "vae": {
+            "norm_num_groups": 32,
+            "sample_size": 1024,
+            "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2,
+            "scaling_factor": 0.13025,
+            "force_upcast": True,
+        },
+        "text": {"projection_dim": 768, **CLIP_TEXT_SIZES["vit-l14"]},
+        "text_2": {"projection_dim": 1280, **CLIP_TEXT_SIZES["vit-bigg14"]},
+    },
+}
+"""SDXL base: the tiny test model (64x64 images) and the real architecture (1024x1024)."""
+
+
+def build_stable_diffusion_xl(
+    directory: Path, seed: int = 0, size: str = "tiny", dtype: torch.dtype | None = None
+) -> Path:
     """Save an SDXL-shaped pipeline (UNet with text-time conditioning, two CLIP text
     encoders, the second with a projection for the pooled embedding, two tokenizers,
-    Euler scheduler) with random weights to `directory`. Images are 64x64 pixels.
+    Euler scheduler) with random weights to `directory`, at `size` (see `SDXL_SIZES`).
     """
     from diffusers import (
         EulerDiscreteScheduler,
@@ -250,35 +363,23 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    sizes = SDXL_SIZES[size]
     tokenizer = tiny_clip_tokenizer()
-    text_config = _tiny_clip_text_config(tokenizer, projection_dim=TINY_TEXT_HIDDEN_SIZE)
-    time_embedding_dim = 8
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32,
         in_channels=4,
         out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
         use_linear_projection=True,
-        transformer_layers_per_block=(1, 2),
-        # SDXL conditions on both encoders' hidden states side by side ...
-        cross_attention_dim=2 * TINY_TEXT_HIDDEN_SIZE,
-        # ... and on the pooled embedding plus six size/crop time ids.
         addition_embed_type="text_time",
-        addition_time_embed_dim=time_embedding_dim,
-        projection_class_embeddings_input_dim=TINY_TEXT_HIDDEN_SIZE + 6 * time_embedding_dim,
         norm_num_groups=32,
+        **sizes["unet"],
     )
     torch.manual_seed(seed + 1)
-    vae = _tiny_vae(sample_size=64)
+    vae = kl_autoencoder(**sizes["vae"])
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(text_config)
+    text_encoder = CLIPTextModel(clip_text_config(tokenizer, **sizes["text"]))
     torch.manual_seed(seed + 3)
-    text_encoder_2 = CLIPTextModelWithProjection(text_config)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer, **sizes["text_2"]))
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -295,7 +396,7 @@ def build_tiny_stable_diffusion_xl(directory: Path, seed: int = 0) -> Path:
         tokenizer_2=tiny_clip_tokenizer(),
         scheduler=scheduler,
     )
-    pipeline.save_pretrained(directory)
+    _save(pipeline, directory, dtype)
     return directory
 
 
@@ -331,7 +432,7 @@ def build_tiny_pixart_sigma(directory: Path, seed: int = 0) -> Path:
         norm_eps=1e-6,
     )
     torch.manual_seed(seed + 1)
-    vae = _tiny_vae(sample_size=256, block_out_channels=(16, 16, 16, 16))
+    vae = kl_autoencoder(sample_size=256, block_out_channels=(16, 16, 16, 16))
     pipeline: Any = PixArtSigmaPipeline(
         tokenizer=tokenizer,
         text_encoder=_tiny_t5_encoder(tokenizer, seed + 2),
@@ -362,7 +463,7 @@ def build_tiny_stable_diffusion_3(directory: Path, seed: int = 0) -> Path:
     from transformers import CLIPTextModelWithProjection
 
     tokenizer = tiny_clip_tokenizer()
-    text_config = _tiny_clip_text_config(tokenizer, projection_dim=TINY_TEXT_HIDDEN_SIZE)
+    text_config = clip_text_config(tokenizer, projection_dim=TINY_TEXT_HIDDEN_SIZE)
     t5_tokenizer = tiny_t5_tokenizer()
     latent_channels = 16
     torch.manual_seed(seed)
@@ -381,7 +482,7 @@ def build_tiny_stable_diffusion_3(directory: Path, seed: int = 0) -> Path:
         pos_embed_max_size=32,
     )
     torch.manual_seed(seed + 1)
-    vae = _tiny_vae(
+    vae = kl_autoencoder(
         sample_size=32,
         latent_channels=latent_channels,
         scaling_factor=1.5305,
@@ -443,7 +544,7 @@ def build_tiny_flux(directory: Path, seed: int = 0) -> Path:
         axes_dims_rope=(4, 6, 6),
     )
     torch.manual_seed(seed + 1)
-    vae = _tiny_vae(
+    vae = kl_autoencoder(
         sample_size=32,
         latent_channels=latent_channels,
         scaling_factor=0.3611,
@@ -451,7 +552,7 @@ def build_tiny_flux(directory: Path, seed: int = 0) -> Path:
         use_quant_conv=False,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_tiny_clip_text_config(tokenizer))
+    text_encoder = CLIPTextModel(clip_text_config(tokenizer))
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0,
         use_dynamic_shifting=True,
@@ -554,8 +655,8 @@ def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
 
 
 TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "stable-diffusion": build_tiny_stable_diffusion,
-    "stable-diffusion-xl": build_tiny_stable_diffusion_xl,
+    "stable-diffusion": build_stable_diffusion,
+    "stable-diffusion-xl": build_stable_diffusion_xl,
     "pixart-sigma": build_tiny_pixart_sigma,
     "stable-diffusion-3": build_tiny_stable_diffusion_3,
     "flux": build_tiny_flux,

@@ -366,7 +366,6 @@ def build_clip(
     heads, MLP, patch) vision towers at 224 px, random weights, CLIP preprocessing;
     the character-level test tokenizer (prompts are cut at 77 tokens either way)."""
     import torch
-    from image_generation import clip_text_config
     from transformers import (
         CLIPConfig,
         CLIPImageProcessor,
@@ -375,16 +374,16 @@ def build_clip(
         CLIPVisionConfig,
     )
 
-    from agfsync.tiny_models import tiny_clip_tokenizer
+    from agfsync.tiny_models import clip_text_config, tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     text_config = clip_text_config(
         tokenizer,
+        projection_dim,
         hidden_size=text[0],
         num_hidden_layers=text[1],
         num_attention_heads=text[2],
         intermediate_size=text[3],
-        projection_dim=projection_dim,
         hidden_act="quick_gelu",
     )
     vision_config = CLIPVisionConfig(
@@ -417,15 +416,15 @@ def build_models(model_dir: Path) -> dict[str, Any]:
     """Build the four models (skipping those already there), on the GPU when there is
     one (random initialisation there takes seconds), saved in float16 on a GPU."""
     import torch
-    from image_generation import build_stable_diffusion_15
     from judging import build_blip2_flan_t5_xl
 
     from agfsync.scoring.vqa import VQA_PROMPT
+    from agfsync.tiny_models import build_stable_diffusion
 
     cuda = torch.cuda.is_available()
     dtype = torch.float16 if cuda else torch.float32
     builders: dict[str, Callable[[Path], Path]] = {
-        "sd15": lambda path: build_stable_diffusion_15(path, dtype),
+        "sd15": lambda path: build_stable_diffusion(path, size="full", dtype=dtype),
         "vqa": lambda path: build_blip2_flan_t5_xl(path, dtype, [VQA_PROMPT, *question_texts()]),
         # openai/clip-vit-base-patch16
         "clip": lambda path: build_clip(
