@@ -80,6 +80,28 @@ OnRetry = Callable[[BaseException, int, float], None]
 """Told of each retry: the error, the retry's number (1 for the first) and the wait."""
 
 
+@dataclass
+class _Attempts:
+    """The bookkeeping both retry loops share."""
+
+    backoff: Backoff
+    is_transient: Callable[[BaseException], bool]
+    delay_asked: Callable[[BaseException], float | None]
+    on_retry: OnRetry | None
+    made: int = 0
+
+    def wait_after(self, error: Exception) -> float:
+        """Seconds to wait before trying again after `error`; raises `error` itself when
+        it is not transient or the retries are spent."""
+        if self.made >= self.backoff.retries or not self.is_transient(error):
+            raise error
+        delay = self.backoff.delay(self.made, self.delay_asked(error))
+        self.made += 1
+        if self.on_retry is not None:
+            self.on_retry(error, self.made, delay)
+        return delay
+
+
 def call_with_retries(
     call: Callable[[], T],
     *,
@@ -90,18 +112,12 @@ def call_with_retries(
     sleep: Callable[[float], Any] = time.sleep,
 ) -> T:
     """`call()`, tried again after transient failures; the last error is raised as is."""
-    attempt = 0
+    attempts = _Attempts(backoff, is_transient, delay_asked, on_retry)
     while True:
         try:
             return call()
         except Exception as error:
-            if attempt >= backoff.retries or not is_transient(error):
-                raise
-            delay = backoff.delay(attempt, delay_asked(error))
-            attempt += 1
-            if on_retry is not None:
-                on_retry(error, attempt, delay)
-            sleep(delay)
+            sleep(attempts.wait_after(error))
 
 
 async def acall_with_retries(
@@ -114,15 +130,9 @@ async def acall_with_retries(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
 ) -> T:
     """The asynchronous twin of `call_with_retries`."""
-    attempt = 0
+    attempts = _Attempts(backoff, is_transient, delay_asked, on_retry)
     while True:
         try:
             return await call()
         except Exception as error:
-            if attempt >= backoff.retries or not is_transient(error):
-                raise
-            delay = backoff.delay(attempt, delay_asked(error))
-            attempt += 1
-            if on_retry is not None:
-                on_retry(error, attempt, delay)
-            await sleep(delay)
+            await sleep(attempts.wait_after(error))
