@@ -139,6 +139,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
     """
 
     failure_column: ClassVar[str] = "generation_error"
+    shared_imports: ClassVar[tuple[str, ...]] = (
+        "diffusers.pipelines.pipeline_utils",
+        "transformers.models.clip.modeling_clip",
+    )
+    """Imported once before distilabel forks the step processes (`import_before_fork`)."""
 
     model: RuntimeParameter[str] = Field(
         default="stable-diffusion-v1-5/stable-diffusion-v1-5",

@@ -83,6 +83,8 @@ class ImageJudging(Step, UpstreamSignatureMixin, RecordsFailures):
     """
 
     failure_column: ClassVar[str] = "judging_errors"
+    shared_imports: ClassVar[tuple[str, ...]] = ("transformers.models.clip.modeling_clip",)
+    """Imported once before distilabel forks the step processes (`import_before_fork`)."""
 
     scorers: list[ScorerSpec] = Field(
         default_factory=lambda: [

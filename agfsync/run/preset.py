@@ -41,6 +41,7 @@ from agfsync.run.preflight import check_disk, check_models
 from agfsync.run.processes import (
     RunLock,
     children_die_with_this_process,
+    import_before_fork,
     stop_promptly_on_interrupt,
 )
 from agfsync.run.resume import (
@@ -388,6 +389,7 @@ def _run(
         skip_finished_stages(pipeline)
     begin_execution(pipeline, options.use_cache)
     children_die_with_this_process()
+    import_before_fork(pipeline)
     try:
         with stop_promptly_on_interrupt(pipeline), live_stage_counts(stage_totals) as handlers:
             return pipeline.run(

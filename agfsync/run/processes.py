@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import importlib
 import json
 import multiprocessing
 import os
@@ -131,6 +132,18 @@ def children_die_with_this_process() -> None:
         return
     _main_pid = os.getpid()
     os.register_at_fork(after_in_child=_die_with_main_process)
+
+
+def import_before_fork(pipeline: Any) -> None:
+    """Import the libraries of the pipeline's steps (`shared_imports`) in this process.
+    distilabel forks one process per step; what is imported before the fork is imported
+    once and shared, instead of once in each step process that needs it (diffusers and
+    transformers take seconds of CPU to import)."""
+    if multiprocessing.get_start_method() != "fork":
+        return
+    for name in pipeline.dag:
+        for module in getattr(pipeline.dag.get_step(name)["step"], "shared_imports", ()):
+            importlib.import_module(module)
 
 
 def kill_children() -> None:
