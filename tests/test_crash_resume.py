@@ -1,6 +1,6 @@
 """Killing `agfsync generate` at any moment loses nothing.
 
-The offline preset runs on 200 prompts and is killed with SIGKILL (its whole process
+The offline preset runs on 64 prompts and is killed with SIGKILL (its whole process
 group, as a scheduler or a lost machine would) at points drawn at random within each
 phase: while images are being generated, while they are being judged, and while the
 dataset folder is being written. After each kill the same command is started again;
@@ -25,7 +25,8 @@ from tests.helpers import BIN_DIR, assert_same_dataset, run_command
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
-NUM_PROMPTS = 200
+NUM_PROMPTS = 64
+"""Enough for several denoising calls and judged batches to kill between (8 each)."""
 NUM_IMAGES = NUM_PROMPTS * 4
 NUM_JUDGED_BATCHES = NUM_PROMPTS // 8
 KILL_POINTS_SEED = 20261201
