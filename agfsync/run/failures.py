@@ -41,7 +41,7 @@ class FailureKind(StrEnum):
         return next((kind for kind in cls if (message or "").startswith(kind.value)), None)
 
 
-FAILURE_COLUMNS: dict[str, str] = {}
+FAILURE_COLUMNS: dict[str, type[RecordsFailures]] = {}
 """Failure column -> the step class that declares it (see `RecordsFailures`)."""
 
 
@@ -60,11 +60,7 @@ class RecordsFailures:
         super().__init_subclass__(**kwargs)
         column = cls.__dict__.get("failure_column")
         if column is not None:
-            FAILURE_COLUMNS[column] = cls.__name__
-            _FINAL[column] = tuple(cls.__dict__.get("final_failures", ()))
-
-
-_FINAL: dict[str, tuple[str, ...]] = {}
+            FAILURE_COLUMNS[column] = cls
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,8 @@ def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
 
     failures = []
     for column, reason in row.items():  # in pipeline order: upstream columns come first
-        if column not in FAILURE_COLUMNS:
+        declaring = FAILURE_COLUMNS.get(column)
+        if declaring is None:
             continue
         if isinstance(reason, list):  # one entry per image: the first failure says it
             reason = next((entry for entry in reason if entry), None)
@@ -88,7 +85,7 @@ def row_failures(row: Mapping[str, Any]) -> list[RowFailure]:
                 # A file that cannot be read is rendered again, then judged again.
                 failures.append(RowFailure("image_paths", reason))
                 continue
-        if reason and reason not in _FINAL[column]:
+        if reason and reason not in declaring.final_failures:
             failures.append(RowFailure(column, reason))
     # distilabel fills the outputs of a step that raised with None and goes on.
     for column in ("qa_pairs", "image_paths", "weighted_scores"):
