@@ -110,3 +110,16 @@ def tiny_safety_checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         "flags_all": _tiny_safety_checker(root / "all", -10.0),
         "flags_none": _tiny_safety_checker(root / "none", 10.0),
     }
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How the commands of this session ran (`tests/warm_runner.py`)."""
+    from tests.helpers import WARM_RUNNER
+
+    if WARM_RUNNER.forked or WARM_RUNNER.new_processes:
+        terminalreporter.write_line(
+            f"commands: {WARM_RUNNER.forked} forked from the warm runner, "
+            f"{sum(WARM_RUNNER.new_processes.values())} in new processes"
+        )
+        for variables, count in WARM_RUNNER.new_processes.most_common():
+            terminalreporter.write_line(f"  {count} for {variables}")

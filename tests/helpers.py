@@ -1,32 +1,135 @@
 """Running the installed commands the way a user does."""
 
+import atexit
+import collections
+import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import yaml
+
+from tests.warm_runner import import_time_differences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN_DIR = Path(sys.executable).parent
 
 
 def run_command(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    fresh_process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a console script of the active environment and capture its output."""
-    executable = BIN_DIR / args[0]
+    """Run a console script of the active environment (`python` included: `-m MODULE`,
+    `-c CODE`, `SCRIPT`) and capture its output.
+
+    The command runs in a child forked from `tests.warm_runner` (libraries already
+    imported) when its environment allows it, else, or with `fresh_process=True`, in a
+    new process: the same entry point, argv, environment, folder and streams either way."""
+    command_env = {**os.environ, **(env or {})}
+    if not fresh_process:
+        served = WARM_RUNNER.run([str(BIN_DIR / args[0]), *args[1:]], cwd, command_env)
+        if served is not None:
+            return served
     return subprocess.run(
-        [str(executable), *args[1:]],
+        [str(BIN_DIR / args[0]), *args[1:]],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=command_env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=COMMAND_TIMEOUT,
         check=False,
     )
+
+
+COMMAND_TIMEOUT = 600
+
+
+class WarmRunner:
+    """The client of one `tests.warm_runner` process, started on first use."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._env: dict[str, str] = {}
+        self._pending = b""
+        self.forked = 0
+        self.new_processes: collections.Counter[str] = collections.Counter()
+        """Commands run in a new process, by the variables that asked for one."""
+
+    def run(
+        self, argv: list[str], cwd: Path, env: dict[str, str]
+    ) -> subprocess.CompletedProcess[str] | None:
+        """The finished command, or None when the runner cannot serve it."""
+        if not self._started():
+            return None
+        differences = import_time_differences(env, self._env)
+        if differences:
+            self.new_processes[", ".join(differences)] += 1
+            return None
+        self.forked += 1
+        assert self._process is not None and self._process.stdin is not None
+        with tempfile.TemporaryDirectory(prefix="agfsync-command-") as streams:
+            stdout, stderr = Path(streams) / "stdout", Path(streams) / "stderr"
+            request = {"argv": argv, "env": env, "cwd": str(cwd)}
+            request |= {"stdout": str(stdout), "stderr": str(stderr)}
+            self._process.stdin.write((json.dumps(request) + "\n").encode())
+            self._process.stdin.flush()
+            answer = self._answer(timeout=60)
+            if "pid" not in answer:
+                return None
+            try:
+                returncode = self._answer(timeout=COMMAND_TIMEOUT)["returncode"]
+            except subprocess.TimeoutExpired:
+                os.kill(answer["pid"], signal.SIGKILL)
+                self._answer(timeout=60)
+                raise
+            output = stdout.read_text(errors="replace"), stderr.read_text(errors="replace")
+            return subprocess.CompletedProcess(argv, returncode, *output)
+
+    def _started(self) -> bool:
+        if self._process is not None and self._process.poll() is None:
+            return True
+        self._env = dict(os.environ)
+        self._pending = b""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.warm_runner"],
+            cwd=REPO_ROOT,
+            env=self._env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        atexit.register(self._process.kill)
+        return bool(self._answer(timeout=300).get("ready"))
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        """The runner's next line, within `timeout` seconds."""
+        assert self._process is not None and self._process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select([self._process.stdout], [], [], max(remaining, 0))
+            if not readable:
+                raise subprocess.TimeoutExpired("tests.warm_runner", timeout)
+            chunk = os.read(self._process.stdout.fileno(), 65536)
+            if not chunk:
+                return {}
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+
+WARM_RUNNER = WarmRunner()
 
 
 def generate_offline_run(output: Path, num_prompts: int) -> Path:

@@ -7,10 +7,8 @@ the LLM provider's outage is a loopback OpenAI-compatible server answering 503.
 """
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +38,8 @@ def cache_env(output: Path) -> dict[str, str]:
 
 
 def run_with_fault(fault: str, output: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tests.fault_driver", fault, *generate_args(output)],
-        cwd=REPO_ROOT,
-        env={**os.environ, **cache_env(output)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    command = ["python", "-m", "tests.fault_driver", fault, *generate_args(output)]
+    return run_command(command, cwd=REPO_ROOT, env=cache_env(output))
 
 
 def run_again(output: Path) -> subprocess.CompletedProcess[str]:

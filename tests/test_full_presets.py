@@ -3,9 +3,6 @@ model and loopback servers for both LLM providers (see `tests/full_preset_driver
 
 import itertools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,7 @@ from pytest_httpserver import HTTPServer
 
 from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.gemini_server import ScriptedGemini
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_command
 from tests.test_text_preset import CATEGORIES, _respond
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
@@ -44,22 +41,13 @@ def test_full_preset_runs_with_tiny_stand_ins(
     monkeypatch.setenv("GEMINI_API_KEY", "gemini-test-key")
     (tmp_path / "categories.yaml").write_text(CATEGORIES)
 
-    result = subprocess.run(
+    result = run_command(
         [
-            sys.executable,
-            "-m",
-            "tests.full_preset_driver",
-            preset,
-            str(tmp_path / "categories.yaml"),
-            openai_url,
-            TINY_IMAGE_MODELS[preset],
+            *("python", "-m", "tests.full_preset_driver", preset),
+            *(str(tmp_path / "categories.yaml"), openai_url, TINY_IMAGE_MODELS[preset]),
         ],
         cwd=REPO_ROOT,
-        env={**os.environ, "OPENAI_API_KEY": "sk-test"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        env={"OPENAI_API_KEY": "sk-test"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

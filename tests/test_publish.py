@@ -7,12 +7,10 @@ read `HF_ENDPOINT` at import, and this test process has them imported offline.
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,17 +318,13 @@ class TestPublishFailures:
         staging = tmp_path / "tmp"
         staging.mkdir()
         env = {**hub_env(hub.url, tmp_path / "hf"), "TMPDIR": str(staging)}
-        failed = subprocess.run(
+        failed = run_command(
             [
-                *(sys.executable, "-m", "tests.fault_driver", "disk-full-when-writing-parquet"),
+                *("python", "-m", "tests.fault_driver", "disk-full-when-writing-parquet"),
                 *("publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"),
             ],
             cwd=REPO_ROOT,
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+            env=env,
         )
         assert failed.returncode == 2, failed.stderr[-3000:]
         message = failed.stderr.strip().splitlines()[-1]

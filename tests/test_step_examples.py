@@ -6,10 +6,7 @@ the example really produced what its comments say."""
 
 import inspect
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from pytest_httpserver import HTTPServer
 import agfsync.steps
 from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.gemini_server import ScriptedGemini
+from tests.helpers import run_command
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
@@ -131,13 +129,5 @@ def test_examples_run_as_written(name: str, httpserver: HTTPServer, tmp_path: Pa
         "GEMINI_API_KEY": "test-key",
         "GOOGLE_GEMINI_BASE_URL": gemini_url,
     }
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_command(["python", str(script)], cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
