@@ -37,8 +37,11 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Test modules run on TEST_WORKERS processes (pytest-xdist), one module per worker at a
+# time so its fixtures are built once; `pytest` alone runs them one after the other.
+TEST_WORKERS ?= auto
 test: lint browser
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
 
 test-fast: lint
 	$(BIN)/pytest -m "not slow"

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
+from agfsync.errors import AgfsyncError, ConfigurationError
 from agfsync.logs import configure_logging
 
 T = TypeVar("T")
@@ -595,163 +595,21 @@ def train(ctx: typer.Context) -> None:
     raise typer.Exit(code=main(ctx.args))
 
 
-EVALUATE_FLAGS = {
-    "suites": "--suite",
-    "tifa_question_answers": "--tifa-qa",
-    "heldout_prompts": "--heldout",
-    "num_inference_steps": "--steps",
-}
-"""Fields of the evaluation's configuration whose flag is not `--<field-name>`."""
-
-
-@app.command("evaluate")
-def evaluate_command(
-    base: Annotated[str, typer.Option(help="Base model: Hub id, folder or tiny:<name>.")],
-    tuned: Annotated[
-        str,
-        typer.Option(help="Tuned model, or a folder of LoRA weights for the base (agfsync train)."),
-    ],
-    output: Annotated[Path, OutputFolder("Folder of metrics.json and report/.")],
-    suite: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated: tifa, dsg, hpsv2, vlm, heldout (default: dsg,hpsv2)."),
-    ] = None,
-    tifa_qa: Annotated[
-        Path | None, typer.Option(help="TIFA v1.0 question–answer JSON (needed by tifa).")
-    ] = None,
-    heldout: Annotated[
-        Path | None, typer.Option(help="JSONL prompts with qa_pairs (needed by heldout).")
-    ] = None,
-    prompts_per_suite: Annotated[
-        int | None, typer.Option(help="Evenly spread prompts per suite (default: all).")
-    ] = None,
-    images_per_prompt: Annotated[
-        int | None, typer.Option(help="Images per prompt and model (default: 1).")
-    ] = None,
-    vqa_model: Annotated[
-        str | None, typer.Option(help="VQA judge (default: Salesforce/blip2-flan-t5-xxl).")
-    ] = None,
-    vqa_mode: Annotated[
-        str | None, typer.Option(help="answer (paper) or probability, for DSG and held-out.")
-    ] = None,
-    clip_model: Annotated[
-        str | None, typer.Option(help="CLIP judge (default: openai/clip-vit-base-patch16).")
-    ] = None,
-    aesthetic_model: Annotated[
-        str | None,
-        typer.Option(help="CLIP backbone of the aesthetic head (default: ViT-L/14)."),
-    ] = None,
-    scorer: Annotated[
-        list[str] | None,
-        typer.Option(help="Extra judge NAME=MODEL[,OPTION=VALUE...] (repeatable), e.g. pickscore."),
-    ] = None,
-    vlm_provider: Annotated[str | None, typer.Option(help="openai or gemini.")] = None,
-    vlm_model: Annotated[
-        str | None, typer.Option(help="VLM judge (default: gpt-4o / gemini-2.0-flash).")
-    ] = None,
-    vlm_base_url: Annotated[
-        str | None, typer.Option(help="OpenAI-compatible or Gemini API base URL.")
-    ] = None,
-    vlm_api_key: Annotated[
-        str | None,
-        typer.Option(help="API key (default: $OPENAI_API_KEY; $GEMINI_API_KEY, $GOOGLE_API_KEY)."),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Run seed of every image (default: 0).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Denoising steps (default: 50).")] = None,
-    guidance_scale: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance (default: 7.5).")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device (default: CUDA if any).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, float16, bfloat16.")] = None,
-    image_cache: Annotated[
-        Path | None, typer.Option(help="Image cache shared between runs (default: OUT/images).")
-    ] = None,
-    overwrite: Overwrite = False,
-) -> None:
-    """Compare a tuned model with its base on benchmark suites; write metrics and a report."""
-    from typing import Any
-
-    from pydantic import SecretStr, ValidationError
-
-    from agfsync.evaluation.generate import Sampling
-    from agfsync.evaluation.metrics import ALL
-    from agfsync.evaluation.report import is_vote_metric
-    from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
-    from agfsync.evaluation.vlm_judge import VLMJudgeConfig
-
-    def given(**values: Any) -> dict[str, Any]:
-        """The options the user set; the others keep the configuration's defaults."""
-        return {name: value for name, value in values.items() if value is not None}
+@app.command(
+    "evaluate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def evaluate_command(ctx: typer.Context) -> None:
+    """Compare a tuned model with its base on benchmark suites; write metrics and a report
+    (options: `agfsync evaluate --help`)."""
+    from agfsync.evaluation.cli import main
 
     try:
-        if vqa_mode not in (None, "answer", "probability"):
-            raise ConfigurationError(f"--vqa-mode is answer or probability, not {vqa_mode!r}.")
-        if suite is not None and not all(name.strip() for name in suite.split(",")):
-            raise ConfigurationError(
-                f"--suite {suite!r} names an empty suite; give a comma-separated list of "
-                "tifa, dsg, hpsv2, vlm, heldout (or leave --suite out for dsg,hpsv2)."
-            )
-        config = EvaluationConfig(
-            base=base,
-            tuned=tuned,
-            prompts_per_suite=prompts_per_suite,
-            tifa_question_answers=tifa_qa,
-            heldout_prompts=heldout,
-            extra_scorers=[parse_scorer(text) for text in scorer or []],
-            sampling=Sampling(
-                **given(
-                    images_per_prompt=images_per_prompt,
-                    seed=seed,
-                    num_inference_steps=steps,
-                    guidance_scale=guidance_scale,
-                )
-            ),
-            vlm=VLMJudgeConfig(
-                **given(
-                    provider=vlm_provider,
-                    model=vlm_model,
-                    base_url=vlm_base_url,
-                    api_key=SecretStr(vlm_api_key) if vlm_api_key else None,
-                )
-            ),
-            device=device,
-            image_cache=image_cache,
-            **given(
-                suites=None if suite is None else [name.strip() for name in suite.split(",")],
-                dtype=dtype,
-            ),
-        )
-        for spec, model in [
-            (config.vqa, vqa_model),
-            (config.clip, clip_model),
-            (config.aesthetic, aesthetic_model),
-        ]:
-            spec.model = model or spec.model
-        if vqa_mode is not None:
-            config.vqa.options["mode"] = vqa_mode
-        result = evaluate(config, output, overwrite=overwrite)
-    except AgfsyncError as error:
-        raise _fail(error) from None
-    except ValidationError as error:
-        raise _fail(ConfigurationError(describe_validation_error(error, EVALUATE_FLAGS))) from None
+        code = main(ctx.args)
     except KeyboardInterrupt:
         _stopped()
-    for comparison in result.comparisons:
-        if comparison.group != ALL:
-            continue
-        rate = comparison.win_rate
-        means = (
-            ""
-            if is_vote_metric(comparison.metric)
-            else f"base {comparison.base_mean:7.2f}  tuned {comparison.tuned_mean:7.2f}  "
-        )
-        console.print(
-            f"  {comparison.suite:<8} {comparison.metric:<20} n={comparison.units:<5} {means}"
-            f"win rate {rate.rate:6.1%} [{rate.interval.low:.1%}, {rate.interval.high:.1%}]",
-            highlight=False,
-        )
-    console.print(f"[bold green]Metrics:[/] {result.metrics_path}")
-    console.print(f"[bold green]Report:[/] {result.report_path}")
+    raise typer.Exit(code=code)
 
 
 @app.command("report")

@@ -44,9 +44,13 @@ def describe_validation_error(error: Exception, flags: dict[str, str] | None = N
         if flags is None:
             where = ".".join(location) or "the file"
         else:
-            field = location[0] if location else ""
+            # The longest dotted path with a flag (`sampling.seed`), else the field's.
+            known = next(
+                (n for n in range(len(location), 0, -1) if ".".join(location[:n]) in flags), 1
+            )
+            field = ".".join(location[:known])
             where = flags.get(field) or "--" + field.replace("_", "-")
-            where += "".join(f"[{part}]" for part in location[1:])
+            where += "".join(f"[{part}]" for part in location[known:])
         got = item.get("input")
         shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
         problems.append(f"{where}: {item.get('msg', 'invalid')}{shown}")

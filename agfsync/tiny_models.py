@@ -9,6 +9,7 @@ are meaningless by design.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,8 +134,12 @@ def kl_autoencoder(
     )
 
 
-def tiny_t5_tokenizer() -> Any:
-    """A character-level T5 (Unigram) tokenizer: tokenizes any ASCII text, offline."""
+def tiny_t5_tokenizer(texts: list[str] | None = None, max_length: int = 300) -> Any:
+    """A character-level T5 (Unigram) tokenizer: tokenizes any ASCII text, offline.
+
+    With `texts`, every word of them is also one piece (with and without the leading
+    space marker), which beats any spelling of it in characters: the benchmarks' prompts
+    and questions are then about as long in tokens as with flan-T5's vocabulary."""
     import string
 
     from transformers import T5Tokenizer
@@ -142,7 +147,11 @@ def tiny_t5_tokenizer() -> Any:
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     pieces += [(char, -3.0) for char in string.ascii_letters + string.digits + string.punctuation]
     pieces += [("▁" + char, -2.5) for char in string.ascii_letters + string.digits]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=300)
+    words = sorted({word for text in texts or [] for word in re.findall(r"[A-Za-z]+", text)})
+    words = [word for word in words if len(word) > 1]
+    pieces += [("▁" + word, -1.0) for word in words]
+    pieces += [(word, -1.5) for word in words]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=max_length)
 
 
 def _tiny_t5_config(tokenizer: Any, d_model: int = TINY_TEXT_HIDDEN_SIZE) -> Any:
@@ -574,11 +583,93 @@ def build_tiny_flux(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def build_tiny_blip2(directory: Path, seed: int = 0) -> Path:
-    """Save a BLIP-2-shaped VQA model (ViT, Q-Former with 4 queries, flan-T5-style
-    encoder-decoder) and its processor to `directory`, as the paper's
-    `Salesforce/blip2-flan-t5-xxl` is laid out. Images are 32x32 pixels.
+FLAN_T5_VOCAB_SIZE = 32_128
+
+BLIP2_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "num_query_tokens": 4,
+        "image_processor": {"size": {"height": 32, "width": 32}},
+        "vision": {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        "qformer": {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "encoder_hidden_size": 32,
+        },
+        "text": None,  # the tiny T5 of the other tiny models
+    },
+    "flan-t5-xl": {
+        "num_query_tokens": 32,
+        # 224 px, bicubic, CLIP's normalisation (OPENAI_CLIP_MEAN / _STD).
+        "image_processor": {
+            "size": {"height": 224, "width": 224},
+            "resample": 3,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "do_convert_rgb": True,
+        },
+        # EVA ViT-g/14 without its last layer, as BLIP-2 uses it: 257 tokens of width 1408.
+        "vision": {
+            "hidden_size": 1408,
+            "intermediate_size": 6144,
+            "num_hidden_layers": 39,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+            "qkv_bias": True,
+            "layer_norm_eps": 1e-6,
+        },
+        "qformer": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "cross_attention_frequency": 2,
+            "encoder_hidden_size": 1408,
+        },
+        # flan-t5-xl: 24 + 24 layers, gated-GELU feed-forward; T5 v1.1's untied head,
+        # which transformers reads as "no output scaling".
+        "text": {
+            "vocab_size": FLAN_T5_VOCAB_SIZE,
+            "d_model": 2048,
+            "d_ff": 5120,
+            "d_kv": 64,
+            "num_layers": 24,
+            "num_decoder_layers": 24,
+            "num_heads": 32,
+            "feed_forward_proj": "gated-gelu",
+            "relative_attention_num_buckets": 32,
+            "layer_norm_epsilon": 1e-6,
+            "tie_word_embeddings": False,
+        },
+    },
+}
+"""Configurations of `build_blip2`: tiny for tests and the offline preset,
+`flan-t5-xl` (`Salesforce/blip2-flan-t5-xl`'s architecture) for the benchmarks."""
+
+
+def build_blip2(
+    directory: Path,
+    seed: int = 0,
+    size: str = "tiny",
+    dtype: torch.dtype | None = None,
+    tokenizer: Any = None,
+) -> Path:
+    """Save a BLIP-2-shaped VQA model (ViT, Q-Former, flan-T5-style encoder-decoder)
+    with random weights and its processor to `directory`, as the paper's
+    `Salesforce/blip2-flan-t5-xxl` is laid out, at `size` (see `BLIP2_SIZES`; tiny
+    images are 32x32 pixels). `tokenizer` defaults to `tiny_t5_tokenizer()`.
     """
+    import gc
+
     from transformers import (
         Blip2Config,
         Blip2ForConditionalGeneration,
@@ -586,44 +677,40 @@ def build_tiny_blip2(directory: Path, seed: int = 0) -> Path:
         Blip2QFormerConfig,
         Blip2VisionConfig,
         BlipImageProcessor,
+        T5Config,
     )
 
-    num_query_tokens = 4
+    sizes = BLIP2_SIZES[size]
     processor = Blip2Processor(
-        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
-        tokenizer=tiny_t5_tokenizer(),
-        num_query_tokens=num_query_tokens,
+        image_processor=BlipImageProcessor(**sizes["image_processor"]),
+        tokenizer=tokenizer if tokenizer is not None else tiny_t5_tokenizer(),
+        num_query_tokens=sizes["num_query_tokens"],
     )
     tokenizer = processor.tokenizer
-    text_config = _tiny_t5_config(tokenizer)
+    if sizes["text"] is None:
+        text_config = _tiny_t5_config(tokenizer)
+    else:
+        special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+        text_config = T5Config(**sizes["text"], **special)
     # T5 starts decoding from its pad token, as flan-T5 checkpoints record.
     text_config.decoder_start_token_id = tokenizer.pad_token_id
     config = Blip2Config(
-        vision_config=Blip2VisionConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-        ).to_dict(),
-        qformer_config=Blip2QFormerConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            encoder_hidden_size=32,
-            vocab_size=len(tokenizer),
-        ).to_dict(),
+        vision_config=Blip2VisionConfig(**sizes["vision"]).to_dict(),
+        qformer_config=Blip2QFormerConfig(**sizes["qformer"], vocab_size=len(tokenizer)).to_dict(),
         text_config=text_config.to_dict(),
-        num_query_tokens=num_query_tokens,
+        num_query_tokens=sizes["num_query_tokens"],
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
     )
     torch.manual_seed(seed)
     model: Any = Blip2ForConditionalGeneration(config)
     model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
-    model.save_pretrained(directory)
+    if dtype is not None:
+        model.to(dtype=dtype)
+    # Small shards keep the extra host memory of serialisation low at full size.
+    model.save_pretrained(directory, max_shard_size="2GB")
     processor.save_pretrained(directory)
+    del model
+    gc.collect()
     return directory
 
 
@@ -661,7 +748,7 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "stable-diffusion-3": build_tiny_stable_diffusion_3,
     "flux": build_tiny_flux,
     "clip": build_tiny_clip,
-    "blip2": build_tiny_blip2,
+    "blip2": build_blip2,
     "bert": build_tiny_bert,
     "clip-vit-large": lambda directory: build_tiny_clip(directory, projection_dim=768),
 }

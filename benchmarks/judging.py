@@ -51,10 +51,7 @@ Example (GPU, fp16):
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import re
-import string
 import tempfile
 import time
 from pathlib import Path
@@ -69,129 +66,13 @@ from PIL import Image
 from agfsync.models import resolve_device, resolve_dtype
 from agfsync.scoring.vqa import VQA_PROMPT, VQAScorer
 from agfsync.text.prompt_files import load_prompt_records
+from agfsync.tiny_models import build_blip2, tiny_t5_tokenizer
 
 PAPER_ANSWERS_PER_GPU_SECOND = 45_834 * 8 * 9 / (7 * 3600 * 8)
 """AGFSync paper: 45,834 prompts x 8 images x ~9 questions in about 7 h on 8 A100 GPUs."""
 
 ISSUE_TARGET_RATIO = 20.0
 """Batched over naive pairs/s asked for on a GPU."""
-
-FLAN_T5_VOCAB_SIZE = 32_128
-
-
-# ---------------------------------------------------------------------------
-# Full-size architecture with random weights (benchmarking only).
-# ---------------------------------------------------------------------------
-
-
-def benchmark_t5_tokenizer(texts: list[str]) -> Any:
-    """The tiny models' character-level T5 tokenizer plus one piece per word of `texts`.
-
-    Words become single tokens (with and without the leading-space marker), other
-    text falls back to characters, so the template and the sample questions are
-    tokenized about as long as by flan-T5's SentencePiece vocabulary.
-    """
-    from transformers import T5Tokenizer
-
-    # The pieces of `agfsync.tiny_models.tiny_t5_tokenizer`, in the same order ...
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    pieces += [(char, -3.0) for char in string.ascii_letters + string.digits + string.punctuation]
-    pieces += [("▁" + char, -2.5) for char in string.ascii_letters + string.digits]
-    # ... then whole words, which beat any spelling of them in characters.
-    words = sorted({word for text in texts for word in re.findall(r"[A-Za-z]+", text)})
-    words = [word for word in words if len(word) > 1]
-    pieces += [("▁" + word, -1.0) for word in words]
-    pieces += [(word, -1.5) for word in words]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
-
-
-def build_blip2_flan_t5_xl(
-    directory: Path, dtype: torch.dtype, texts: list[str], seed: int = 0
-) -> Path:
-    """Save a model with the `Salesforce/blip2-flan-t5-xl` architecture, random weights,
-    and a processor with its image preprocessing (224 px, CLIP normalisation)."""
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        Blip2Processor,
-        Blip2QFormerConfig,
-        Blip2VisionConfig,
-        BlipImageProcessor,
-        T5Config,
-    )
-    from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-    num_query_tokens = 32
-    processor = Blip2Processor(
-        image_processor=BlipImageProcessor(
-            size={"height": 224, "width": 224},
-            resample=3,  # bicubic
-            image_mean=OPENAI_CLIP_MEAN,
-            image_std=OPENAI_CLIP_STD,
-            do_convert_rgb=True,
-        ),
-        tokenizer=benchmark_t5_tokenizer(texts),
-        num_query_tokens=num_query_tokens,
-    )
-    tokenizer = processor.tokenizer
-    # EVA ViT-g/14 without its last layer, as BLIP-2 uses it: 257 tokens of width 1408.
-    vision_config = Blip2VisionConfig(
-        hidden_size=1408,
-        intermediate_size=6144,
-        num_hidden_layers=39,
-        num_attention_heads=16,
-        image_size=224,
-        patch_size=14,
-        qkv_bias=True,
-        layer_norm_eps=1e-6,
-    )
-    qformer_config = Blip2QFormerConfig(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        cross_attention_frequency=2,
-        encoder_hidden_size=1408,
-    )
-    # flan-t5-xl: 24 + 24 layers, gated-GELU feed-forward; T5 v1.1's untied-head flag,
-    # which transformers reads as "no output scaling", and decoding starts from <pad>.
-    t5_flags: dict[str, Any] = {
-        "tie_word_embeddings": False,
-        "decoder_start_token_id": tokenizer.pad_token_id,
-    }
-    text_config = T5Config(
-        vocab_size=FLAN_T5_VOCAB_SIZE,
-        d_model=2048,
-        d_ff=5120,
-        d_kv=64,
-        num_layers=24,
-        num_decoder_layers=24,
-        num_heads=32,
-        feed_forward_proj="gated-gelu",
-        relative_attention_num_buckets=32,
-        layer_norm_epsilon=1e-6,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **t5_flags,
-    )
-    config = Blip2Config(
-        vision_config=vision_config.to_dict(),
-        qformer_config=qformer_config.to_dict(),
-        text_config=text_config.to_dict(),
-        num_query_tokens=num_query_tokens,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-    )
-    torch.manual_seed(seed)
-    model: Any = Blip2ForConditionalGeneration(config)
-    model.generation_config.decoder_start_token_id = tokenizer.pad_token_id
-    model.to(dtype=dtype)
-    # Small shards keep the extra host memory of serialisation low.
-    model.save_pretrained(directory, max_shard_size="2GB")
-    processor.save_pretrained(directory)
-    del model
-    gc.collect()
-    return directory
-
 
 # ---------------------------------------------------------------------------
 # Benchmark.
@@ -410,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
             if not (folder / "config.json").exists():
                 print(f"Building full-size {args.architecture} with random weights in {folder}")
                 start = time.perf_counter()
-                build_blip2_flan_t5_xl(folder, dtype, sample_question_texts())
+                tokenizer = tiny_t5_tokenizer(sample_question_texts(), max_length=512)
+                build_blip2(folder, size="flan-t5-xl", dtype=dtype, tokenizer=tokenizer)
                 build_seconds = time.perf_counter() - start
             model = str(folder)
 

@@ -123,3 +123,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
         for variables, count in WARM_RUNNER.new_processes.most_common():
             terminalreporter.write_line(f"  {count} for {variables}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `make test` (pytest-xdist, `--dist loadgroup`) each module runs on one
+    worker, so its module fixtures are built once; the modules that use the Argilla
+    server share one worker, and so one server."""
+    on_argilla = {
+        item.path for item in items if "argilla_server" in getattr(item, "fixturenames", ())
+    }
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = "argilla-server" if item.path in on_argilla else item.path.stem
+            item.add_marker(pytest.mark.xdist_group(group))

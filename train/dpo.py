@@ -13,12 +13,11 @@ import argparse
 import logging
 import os
 import sys
-import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
+from agfsync.config_options import REQUIRED, add_field_option, field_default, option_kind
 from agfsync.errors import AgfsyncError
 from agfsync.train.config import DPOTrainingConfig
 
@@ -36,14 +35,6 @@ examples:
 """
 
 
-def _option_kind(annotation: Any) -> tuple[Any, bool]:
-    """The annotation without `None` and whether it was optional."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        members = [arg for arg in get_args(annotation) if arg is not type(None)]
-        return members[0], len(members) < len(get_args(annotation))
-    return annotation, False
-
-
 FLAGS = {"output_dir": ("--output", "-o")}
 """Fields whose flags are not `--field-name`: the names the other commands use for the
 same concept. The field name stays the config file's key (as in diffusers' scripts)."""
@@ -52,26 +43,12 @@ OLD_FLAGS = {"output_dir": "--output-dir"}
 
 
 def _add_field_option(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
-    kind, _ = _option_kind(field.annotation)
-    default = field.get_default(call_default_factory=True)
-    if field.is_required():
-        shown = "required (here or in --config)"
-    elif isinstance(default, list):
-        shown = " ".join(repr(item) for item in default)
-    else:
-        shown = str(default)
-    # argparse formats help with %, so a literal percent sign must be doubled.
-    help_text = f"{(field.description or '').replace('%', '%%')} [default: {shown}]"
     flags = FLAGS.get(name, ("--" + name.replace("_", "-"),))
-    if kind is bool:
-        parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=help_text)
-    elif get_origin(kind) is Literal:
-        parser.add_argument(*flags, dest=name, choices=get_args(kind), help=help_text)
-    elif get_origin(kind) is list:
-        parser.add_argument(*flags, dest=name, nargs="+", metavar=name.upper(), help=help_text)
-    else:
-        parser.add_argument(*flags, dest=name, type=kind, metavar=name.upper(), help=help_text)
+    default = field_default(field)
+    shown = "required (here or in --config)" if default is REQUIRED else None
+    add_field_option(parser, name, field, flags, default, shown=shown)
     if name in OLD_FLAGS:
+        kind, _ = option_kind(field.annotation)
         parser.add_argument(OLD_FLAGS[name], dest=name, type=kind, help=argparse.SUPPRESS)
 
 
