@@ -19,6 +19,17 @@ import torch
 TINY_TEXT_HIDDEN_SIZE = 32
 """Width of the tiny CLIP text encoder, shared by the diffusion model and the judge."""
 
+TINY_VISION_TOWER: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
+"""The ViT of every tiny image model (CLIP, BLIP-2, the safety checker): 32x32-pixel
+images in 16 patches."""
+
 
 def _byte_level_alphabet() -> list[str]:
     """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for raw bytes."""
@@ -285,15 +296,7 @@ def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) ->
     )
 
     tokenizer = tiny_clip_tokenizer()
-    vision_config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-        projection_dim=projection_dim,
-    )
+    vision_config = CLIPVisionConfig(**TINY_VISION_TOWER, projection_dim=projection_dim)
     config = CLIPConfig(
         text_config=clip_text_config(tokenizer, projection_dim).to_dict(),
         vision_config=vision_config.to_dict(),
@@ -589,14 +592,7 @@ BLIP2_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "num_query_tokens": 4,
         "image_processor": {"size": {"height": 32, "width": 32}},
-        "vision": {
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        "vision": TINY_VISION_TOWER,
         "qformer": {
             "hidden_size": 32,
             "intermediate_size": 37,

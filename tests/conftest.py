@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agfsync.models import resolve_model
+from agfsync.tiny_models import TINY_VISION_TOWER
 
 pytest_plugins = ["tests.argilla_server.fixture"]
 
@@ -81,14 +82,7 @@ def _tiny_safety_checker(directory: Path, concept_threshold: float) -> str:
 
     config = CLIPConfig(
         text_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4},
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=TINY_VISION_TOWER,
         projection_dim=16,
     )
     torch.manual_seed(0)
