@@ -19,6 +19,17 @@ REQUIRED = object()
 """The `default` of a field without one."""
 
 
+def options_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser whose options are only set when given (`SUPPRESS`), so that the
+    configuration's defaults apply to the others."""
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+
+
 def option_kind(annotation: Any) -> tuple[Any, bool]:
     """The annotation without `None` and whether it was optional."""
     if get_origin(annotation) in (Union, types.UnionType):

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from agfsync.config_options import add_field_option, field_default, nest
+from agfsync.config_options import add_field_option, field_default, nest, options_parser
 from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
 from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
 from agfsync.scoring import ScorerSpec
@@ -82,13 +82,7 @@ def options() -> Iterator[Option]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agfsync evaluate",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        # Only options actually given override the configuration's defaults.
-        argument_default=argparse.SUPPRESS,
-    )
+    parser = options_parser("agfsync evaluate", DESCRIPTION)
     parser.add_argument(
         "-o", "--output", type=Path, required=True, help="Folder of metrics.json and report/."
     )

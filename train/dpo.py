@@ -17,7 +17,13 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from agfsync.config_options import REQUIRED, add_field_option, field_default, option_kind
+from agfsync.config_options import (
+    REQUIRED,
+    add_field_option,
+    field_default,
+    option_kind,
+    options_parser,
+)
 from agfsync.errors import AgfsyncError
 from agfsync.train.config import DPOTrainingConfig
 
@@ -53,13 +59,7 @@ def _add_field_option(parser: argparse.ArgumentParser, name: str, field: FieldIn
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agfsync train",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        # Only flags actually given override the config file and the field defaults.
-        argument_default=argparse.SUPPRESS,
-    )
+    parser = options_parser("agfsync train", DESCRIPTION)
     parser.add_argument(
         "--config",
         type=Path,
