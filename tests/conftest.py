@@ -4,7 +4,9 @@ Caches are pointed at a session temp dir before anything runs, so the tests
 never read or write `~/.cache` and never download.
 """
 
+import json
 import os
+import resource
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -106,19 +108,6 @@ def tiny_safety_checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     }
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How the commands of this session ran (`tests/warm_runner.py`)."""
-    from tests.helpers import WARM_RUNNER
-
-    if WARM_RUNNER.forked or WARM_RUNNER.new_processes:
-        terminalreporter.write_line(
-            f"commands: {WARM_RUNNER.forked} forked from the warm runner, "
-            f"{sum(WARM_RUNNER.new_processes.values())} in new processes"
-        )
-        for variables, count in WARM_RUNNER.new_processes.most_common():
-            terminalreporter.write_line(f"  {count} for {variables}")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, `--dist loadgroup`) each module runs on one
     worker, so its module fixtures are built once; the modules that use the Argilla
@@ -130,3 +119,70 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if item.get_closest_marker("xdist_group") is None:
             group = "argilla-server" if item.path in on_argilla else item.path.stem
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+# --- what the suite costs: CPU time per test, commands forked or run anew ----------------
+
+_STATS: dict[str, Any] = {"cpu": {}, "forked": 0, "new_processes": {}}
+"""Per test (node id), the CPU seconds of its setup, call and teardown: this process,
+the processes it waited for and the commands the warm runner forked for it."""
+
+
+def _cpu_seconds() -> float:
+    from tests.helpers import WARM_RUNNER
+
+    own, waited = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime + WARM_RUNNER.cpu_seconds
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    before = _cpu_seconds()
+    yield
+    _STATS["cpu"][item.nodeid] = _cpu_seconds() - before
+
+
+def _merge(stats: dict[str, Any]) -> None:
+    _STATS["cpu"].update(stats["cpu"])
+    _STATS["forked"] += stats["forked"]
+    for variables, count in stats["new_processes"].items():
+        _STATS["new_processes"][variables] = _STATS["new_processes"].get(variables, 0) + count
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the warm runner (waited for: its CPU time is counted) and hand this worker's
+    figures to the controller under pytest-xdist."""
+    from tests.helpers import WARM_RUNNER
+
+    WARM_RUNNER.stop()
+    _merge({"cpu": {}, "forked": WARM_RUNNER.forked, "new_processes": WARM_RUNNER.new_processes})
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["agfsync_stats"] = json.dumps(_STATS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    output = getattr(node, "workeroutput", {}).get("agfsync_stats")
+    if output:
+        _merge(json.loads(output))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    cpu: dict[str, float] = _STATS["cpu"]
+    if not cpu:
+        return
+    write = terminalreporter.write_line
+    write(f"CPU time of the tests: {sum(cpu.values()):.0f} s (setup, call and teardown)")
+    for nodeid, seconds in sorted(cpu.items(), key=lambda item: -item[1])[:15]:
+        write(f"  {seconds:7.1f} s  {nodeid}")
+    new = _STATS["new_processes"]
+    write(
+        f"commands: {_STATS['forked']} forked from the warm runner, "
+        f"{sum(new.values())} in new processes"
+    )
+    for variables, count in sorted(new.items(), key=lambda item: -item[1]):
+        write(f"  {count} for {variables}")

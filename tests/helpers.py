@@ -62,6 +62,9 @@ class WarmRunner:
         self._env: dict[str, str] = {}
         self._pending = b""
         self.forked = 0
+        self.cpu_seconds = 0.0
+        """CPU time of the commands forked so far (not counted in this process's children:
+        the runner waits for them)."""
         self.new_processes: collections.Counter[str] = collections.Counter()
         """Commands run in a new process, by the variables that asked for one."""
 
@@ -87,11 +90,13 @@ class WarmRunner:
             if "pid" not in answer:
                 return None
             try:
-                returncode = self._answer(timeout=COMMAND_TIMEOUT)["returncode"]
+                ended = self._answer(timeout=COMMAND_TIMEOUT)
             except subprocess.TimeoutExpired:
                 os.kill(answer["pid"], signal.SIGKILL)
-                self._answer(timeout=60)
+                self.cpu_seconds += self._answer(timeout=60).get("cpu_seconds", 0.0)
                 raise
+            returncode = ended["returncode"]
+            self.cpu_seconds += ended["cpu_seconds"]
             output = stdout.read_text(errors="replace"), stderr.read_text(errors="replace")
             return subprocess.CompletedProcess(argv, returncode, *output)
 
@@ -108,8 +113,21 @@ class WarmRunner:
             stdout=subprocess.PIPE,
             bufsize=0,
         )
-        atexit.register(self._process.kill)
+        atexit.register(self.stop)
         return bool(self._answer(timeout=300).get("ready"))
+
+    def stop(self) -> None:
+        """End the runner and wait for it (so that its CPU time is counted where the
+        tests' is, by `time` or a CI's accounting)."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        assert self._process.stdin is not None
+        self._process.stdin.close()  # the runner's loop ends at end of input
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
     def _answer(self, timeout: float) -> dict[str, Any]:
         """The runner's next line, within `timeout` seconds."""

@@ -17,7 +17,8 @@ seeds), which asks for `fresh_process=True`.
 
 Protocol, one JSON object per line: the test sends a request
 (`argv`, `env`, `cwd`, `stdout`, `stderr` file paths), the runner answers
-`{"pid": N}` once the child exists and `{"returncode": N}` when it has ended.
+`{"pid": N}` once the child exists and `{"returncode": N, "cpu_seconds": S}` when it
+has ended (S: the CPU time of the command and the processes it waited for).
 """
 
 import atexit
@@ -200,8 +201,10 @@ def serve() -> None:
                 os._exit(status)
         answers.write(json.dumps({"pid": pid}) + "\n")
         answers.flush()
-        _, wait_status = os.waitpid(pid, 0)
-        answers.write(json.dumps({"returncode": os.waitstatus_to_exitcode(wait_status)}) + "\n")
+        _, wait_status, usage = os.wait4(pid, 0)
+        answer: dict[str, float] = {"returncode": os.waitstatus_to_exitcode(wait_status)}
+        answer["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # with its step processes
+        answers.write(json.dumps(answer) + "\n")
         answers.flush()
 
 
