@@ -108,6 +108,7 @@ def tiny_safety_checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `make test` (pytest-xdist, `--dist loadgroup`) each module runs on one
     worker, so its module fixtures are built once; the modules that use the Argilla

@@ -27,12 +27,24 @@ CATEGORY = """
 """
 
 
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+def wait_for(
+    condition: Callable[[], bool],
+    seconds: float,
+    what: str,
+    details: Callable[[], object] = lambda: "",
+) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what} {details()}")
         time.sleep(0.1)
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
 
 
 def children_of(pid: int) -> list[int]:
@@ -155,7 +167,13 @@ class TestStopping:
         children = children_of(run.pid)
         run.kill()
         run.wait()
-        wait_for(lambda: not alive(children), 10, "the step processes to die with it")
+        # Within seconds (more on a machine busy with other tests); an orphan never dies.
+        wait_for(
+            lambda: not alive(children),
+            30,
+            "the step processes to die with it",
+            lambda: [command_line(pid) for pid in alive(children)],
+        )
 
 
 class TestOneRunPerCache:
