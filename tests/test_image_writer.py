@@ -77,12 +77,11 @@ class BrokenImage:
 
 def test_a_failed_write_raises_on_leaving_and_leaves_no_partial_file(tmp_path: Path) -> None:
     good = images(4)
-    with pytest.raises(OSError, match="No space left"):
-        with ImageWriter(threads=2) as writer:
-            writer.submit(tmp_path / "0.png", good[0], format="png")
-            writer.submit(tmp_path / "1.png", BrokenImage())  # type: ignore[arg-type]
-            for index in (2, 3):
-                writer.submit(tmp_path / f"{index}.png", good[index], format="png")
+    with pytest.raises(OSError, match="No space left"), ImageWriter(threads=2) as writer:
+        writer.submit(tmp_path / "0.png", good[0], format="png")
+        writer.submit(tmp_path / "1.png", BrokenImage())  # type: ignore[arg-type]
+        for index in (2, 3):
+            writer.submit(tmp_path / f"{index}.png", good[index], format="png")
     # The other images are written whole; the failed one left nothing behind.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["0.png", "2.png", "3.png"]
     for name in ("0.png", "2.png", "3.png"):
