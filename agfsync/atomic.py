@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,12 +15,14 @@ def write_atomically(
 
     The partial file is renamed into place only once `write` has returned, so a reader
     never sees half a file and a crash at any moment leaves the old file or the new one.
-    Its name carries the process id, so concurrent writers (replicas of a step) do not
-    rename each other's half-written files. `partial_dir` (on the same file system)
-    keeps it out of a folder whose every file is read, such as distilabel's outputs.
+    Its name carries the process and thread ids, so concurrent writers (replicas of a
+    step, writer threads) do not rename each other's half-written files. `partial_dir`
+    (on the same file system) keeps it out of a folder whose every file is read, such as
+    distilabel's outputs.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = (partial_dir or path.parent) / f".{path.name}.{os.getpid()}.partial"
+    writer = f"{os.getpid()}-{threading.get_ident()}"
+    partial = (partial_dir or path.parent) / f".{path.name}.{writer}.partial"
     partial.parent.mkdir(parents=True, exist_ok=True)
     try:
         write(partial)

@@ -4,17 +4,16 @@ import base64
 import copy
 import io
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.models.image_generation.base import ImageGenerationModel
 from distilabel.steps import Step, StepInput
 from PIL import Image
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
-from agfsync.atomic import write_atomically
 from agfsync.errors import ConfigurationError
 from agfsync.generation import (
     CandidateImageGenerator,
@@ -24,10 +23,11 @@ from agfsync.generation import (
     calls_to_repeat,
     plan_jobs,
 )
+from agfsync.image_writer import ImageWriter
 from agfsync.models import free_models
 from agfsync.progress import report_done
 from agfsync.run.artifacts import run_artifacts_root
-from agfsync.run.cache import UpstreamSignatureMixin
+from agfsync.run.cache import UpstreamSignatureMixin, keep_out_of_the_cache_key
 from agfsync.run.failures import RecordsFailures
 from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import path_component
@@ -180,12 +180,24 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
     image_quality: RuntimeParameter[int] = Field(
         default=95, ge=1, le=100, description="Quality of jpeg/webp files."
     )
+    image_writer_threads: RuntimeParameter[int] = Field(
+        default=2,
+        ge=0,
+        description="Threads that encode and write images while the next batch is "
+        "denoised; 0 writes each image before the next call. Not part of the cache key.",
+    )
     batch_size: RuntimeParameter[int] = _declared(EngineConfig, "batch_size")
     device: RuntimeParameter[str] | None = _declared(EngineConfig, "device")
     dtype: RuntimeParameter[str] = _declared(EngineConfig, "dtype")
 
     _generator: CandidateImageGenerator | None = PrivateAttr(default=None)
     _safety_checker: SafetyChecker | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _writers_are_not_part_of_the_cache_key(self) -> Self:
+        """A rerun with another number of writer threads reuses the images written."""
+        keep_out_of_the_cache_key(self, "image_writer_threads")
+        return self
 
     @property
     def inputs(self) -> dict[str, bool]:
@@ -299,11 +311,6 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
             job for job, path in zip(jobs, paths, strict=True) if not image_is_readable(path)
         }
 
-        def partial_writer(image: Image.Image) -> Callable[[Path], None]:
-            return lambda partial: image.save(
-                partial, format=self.image_format, quality=self.image_quality
-            )
-
         def write_images(_: Path) -> None:
             if self.image_generation_model is None:
                 assert self._generator is not None, "load() must run before process()"
@@ -311,12 +318,16 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
                 rendered = self._generator.generate(prompts, repeated, config)
             else:
                 rendered = self._render_remotely(prompts, [job for job in jobs if job in missing])
-            for job, image in rendered:
-                if job not in missing:  # on disk already, identical
-                    continue
-                target = root / self._relative_path(prompt_ids[job.prompt_index], job.image_index)
-                # A crash never leaves a truncated image under the final name.
-                write_atomically(target, partial_writer(image))
+            # Encoding and writing overlap the next denoising call; all are on disk, each
+            # whole or absent, when the writer is left.
+            with ImageWriter(self.image_writer_threads, self.batch_size * 2) as writer:
+                for job, image in rendered:
+                    if job not in missing:  # on disk already, identical
+                        continue
+                    index = job.prompt_index
+                    target = root / self._relative_path(prompt_ids[index], job.image_index)
+                    options = {"format": self.image_format, "quality": self.image_quality}
+                    writer.submit(target, image, **options)
 
         failure = None
         try:

@@ -16,6 +16,8 @@ from distilabel.mixins.runtime_parameters import RuntimeParameter
 from distilabel.models.llms.base import AsyncLLM
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
+from agfsync.run.cache import keep_out_of_the_cache_key
+
 if TYPE_CHECKING:
     from distilabel.typing import FormattedInput, GenerateOutput
 
@@ -44,8 +46,7 @@ class LLMTimeLimit(BaseModel):
     @model_validator(mode="after")
     def _limit_is_not_part_of_the_cache_key(self) -> Self:
         """A rerun with another time limit reuses the work already done."""
-        # Set directly: distilabel validates assignments, which would run this again.
-        self.__dict__["exclude_from_signature"] = {*self.exclude_from_signature, "time_limit"}
+        keep_out_of_the_cache_key(self, "time_limit")
         return self
 
     def ask_llm(

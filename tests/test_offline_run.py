@@ -1,6 +1,7 @@
 """The walking skeleton end to end: both entry points on the offline preset."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -125,6 +126,17 @@ class TestAgfsyncGenerate:
             assert (offline_dataset_dir / "assets" / f"{figure}.png").is_file()
         images = list((offline_dataset_dir / "artifacts").rglob("*.png"))
         assert len(images) == SAMPLE_SIZE * 4
+
+    def test_candidates_are_not_a_second_copy_on_disk(self, offline_dataset_dir: Path) -> None:
+        """The dataset folder's candidates are hard links to the run cache's images (one
+        copy on disk); the other files of artifacts/ are copies of their own."""
+        artifacts = offline_dataset_dir / "artifacts"
+        cache = Path(os.environ["DISTILABEL_CACHE_DIR"])
+        cached = {path.stat().st_ino for path in cache.rglob("*.png")}
+        images = list(artifacts.rglob("*.png"))
+        assert images and all(path.stat().st_ino in cached for path in images)
+        others = [path for path in artifacts.rglob("*") if path.is_file() and path.suffix != ".png"]
+        assert others and all(path.stat().st_nlink == 1 for path in others)
 
     def test_card_claims_match_run_json_and_the_data(self, offline_dataset_dir: Path) -> None:
         """Every fact the card states about the run is the one run.json and the rows hold."""

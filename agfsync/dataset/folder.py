@@ -14,6 +14,7 @@ viewer shows as pictures and `datasets` decodes.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -335,7 +336,24 @@ def _write_staging(
         if source.is_file():
             shutil.copyfile(source, staging / name)
     if artifacts_dir is not None and artifacts_dir.is_dir():
-        shutil.copytree(artifacts_dir, staging / "artifacts")
+        shutil.copytree(artifacts_dir, staging / "artifacts", copy_function=_link_or_copy)
+
+
+LINKED_SUFFIXES = frozenset({".png", ".webp", ".jpg", ".jpeg"})
+"""Candidate images: written once, atomically (a new file replaces an old one, never
+rewritten in place), so the dataset folder can share them with the run's cache."""
+
+
+def _link_or_copy(source: str, target: str) -> str:
+    """A candidate image is hard-linked (no second copy on disk); other files, and an
+    image on another filesystem or one without hard links, are copied."""
+    if Path(source).suffix.lower() in LINKED_SUFFIXES:
+        try:
+            os.link(source, target)
+            return target
+        except OSError:
+            pass
+    return str(shutil.copy2(source, target))
 
 
 DEFAULT_CONFIG = "default"

@@ -11,6 +11,7 @@ identical re-run still resumes from the cache.
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from distilabel.constants import STEP_ATTR_NAME
 from distilabel.mixins.signature import SignatureMixin
@@ -56,3 +57,10 @@ class FileContentsSignatureMixin(SignatureMixin):
         for path in self.signature_files:
             digest.update(path.read_bytes() if path.is_file() else b"<missing>")
         return digest.hexdigest()
+
+
+def keep_out_of_the_cache_key(step: Any, *fields: str) -> None:
+    """`fields` of `step` do not change its output (a time limit, writer threads): a
+    rerun with other values reuses the work already done."""
+    # Set directly: distilabel validates assignments, which would run validators again.
+    step.__dict__["exclude_from_signature"] = {*step.exclude_from_signature, *fields}
