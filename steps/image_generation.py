@@ -181,10 +181,11 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         default=95, ge=1, le=100, description="Quality of jpeg/webp files."
     )
     image_writer_threads: RuntimeParameter[int] = Field(
-        default=2,
+        default=1,
         ge=0,
         description="Threads that encode and write images while the next batch is "
-        "denoised; 0 writes each image before the next call. Not part of the cache key.",
+        "denoised (one keeps up with 10 images/s of 512 px PNGs; benchmarks/RESULTS.md); "
+        "0 writes each image before the next call. Not part of the cache key.",
     )
     batch_size: RuntimeParameter[int] = _declared(EngineConfig, "batch_size")
     device: RuntimeParameter[str] | None = _declared(EngineConfig, "device")
