@@ -416,16 +416,20 @@ def build_models(model_dir: Path) -> dict[str, Any]:
     """Build the four models (skipping those already there), on the GPU when there is
     one (random initialisation there takes seconds), saved in float16 on a GPU."""
     import torch
-    from judging import build_blip2_flan_t5_xl
 
     from agfsync.scoring.vqa import VQA_PROMPT
-    from agfsync.tiny_models import build_stable_diffusion
+    from agfsync.tiny_models import build_blip2, build_stable_diffusion, tiny_t5_tokenizer
 
     cuda = torch.cuda.is_available()
     dtype = torch.float16 if cuda else torch.float32
     builders: dict[str, Callable[[Path], Path]] = {
         "sd15": lambda path: build_stable_diffusion(path, size="full", dtype=dtype),
-        "vqa": lambda path: build_blip2_flan_t5_xl(path, dtype, [VQA_PROMPT, *question_texts()]),
+        "vqa": lambda path: build_blip2(
+            path,
+            size="flan-t5-xl",
+            dtype=dtype,
+            tokenizer=tiny_t5_tokenizer([VQA_PROMPT, *question_texts()], max_length=512),
+        ),
         # openai/clip-vit-base-patch16
         "clip": lambda path: build_clip(
             path,
