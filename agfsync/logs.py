@@ -69,8 +69,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("agfsync").setLevel(level)
-    if not sys.stderr.isatty():
-        _plain_distilabel_lines()
 
 
 class _PlainHandler(logging.StreamHandler):
@@ -81,7 +79,13 @@ class _PlainHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
 
-def _plain_distilabel_lines() -> None:
+def plain_distilabel_lines_off_a_terminal() -> None:
+    """Before a pipeline runs: distilabel's log lines as plain lines when standard error
+    is not a terminal (a CI log, a file), instead of rich's boxes. Called there rather
+    than in `configure_logging`, so that commands without a pipeline do not import
+    distilabel."""
+    if sys.stderr.isatty():
+        return
     import distilabel.utils.logging as distilabel_logging
 
     distilabel_logging.RichHandler = _PlainHandler

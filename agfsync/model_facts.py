@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agfsync.models import TINY_MODEL_PREFIX
+TINY_MODEL_PREFIX = "tiny:"
+"""Model references `tiny:<name>` are agfsync's tiny random models (`agfsync.models`)."""
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import IO
 import torch
 
 from agfsync.errors import ConfigurationError
+from agfsync.model_facts import TINY_MODEL_PREFIX
 
-TINY_MODEL_PREFIX = "tiny:"
 TINY_MODELS_VERSION = "v2"
 """Bumped whenever a tiny builder changes, so cached copies are rebuilt."""
 

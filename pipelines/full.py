@@ -10,17 +10,17 @@ from distilabel.pipeline import Pipeline
 
 from agfsync.pipelines.text import add_text_steps, gemini_qa_llm, openai_llm
 from agfsync.scoring import WEIGHT_PRESETS, ScorerSpec
+from agfsync.step_names import (
+    EXPORT_PAIRS_STEP,
+    GENERATE_IMAGES_STEP,
+    JUDGE_IMAGES_STEP,
+    SELECT_PAIRS_STEP,
+)
 from agfsync.steps import (
     CandidateImageGeneration,
     ImageJudging,
     PreferenceDatasetExport,
     PreferencePairSelection,
-)
-from agfsync.steps.names import (
-    EXPORT_PAIRS_STEP,
-    GENERATE_IMAGES_STEP,
-    JUDGE_IMAGES_STEP,
-    SELECT_PAIRS_STEP,
 )
 from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA
 

@@ -10,19 +10,19 @@ by design.
 from distilabel.pipeline import Pipeline
 
 from agfsync.scoring import WEIGHT_PRESETS, ScorerSpec
+from agfsync.step_names import (
+    EXPORT_PAIRS_STEP,
+    GENERATE_IMAGES_STEP,
+    JUDGE_IMAGES_STEP,
+    LOAD_PROMPTS_STEP,
+    SELECT_PAIRS_STEP,
+)
 from agfsync.steps import (
     CandidateImageGeneration,
     ImageJudging,
     LoadPrompts,
     PreferenceDatasetExport,
     PreferencePairSelection,
-)
-from agfsync.steps.names import (
-    EXPORT_PAIRS_STEP,
-    GENERATE_IMAGES_STEP,
-    JUDGE_IMAGES_STEP,
-    LOAD_PROMPTS_STEP,
-    SELECT_PAIRS_STEP,
 )
 
 OFFLINE_PIPELINE_NAME = "agfsync-offline"

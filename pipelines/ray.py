@@ -30,7 +30,7 @@ from agfsync.pipelines.full import (
     build_local_llm_pipeline,
 )
 from agfsync.pipelines.offline import build_offline_pipeline
-from agfsync.steps.names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP
+from agfsync.step_names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP
 
 GPU_STEPS = (GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP)
 GPU_REPLICAS = 4

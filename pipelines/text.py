@@ -10,20 +10,20 @@ from distilabel.models.llms.base import LLM
 from distilabel.pipeline import Pipeline
 
 from agfsync.llm.gemini import GeminiLLM
-from agfsync.steps import (
-    CategoryPromptGeneration,
-    LoadCategories,
-    LoadPrompts,
-    PromptDeduplication,
-    StylePromptRewriting,
-)
-from agfsync.steps.names import (
+from agfsync.step_names import (
     DECOMPOSE_STEP,
     DEDUPLICATE_STEP,
     LOAD_CATEGORIES_STEP,
     LOAD_PROMPTS_STEP,
     REWRITE_PROMPTS_STEP,
     WRITE_PROMPTS_STEP,
+)
+from agfsync.steps import (
+    CategoryPromptGeneration,
+    LoadCategories,
+    LoadPrompts,
+    PromptDeduplication,
+    StylePromptRewriting,
 )
 from agfsync.steps.prompt_generation import PROMPTS_RESPONSE_SCHEMA
 from agfsync.steps.qa_decomposition import QA_RESPONSE_SCHEMA, QADecomposition

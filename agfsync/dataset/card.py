@@ -23,7 +23,7 @@ from agfsync.dataset.plots import save_bar_chart, save_histograms
 from agfsync.dataset.run_info import RunInfo
 from agfsync.dataset.statistics import DatasetStatistics, dataset_statistics
 from agfsync.model_facts import model_facts
-from agfsync.steps.names import DECOMPOSE_STEP
+from agfsync.step_names import DECOMPOSE_STEP
 
 ASSETS_DIR = "assets"
 """Folder of the card's figures and sample images, next to README.md."""

@@ -19,7 +19,7 @@ from distilabel.pipeline import Pipeline
 from pydantic import BaseModel, Field, ValidationError
 
 from agfsync.errors import ConfigurationError, describe_validation_error
-from agfsync.steps.names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP, LOAD_PROMPTS_STEP
+from agfsync.step_names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP, LOAD_PROMPTS_STEP
 from agfsync.text.prompt_files import load_prompt_records
 
 PAPER_QUESTIONS_PER_PROMPT = 9.03

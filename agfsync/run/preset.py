@@ -32,7 +32,7 @@ from agfsync.dataset.folder import (
 from agfsync.dataset.run_info import JudgeInfo, RunInfo, UnpairedPrompt
 from agfsync.errors import ConfigurationError, RunFailedError
 from agfsync.llm.providers import api_key_from_env, key_variables_text, provider_of_llm
-from agfsync.logs import keep_credentials_out_of_files
+from agfsync.logs import keep_credentials_out_of_files, plain_distilabel_lines_off_a_terminal
 from agfsync.progress import live_stage_counts
 from agfsync.run.artifacts import carry_over_artifacts
 from agfsync.run.estimate import EstimateTables, estimate_run
@@ -52,8 +52,7 @@ from agfsync.run.resume import (
     record_steps_to_redo,
     skip_finished_stages,
 )
-from agfsync.steps.image_generation import IMAGES_ARTIFACT
-from agfsync.steps.names import (
+from agfsync.step_names import (
     DECOMPOSE_STEP,
     DEDUPLICATE_STEP,
     GENERATE_IMAGES_STEP,
@@ -63,6 +62,7 @@ from agfsync.steps.names import (
     SELECT_PAIRS_STEP,
     WRITE_PROMPTS_STEP,
 )
+from agfsync.steps.image_generation import IMAGES_ARTIFACT
 from agfsync.text.categories import load_categories
 from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH, load_prompt_records
 from agfsync.text.qa import qa_statistics
@@ -390,6 +390,7 @@ def _run(
     begin_execution(pipeline, options.use_cache)
     children_die_with_this_process()
     import_before_fork(pipeline)
+    plain_distilabel_lines_off_a_terminal()
     try:
         with stop_promptly_on_interrupt(pipeline), live_stage_counts(stage_totals) as handlers:
             return pipeline.run(
