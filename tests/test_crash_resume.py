@@ -31,7 +31,9 @@ NUM_IMAGES = NUM_PROMPTS * 4
 NUM_JUDGED_BATCHES = NUM_PROMPTS // 8
 KILL_POINTS_SEED = 20261201
 """Seeds the random kill points, so a failure can be replayed exactly."""
-POLL_SECONDS = 0.005
+POLL_SECONDS = 0.02
+"""Each poll globs the cache; a kill lands within 20 ms of its point (the shortest phase,
+writing the dataset folder, lasts about a second)."""
 
 
 def count_files(cache: Path, pattern: str) -> int:
