@@ -81,6 +81,31 @@ class TestCandidateImageGeneration:
         assert path.suffix == suffix
         assert Image.open(path).format == image_format.upper()
 
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"image_png_level": 0},
+            {"image_png_level": 9},
+            {"image_format": "webp", "image_webp_lossless": True},
+            {"image_writer_threads": 0},
+        ],
+    )
+    def test_lossless_encodings_keep_the_pixels(
+        self, tiny_sd_path: str, tmp_path: Path, options: dict[str, object]
+    ) -> None:
+        reference = _run(_step(tiny_sd_path, tmp_path / "png"))
+        rows = _run(_step(tiny_sd_path, tmp_path / "other", **options))
+        for row, reference_row in zip(rows, reference, strict=True):
+            for path, reference_path in zip(
+                row["image_paths"], reference_row["image_paths"], strict=True
+            ):
+                pixels = numpy.array(Image.open(tmp_path / "other" / path))
+                expected = numpy.array(Image.open(tmp_path / "png" / reference_path))
+                assert numpy.array_equal(pixels, expected)
+        first = tmp_path / "other" / rows[0]["image_paths"][0]
+        if options.get("image_png_level") == 0:  # stored, not compressed
+            assert first.stat().st_size > 32 * 32 * 3
+
     def test_load_refuses_noise_for_pipelines_without_support(
         self, tiny_pag_path: str, tmp_path: Path
     ) -> None:
