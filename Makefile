@@ -37,11 +37,12 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Test modules run on TEST_WORKERS processes (pytest-xdist), one module per worker at a
-# time so its fixtures are built once; `pytest` alone runs them one after the other.
+# Test modules run on TEST_WORKERS processes (pytest-xdist), each module whole on one
+# worker (--dist loadfile) so its fixtures are built once; `pytest` alone runs them one
+# after the other.
 TEST_WORKERS ?= auto
 test: lint browser
-	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --maxprocesses 4 --dist loadgroup
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 test-fast: lint
 	$(BIN)/pytest -m "not slow"

@@ -108,20 +108,6 @@ def tiny_safety_checkers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     }
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under `make test` (pytest-xdist, `--dist loadgroup`) each module runs on one
-    worker, so its module fixtures are built once; the modules that use the Argilla
-    server share one worker, and so one server."""
-    on_argilla = {
-        item.path for item in items if "argilla_server" in getattr(item, "fixturenames", ())
-    }
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            group = "argilla-server" if item.path in on_argilla else item.path.stem
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 # --- what the suite costs: CPU time per test, commands forked or run anew ----------------
 
 _STATS: dict[str, Any] = {"cpu": {}, "forked": 0, "new_processes": {}}
