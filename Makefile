@@ -45,7 +45,7 @@ test: lint browser
 	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 test-fast: lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" --numprocesses $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 presets: setup
 	$(BIN)/agfsync presets export
