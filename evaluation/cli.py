@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from agfsync.config_options import add_field_option, field_default, nest, options_parser
 from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
 from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
+from agfsync.evaluation.suites import SUITE_NAMES
 from agfsync.scoring import ScorerSpec
 
 DESCRIPTION = """\
@@ -101,9 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     for option in options():
         if option.dest == "suites":
             shown = ",".join(option.default)
-            help_text = (
-                f"Comma-separated suites, of: tifa, dsg, hpsv2, vlm, heldout. [default: {shown}]"
-            )
+            help_text = f"Comma-separated suites, of: {', '.join(SUITE_NAMES)}. [default: {shown}]"
             parser.add_argument(option.flag, dest=option.dest, metavar="SUITES", help=help_text)
         elif option.dest == "extra_scorers":
             parser.add_argument(
@@ -124,12 +123,14 @@ def parse_config(argv: list[str]) -> tuple[EvaluationConfig, Path, bool]:
     values = vars(build_parser().parse_args(argv))
     output, overwrite = values.pop("output"), values.pop("overwrite", False)
     vqa_mode = values.pop("vqa_mode", None)
+    if vqa_mode is not None:
+        values["vqa.options"] = {"mode": vqa_mode}
     if "suites" in values:
         text = values["suites"]
         if not all(name.strip() for name in text.split(",")):
             raise ConfigurationError(
                 f"--suite {text!r} names an empty suite; give a comma-separated list of "
-                "tifa, dsg, hpsv2, vlm, heldout (or leave --suite out for dsg,hpsv2)."
+                f"{', '.join(SUITE_NAMES)} (or leave --suite out for dsg,hpsv2)."
             )
         values["suites"] = [name.strip() for name in text.split(",")]
     if "extra_scorers" in values:
@@ -140,14 +141,6 @@ def parse_config(argv: list[str]) -> tuple[EvaluationConfig, Path, bool]:
         if isinstance(default, BaseModel) and name in settings:
             # A nested setting given in part keeps the defaults of its other fields.
             settings[name] = {**default.model_dump(), **settings[name]}
-    if vqa_mode is not None:
-        vqa = settings.setdefault(
-            "vqa",
-            EvaluationConfig.model_fields["vqa"]
-            .get_default(call_default_factory=True)
-            .model_dump(),
-        )
-        vqa["options"] = {**vqa.get("options", {}), "mode": vqa_mode}
     return EvaluationConfig.model_validate(settings), output, overwrite
 
 
