@@ -55,14 +55,7 @@ def add_field_option(
     """One option for `field`, stored under `dest`; its help is `about` (the context of a
     nested setting), the field's description and `shown` (else `default`)."""
     kind, _ = option_kind(field.annotation)
-    if shown is not None:
-        pass
-    elif default is REQUIRED:
-        shown = "required"
-    elif isinstance(default, list):
-        shown = " ".join(repr(item) for item in default)
-    else:
-        shown = str(default)
+    shown = shown if shown is not None else _shown(default)
     description = " ".join(part for part in (about, field.description or "") if part)
     # argparse formats help with %, so a literal percent sign must be doubled.
     help_text = f"{description.replace('%', '%%')} [default: {shown}]"
@@ -76,6 +69,15 @@ def add_field_option(
         parser.add_argument(*flags, dest=dest, nargs="+", metavar=_metavar(dest), help=help_text)
     else:
         parser.add_argument(*flags, dest=dest, type=kind, metavar=_metavar(dest), help=help_text)
+
+
+def _shown(default: Any) -> str:
+    """How `--help` shows a default."""
+    if default is REQUIRED:
+        return "required"
+    if isinstance(default, list):
+        return " ".join(repr(item) for item in default)
+    return str(default)
 
 
 def _metavar(dest: str) -> str:

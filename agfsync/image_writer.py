@@ -43,7 +43,6 @@ class ImageWriter:
     """
 
     def __init__(self, threads: int = 2, max_pending: int = 16) -> None:
-        self.threads = threads
         self._pool = ThreadPoolExecutor(threads, "image-writer") if threads > 0 else None
         self._slots = threading.BoundedSemaphore(max(1, max_pending))
         self._futures: list[Future[None]] = []

@@ -331,26 +331,26 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         paths = [
             root / self._relative_path(prompt_ids[j.prompt_index], j.image_index) for j in jobs
         ]
+        # Each job whose file is absent or unreadable, with the path it is written to.
         missing = {
-            job for job, path in zip(jobs, paths, strict=True) if not image_is_readable(path)
+            job: path for job, path in zip(jobs, paths, strict=True) if not image_is_readable(path)
         }
 
         def write_images(_: Path) -> None:
             if self.image_generation_model is None:
                 assert self._generator is not None, "load() must run before process()"
-                repeated = calls_to_repeat(jobs, missing, self._generator.engine.batch_size)
+                batch_size = self._generator.engine.batch_size
+                repeated = calls_to_repeat(jobs, missing.keys(), batch_size)
                 rendered = self._generator.generate(prompts, repeated, config)
             else:
                 rendered = self._render_remotely(prompts, [job for job in jobs if job in missing])
             # Encoding and writing overlap the next denoising call; all are on disk, each
             # whole or absent, when the writer is left.
+            save_options = self._save_options()
             with ImageWriter(self.image_writer_threads, self.batch_size * 2) as writer:
                 for job, image in rendered:
-                    if job not in missing:  # on disk already, identical
-                        continue
-                    index = job.prompt_index
-                    target = root / self._relative_path(prompt_ids[index], job.image_index)
-                    writer.submit(target, image, **self._save_options())
+                    if job in missing:  # the others are on disk already, identical
+                        writer.submit(missing[job], image, **save_options)
 
         failure = None
         try:

@@ -36,7 +36,9 @@ def run_command(
     imported) when its environment allows it, else, or with `fresh_process=True`, in a
     new process: the same entry point, argv, environment, folder and streams either way."""
     command_env = {**os.environ, **(env or {})}
-    if not fresh_process:
+    if fresh_process:
+        WARM_RUNNER.new_processes["fresh_process=True"] += 1
+    else:
         served = WARM_RUNNER.run([str(BIN_DIR / args[0]), *args[1:]], cwd, command_env)
         if served is not None:
             return served
@@ -67,6 +69,7 @@ class WarmRunner:
         the runner waits for them)."""
         self.new_processes: collections.Counter[str] = collections.Counter()
         """Commands run in a new process, by the variables that asked for one."""
+        atexit.register(self.stop)
 
     def run(
         self, argv: list[str], cwd: Path, env: dict[str, str]
@@ -78,7 +81,6 @@ class WarmRunner:
         if differences:
             self.new_processes[", ".join(differences)] += 1
             return None
-        self.forked += 1
         assert self._process is not None and self._process.stdin is not None
         with tempfile.TemporaryDirectory(prefix="agfsync-command-") as streams:
             stdout, stderr = Path(streams) / "stdout", Path(streams) / "stderr"
@@ -87,8 +89,9 @@ class WarmRunner:
             self._process.stdin.write((json.dumps(request) + "\n").encode())
             self._process.stdin.flush()
             answer = self._answer(timeout=60)
-            if "pid" not in answer:
+            if "pid" not in answer:  # the runner is gone: a new process runs the command
                 return None
+            self.forked += 1
             try:
                 ended = self._answer(timeout=COMMAND_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -113,7 +116,6 @@ class WarmRunner:
             stdout=subprocess.PIPE,
             bufsize=0,
         )
-        atexit.register(self.stop)
         return bool(self._answer(timeout=300).get("ready"))
 
     def stop(self) -> None:

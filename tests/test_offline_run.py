@@ -171,10 +171,12 @@ class TestAgfsyncGenerate:
         self, offline_dataset_dir: Path, tmp_path: Path, isolated_caches: dict[str, str]
     ) -> None:
         fresh_cache = {"DISTILABEL_CACHE_DIR": str(tmp_path / "fresh-distilabel-cache")}
+        # A new process (its own hash seed and imports) against the fixture's forked run.
         result = run_command(
             ["agfsync", "generate", "-o", str(tmp_path / "again"), "--no-use-cache"],
             cwd=tmp_path,
             env=fresh_cache,
+            fresh_process=True,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         first = pq.read_table(next((offline_dataset_dir / "data").glob("*.parquet")))
