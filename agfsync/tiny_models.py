@@ -277,11 +277,57 @@ def _save(pipeline: Any, directory: Path, dtype: torch.dtype | None) -> None:
     pipeline.save_pretrained(directory, max_shard_size="2GB")
 
 
-def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) -> Path:
-    """Save a CLIP model (text + vision towers) and its processor to `directory`.
+CLIP_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"vision": TINY_VISION_TOWER, "text": {}, "projection_dim": 16, "image_size": 32},
+    "vit-b16": {
+        # openai/clip-vit-base-patch16, the paper's CLIP judge.
+        "vision": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "image_size": 224,
+            "patch_size": 16,
+            "hidden_act": "quick_gelu",
+        },
+        "text": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+            "hidden_act": "quick_gelu",
+        },
+        "projection_dim": 512,
+        "image_size": 224,
+    },
+    "vit-l14": {
+        # openai/clip-vit-large-patch14, the aesthetic judge's backbone.
+        "vision": {
+            "hidden_size": 1024,
+            "intermediate_size": 4096,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 16,
+            "image_size": 224,
+            "patch_size": 14,
+            "hidden_act": "quick_gelu",
+        },
+        "text": CLIP_TEXT_SIZES["vit-l14"],
+        "projection_dim": 768,
+        "image_size": 224,
+    },
+}
+"""CLIP judges by size: the tiny test model and OpenAI's ViT-B/16 and ViT-L/14 (their
+architectures, for benchmarks; the test tokenizer stands in for the real vocabulary)."""
 
-    The vision tower takes 32x32 images in 8x8 patches; `projection_dim` sets the
-    width of the shared embedding space (768 matches CLIP ViT-L/14, which heads
+
+def build_clip(
+    directory: Path, seed: int = 7, projection_dim: int | None = None, size: str = "tiny"
+) -> Path:
+    """Save a CLIP model (text + vision towers) with random weights and its processor
+    (CLIP's resize-shortest-edge, center-crop recipe) to `directory`, at `size`.
+
+    Tiny: the vision tower takes 32x32 images in 8x8 patches; `projection_dim` sets
+    the width of the shared embedding space (768 matches CLIP ViT-L/14, which heads
     such as the LAION aesthetic predictor read). The default seed is one
     whose random towers give mostly positive cosine similarities on the tiny
     diffusion model's images (most seeds give negative ones, which CLIP score
@@ -295,17 +341,20 @@ def build_tiny_clip(directory: Path, seed: int = 7, projection_dim: int = 16) ->
         CLIPVisionConfig,
     )
 
+    sizes = CLIP_SIZES[size]
+    width = projection_dim or sizes["projection_dim"]
     tokenizer = tiny_clip_tokenizer()
-    vision_config = CLIPVisionConfig(**TINY_VISION_TOWER, projection_dim=projection_dim)
+    vision_config = CLIPVisionConfig(**sizes["vision"], projection_dim=width)
     config = CLIPConfig(
-        text_config=clip_text_config(tokenizer, projection_dim).to_dict(),
+        text_config=clip_text_config(tokenizer, width, **sizes["text"]).to_dict(),
         vision_config=vision_config.to_dict(),
-        projection_dim=projection_dim,
+        projection_dim=width,
     )
     torch.manual_seed(seed)
     model = CLIPModel(config)
+    pixels = sizes["image_size"]
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        size={"shortest_edge": pixels}, crop_size={"height": pixels, "width": pixels}
     )
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(directory)
@@ -743,9 +792,9 @@ TINY_MODEL_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "pixart-sigma": build_tiny_pixart_sigma,
     "stable-diffusion-3": build_tiny_stable_diffusion_3,
     "flux": build_tiny_flux,
-    "clip": build_tiny_clip,
+    "clip": build_clip,
     "blip2": build_blip2,
     "bert": build_tiny_bert,
-    "clip-vit-large": lambda directory: build_tiny_clip(directory, projection_dim=768),
+    "clip-vit-large": lambda directory: build_clip(directory, projection_dim=768),
 }
 """Tiny models addressable as `tiny:<name>` wherever a model id is accepted."""

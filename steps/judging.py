@@ -17,7 +17,7 @@ from agfsync.run.cache import UpstreamSignatureMixin
 from agfsync.run.failures import FailureKind, RecordsFailures
 from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import inside
-from agfsync.scoring import ImageScorer, ScorerSpec, weighted_scores
+from agfsync.scoring import ImageScorer, JudgeImages, ScorerSpec, weighted_scores
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
@@ -28,7 +28,9 @@ class ImageJudging(Step, UpstreamSignatureMixin, RecordsFailures):
     combines the scores with the judges' weights.
 
     Judges are loaded once per replica in `load()`. All images of a batch of
-    prompts are scored together, so each judge sees full batches.
+    prompts are scored together, so each judge sees full batches; each image is
+    decoded once, and resized once per input size for all the judges that read that
+    size (see `ScorerSpec.preprocessing`).
 
     Attributes:
         scorers: the judges, each a `ScorerSpec` (registry name, model, weight).
@@ -176,6 +178,8 @@ class ImageJudging(Step, UpstreamSignatureMixin, RecordsFailures):
                     )
                     continue
                 positions.append((row_index, image_index))
+        # Decoded once above; resized once per judge input size for all judges.
+        shared = JudgeImages(images)
         prompts = [inputs[row_index]["prompt"] for row_index, _ in positions]
         context = {
             column: [inputs[row_index][column] for row_index, _ in positions]
@@ -184,7 +188,7 @@ class ImageJudging(Step, UpstreamSignatureMixin, RecordsFailures):
         results: dict[str, tuple[list[float], list[Any] | None]] = {}
         for spec in self.scorers:
             try:
-                judged, details = self._judges[spec.name].score(images, prompts, **context)
+                judged, details = self._judges[spec.name].score(shared, prompts, **context)
             except ConfigurationError:
                 raise  # a setting that cannot work fails the same way on every run
             except Exception as error:

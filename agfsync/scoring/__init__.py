@@ -17,6 +17,7 @@ from agfsync.errors import ConfigurationError
 from agfsync.scoring.aesthetic import AestheticScorer
 from agfsync.scoring.base import ImageScorer, Scores
 from agfsync.scoring.clip_score import CLIPScorer, PickScorer
+from agfsync.scoring.pixels import JudgeImages, PixelRecipe, Preprocessing
 from agfsync.scoring.vqa import VQAScorer
 
 SCORERS: dict[str, type[ImageScorer]] = {
@@ -48,6 +49,12 @@ class ScorerSpec(BaseModel):
     model: str = Field(description="Hub id, local folder or `tiny:<name>` of its model.")
     weight: float = Field(default=1.0, description="Weight of its 0–100 score in the sum.")
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
+    preprocessing: Preprocessing = Field(
+        default="tensor",
+        description="`tensor`: resize, crop and normalize on the judge's device, shared by "
+        "judges with the same input; `processor`: the model's own processor (exact parity "
+        "with reference implementations).",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Judge-specific keyword arguments, e.g. `{mode: probability}` for vqa.",
@@ -72,7 +79,12 @@ class ScorerSpec(BaseModel):
 
     def create(self, device: str | None = None, dtype: str = "auto") -> ImageScorer:
         return self.scorer_class()(
-            self.model, device=device, dtype=dtype, batch_size=self.batch_size, **self.options
+            self.model,
+            device=device,
+            dtype=dtype,
+            batch_size=self.batch_size,
+            preprocessing=self.preprocessing,
+            **self.options,
         )
 
 
@@ -100,7 +112,10 @@ __all__ = [
     "AestheticScorer",
     "CLIPScorer",
     "ImageScorer",
+    "JudgeImages",
     "PickScorer",
+    "PixelRecipe",
+    "Preprocessing",
     "ScorerSpec",
     "Scores",
     "register_scorer",

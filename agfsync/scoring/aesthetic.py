@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from agfsync.errors import ConfigurationError
 from agfsync.models import resolve_model
 from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
+from agfsync.scoring.pixels import JudgeImages, Preprocessing
 
 DEFAULT_AESTHETIC_BACKBONE = "openai/clip-vit-large-patch14"
 """The CLIP the LAION head was trained on (OpenAI ViT-L/14, 224 px); use it as `model`."""
@@ -136,11 +136,13 @@ class AestheticScorer(ImageScorer):
         device: str | None = None,
         dtype: str = "auto",
         batch_size: int = 32,
+        preprocessing: Preprocessing = "tensor",
         head: str | None = None,
     ) -> None:
-        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size)
+        super().__init__(
+            model, device=device, dtype=dtype, batch_size=batch_size, preprocessing=preprocessing
+        )
         self.head_path = Path(head) if head is not None else LAION_AESTHETIC_HEAD_PATH
-        self.processor: Any = None
         self.vision: Any = None
         self.projection: Any = None
         self.head: AestheticHead | None = None
@@ -159,7 +161,7 @@ class AestheticScorer(ImageScorer):
                 f"embeddings, but {self.model!r} projects images to {width} dimensions; use "
                 f"{DEFAULT_AESTHETIC_BACKBONE!r} or another {AESTHETIC_EMBEDDING_WIDTH}-wide CLIP."
             )
-        self.processor = AutoImageProcessor.from_pretrained(path, backend=PROCESSOR_BACKEND)
+        self.image_processor = AutoImageProcessor.from_pretrained(path, backend=PROCESSOR_BACKEND)
         # Only the vision tower and its projection go to the device: the text tower
         # (123M of ViT-L/14's 428M parameters) is never used and is freed with `clip`.
         self.vision = clip.vision_model.to(self.device).eval()
@@ -167,25 +169,19 @@ class AestheticScorer(ImageScorer):
         self.head = head.to(self.device)
 
     @torch.inference_mode()
-    def _score(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> Scores:
+    def _score(self, images: JudgeImages, prompts: Sequence[str], **context: Any) -> Scores:
         """One 0–100 score per image; the prompts are not used (aesthetics ignore them)."""
         if self.head is None:
             raise RuntimeError("AestheticScorer.score called before load().")
         scores = []
         for start in range(0, len(images), self.batch_size):
-            embeddings = self._embed_images(images[start : start + self.batch_size])
+            pixel_values = self.pixel_values(images, start, start + self.batch_size)
+            embeddings = self._embed_images(pixel_values)
             ratings = self.head(embeddings)
             scores.append(ratings.clamp(0.0, LAION_RATING_MAX) * (100.0 / LAION_RATING_MAX))
         return Scores(torch.cat(scores).float().cpu() if scores else torch.empty(0))
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def _embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalized float32 CLIP image embeddings (`get_image_features`, by parts)."""
-        pixels = self.processor(
-            images=[image.convert("RGB") for image in images], return_tensors="pt"
-        )
-        pooled = self.vision(
-            pixel_values=pixels["pixel_values"].to(self.device, self.dtype)
-        ).pooler_output
+        pooled = self.vision(pixel_values=pixel_values).pooler_output
         return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)

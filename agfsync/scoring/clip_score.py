@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from PIL import Image
 
 from agfsync.logs import note_once_instead
 from agfsync.models import resolve_model
 from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
+from agfsync.scoring.pixels import JudgeImages, Preprocessing
 
 CLIP_SCORE_WEIGHT = 100.0
 """`w` of CLIPScore (Hessel et al., 2021) as used by the AGFSync paper: w * max(cos, 0)."""
@@ -33,11 +33,14 @@ class CLIPScorer(ImageScorer):
         device: str | None = None,
         dtype: str = "auto",
         batch_size: int = 32,
+        preprocessing: Preprocessing = "tensor",
         processor: str | None = None,
     ) -> None:
         """`processor`: where to load the processor from when the model repository has
         none (PickScore ships its weights only); defaults to `model`."""
-        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size)
+        super().__init__(
+            model, device=device, dtype=dtype, batch_size=batch_size, preprocessing=preprocessing
+        )
         self.processor_source = processor
 
     def load(self) -> None:
@@ -48,6 +51,7 @@ class CLIPScorer(ImageScorer):
             resolve_model(self.processor_source) if self.processor_source else path,
             backend=PROCESSOR_BACKEND,
         )
+        self.image_processor = self.processor.image_processor
         model: Any = CLIPModel.from_pretrained(path, dtype=self.dtype)
         self.clip = model.to(self.device).eval()
         self.context_length = self.clip.config.text_config.max_position_embeddings
@@ -65,14 +69,12 @@ class CLIPScorer(ImageScorer):
         return CLIP_SCORE_WEIGHT
 
     @torch.inference_mode()
-    def _score(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> Scores:
+    def _score(self, images: JudgeImages, prompts: Sequence[str], **context: Any) -> Scores:
         scores = []
         for start in range(0, len(images), self.batch_size):
-            batch_images = images[start : start + self.batch_size]
-            batch_prompts = list(prompts[start : start + self.batch_size])
-            image_embeds = self._embed_images(batch_images)
+            stop = start + self.batch_size
+            batch_prompts = list(prompts[start:stop])
+            image_embeds = self._embed_images(self.pixel_values(images, start, stop))
             text_embeds = self._embed_texts(batch_prompts)
             cosine = (image_embeds * text_embeds).sum(dim=-1)
             scores.append((self.cosine_scale() * cosine).clamp(min=0, max=100))
@@ -83,13 +85,8 @@ class CLIPScorer(ImageScorer):
     def _token_count(self, prompt: str) -> int:
         return len(self.processor.tokenizer(prompt).input_ids)
 
-    def _embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        pixels = self.processor(
-            images=[image.convert("RGB") for image in images], return_tensors="pt"
-        )
-        features = self.clip.get_image_features(
-            pixel_values=pixels["pixel_values"].to(self.device, self.dtype)
-        ).pooler_output
+    def _embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        features = self.clip.get_image_features(pixel_values=pixel_values).pooler_output
         return torch.nn.functional.normalize(features.float(), dim=-1)
 
     def _embed_texts(self, prompts: list[str]) -> torch.Tensor:

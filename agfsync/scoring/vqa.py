@@ -25,6 +25,7 @@ from PIL import Image
 
 from agfsync.models import resolve_model
 from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
+from agfsync.scoring.pixels import JudgeImages, Preprocessing
 
 VQA_PROMPT = "Question: {question} Choices:['yes','no'] Answer:"
 """The question template of the official AGFSync code."""
@@ -63,12 +64,15 @@ class VQAScorer(ImageScorer):
         device: str | None = None,
         dtype: str = "auto",
         batch_size: int = 32,
+        preprocessing: Preprocessing = "tensor",
         mode: Literal["answer", "probability"] = "answer",
         prompt_template: str = VQA_PROMPT,
         max_new_tokens: int = 5,
         reuse_image_features: bool = True,
     ) -> None:
-        super().__init__(model, device=device, dtype=dtype, batch_size=batch_size)
+        super().__init__(
+            model, device=device, dtype=dtype, batch_size=batch_size, preprocessing=preprocessing
+        )
         self.mode = mode
         self.prompt_template = prompt_template
         self.max_new_tokens = max_new_tokens
@@ -81,6 +85,7 @@ class VQAScorer(ImageScorer):
 
         path = resolve_model(self.model)
         self.processor = AutoProcessor.from_pretrained(path, backend=PROCESSOR_BACKEND)
+        self.image_processor = self.processor.image_processor
         model: Any = AutoModelForImageTextToText.from_pretrained(path, dtype=self.dtype)
         self.vlm = model.to(self.device).eval()
         tokenizer = self.processor.tokenizer
@@ -88,18 +93,19 @@ class VQAScorer(ImageScorer):
         self.no_id = tokenizer("no", add_special_tokens=False).input_ids[0]
 
     @property
+    def is_blip2(self) -> bool:
+        """BLIP-2 takes pixel values and text separately: each image is preprocessed
+        once for all its questions. Other models go through their processor per pair
+        (their processors may tile images or size the image tokens by the image)."""
+        return type(self.vlm).__name__ == "Blip2ForConditionalGeneration"
+
+    @property
     def reuses_image_features(self) -> bool:
         """BLIP-2 accepts precomputed image features, so in probability mode each image
         is encoded once for all its questions; other models get one full pass per pair."""
-        return (
-            self.reuse_image_features
-            and self.mode == "probability"
-            and type(self.vlm).__name__ == "Blip2ForConditionalGeneration"
-        )
+        return self.reuse_image_features and self.mode == "probability" and self.is_blip2
 
-    def _score(
-        self, images: Sequence[Image.Image], prompts: Sequence[str], **context: Any
-    ) -> Scores:
+    def _score(self, images: JudgeImages, prompts: Sequence[str], **context: Any) -> Scores:
         questions = [
             [pair["question"] for pair in pairs if pair.get("valid", True)]
             for pairs in context["qa_pairs"]
@@ -115,9 +121,10 @@ class VQAScorer(ImageScorer):
         self, images: Sequence[Image.Image], questions: Sequence[Sequence[str]]
     ) -> list[list[float]]:
         """For each image, one result per question: 1/0 (answer) or P(yes) (probability)."""
+        images = images if isinstance(images, JudgeImages) else JudgeImages(images)
         pairs = [(index, question) for index, qs in enumerate(questions) for question in qs]
-        rgb = [image.convert("RGB") for image in images]
-        features = self._image_features(rgb) if self.reuses_image_features else None
+        features = self._image_features(images) if self.reuses_image_features else None
+        pixels = self.pixel_values(images) if self.is_blip2 and features is None else None
         flat: list[float] = []
         for start in range(0, len(pairs), self.batch_size):
             batch = pairs[start : start + self.batch_size]
@@ -125,10 +132,15 @@ class VQAScorer(ImageScorer):
             owners = [index for index, _ in batch]
             if features is not None:
                 flat += self._probabilities_from_features(features, owners, texts)
-            elif self.mode == "probability":
-                flat += self._probabilities(self._inputs([rgb[i] for i in owners], texts))
+                continue
+            if pixels is not None:
+                inputs = {"pixel_values": pixels[owners], **self._blip2_text(texts)}
             else:
-                flat += self._generated_answers(self._inputs([rgb[i] for i in owners], texts))
+                inputs = self._inputs([images[i] for i in owners], texts)
+            if self.mode == "probability":
+                flat += self._probabilities(inputs)
+            else:
+                flat += self._generated_answers(inputs)
         results: list[list[float]] = [[] for _ in images]
         for (index, _), value in zip(pairs, flat, strict=True):
             results[index].append(value)
@@ -138,13 +150,11 @@ class VQAScorer(ImageScorer):
         inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
         return inputs.to(self.device, self.dtype)
 
-    def _image_features(self, images: list[Image.Image]) -> Any:
+    def _image_features(self, images: JudgeImages) -> Any:
         """BLIP-2 vision + Q-Former outputs of every image, computed once."""
         outputs = []
         for start in range(0, len(images), self.batch_size):
-            pixels = self.processor.image_processor(
-                images[start : start + self.batch_size], return_tensors="pt"
-            ).pixel_values.to(self.device, self.dtype)
+            pixels = self.pixel_values(images, start, start + self.batch_size)
             outputs.append(self.vlm.get_image_features(pixels, return_dict=True).pooler_output)
         return torch.cat(outputs)
 
@@ -155,25 +165,28 @@ class VQAScorer(ImageScorer):
             BaseModelOutputWithVisionQformerOutputs,
         )
 
-        # The text gets the image placeholder tokens BLIP-2 expects in front of it;
-        # the model swaps them for the image features.
-        num_query_tokens = self.vlm.config.num_query_tokens
-        text = self.processor.tokenizer(texts, return_tensors="pt", padding=True)
-        placeholders = torch.full((len(texts), num_query_tokens), self.vlm.config.image_token_index)
-        input_ids = torch.cat([placeholders, text.input_ids], dim=1).to(self.device)
-        attention_mask = torch.cat([torch.ones_like(placeholders), text.attention_mask], dim=1).to(
-            self.device
-        )
         image = BaseModelOutputWithVisionQformerOutputs(pooler_output=features[owners])
         return self._yes_share(
             self.vlm,
             {
                 "pixel_values": None,
-                "input_ids": input_ids,
-                "attention_mask": attention_mask,
+                **self._blip2_text(texts),
                 "mm_encoder_outputs": {"image": image},
             },
         )
+
+    def _blip2_text(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids and mask as BLIP-2's processor makes them: the image placeholder
+        tokens, which the model swaps for the image features, in front of the text."""
+        num_query_tokens = self.vlm.config.num_query_tokens
+        text = self.processor.tokenizer(texts, return_tensors="pt", padding=True)
+        placeholders = torch.full((len(texts), num_query_tokens), self.vlm.config.image_token_index)
+        return {
+            "input_ids": torch.cat([placeholders, text.input_ids], dim=1).to(self.device),
+            "attention_mask": torch.cat(
+                [torch.ones_like(placeholders), text.attention_mask], dim=1
+            ).to(self.device),
+        }
 
     def _probabilities(self, inputs: Any) -> list[float]:
         return self._yes_share(self.vlm, dict(inputs))
