@@ -10,6 +10,7 @@ log lines elsewhere (CI logs, `nohup`, a file), so nothing goes silent for minut
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -182,7 +183,32 @@ def live_stage_counts(
     from rich import get_console
     from rich.live import Live
 
+    _leave_the_live_display_in_forked_children()
     counter = StageCounts(totals)
     with Live(counter.line(), console=get_console(), refresh_per_second=2) as live:
         counter.live = live
         yield [counter]
+
+
+_AT_FORK_REGISTERED = False
+
+
+def _leave_the_live_display_in_forked_children() -> None:
+    """distilabel forks the step processes while the live line runs. Its stdout and
+    stderr are then rich's proxies, which write through the live display's lock; a fork
+    while the refresh thread holds that lock leaves it held forever in the child, and
+    the child's first write (a progress bar while a model loads) would hang the run. So
+    a forked child writes to the real streams."""
+    global _AT_FORK_REGISTERED
+    if not _AT_FORK_REGISTERED:
+        os.register_at_fork(after_in_child=_real_streams)
+        _AT_FORK_REGISTERED = True
+
+
+def _real_streams() -> None:
+    from rich.file_proxy import FileProxy
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, FileProxy):
+            setattr(sys, name, stream.rich_proxied_file)

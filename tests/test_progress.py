@@ -1,18 +1,21 @@
 """Long commands say where they are: plain lines off a terminal, and on a terminal
 `agfsync generate` keeps a live per-stage count (checked on a real pseudo-terminal)."""
 
+import io
 import logging
 import os
 import pty
 import re
 import select
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from agfsync.progress import StageCounts, progress, report_done
+from agfsync.progress import StageCounts, live_stage_counts, progress, report_done
 from tests.helpers import BIN_DIR
 
 
@@ -54,6 +57,43 @@ def test_stage_counts_sum_the_steps_reports_across_a_log_queue() -> None:
     finally:
         logger.removeHandler(counter)
     assert counter.line() == "images 16/16 · pairs 2"
+
+
+def test_a_process_forked_under_the_live_count_writes_without_waiting(monkeypatch) -> None:
+    """distilabel forks its step processes while the live line runs; a fork while the
+    refresh thread holds the display's lock must not leave the child's writes waiting
+    for it (a run once hung here, the judge's model-loading bar its first write)."""
+    from rich.console import Console
+
+    monkeypatch.setattr("rich._console", Console(force_terminal=True, file=io.StringIO()))
+    with live_stage_counts({"images": 1}, terminal=True) as handlers:
+        live = handlers[0].live  # type: ignore[attr-defined]
+        assert type(sys.stderr).__name__ == "FileProxy"  # the display holds stderr
+        held, release = threading.Event(), threading.Event()
+
+        def refresh_thread() -> None:
+            with live._lock:
+                held.set()
+                release.wait()
+
+        thread = threading.Thread(target=refresh_thread)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:  # the child: write as a progress bar would, then leave
+            sys.stderr.write("loading weights\n")
+            sys.stderr.flush()
+            os._exit(0)
+        release.set()
+        thread.join()
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert done[0] == pid, "the forked child hung writing to stderr"
+        assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
 @pytest.mark.slow
