@@ -304,6 +304,31 @@ class TestInputFilesKeyTheCache:
         after = {name: pipeline.dag.get_step(name)["step"].signature for name in pipeline.dag}
         assert all(before[name] != after[name] for name in pipeline.dag)
 
+    def test_signatures_are_remembered_until_an_attribute_changes(self, monkeypatch) -> None:
+        from distilabel.mixins.signature import SignatureMixin
+
+        pipeline = build_preset("offline")
+        step = pipeline.dag.get_step("generate_images")["step"]
+        assert step._own_signature() == SignatureMixin.signature.fget(step)
+        dumps = []
+        original = SignatureMixin.signature.fget
+
+        def counted(self: SignatureMixin) -> str:
+            dumps.append(self)
+            return original(self)
+
+        monkeypatch.setattr(SignatureMixin, "signature", property(counted))
+        first = {name: pipeline.dag.get_step(name)["step"].signature for name in pipeline.dag}
+        dumps.clear()
+        again = {name: pipeline.dag.get_step(name)["step"].signature for name in pipeline.dag}
+        assert again == first and dumps == []  # nothing dumped again: all remembered
+        pipeline._set_runtime_parameters({"generate_images": {"num_inference_steps": 7}})
+        changed = {name: pipeline.dag.get_step(name)["step"].signature for name in pipeline.dag}
+        assert len(dumps) == 1  # only the changed step is dumped again
+        assert changed["generate_images"] != first["generate_images"]
+        assert changed["judge_images"] != first["judge_images"]  # and it reaches downstream
+        assert changed["load_prompts"] == first["load_prompts"]
+
 
 def _sample_lines() -> list[str]:
     from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH

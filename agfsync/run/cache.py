@@ -7,9 +7,17 @@ steps' own attributes did not change (observed: "results cached, won't be loaded
 and executed"). Folding the predecessors' signatures into each step's signature
 makes a change anywhere upstream invalidate everything downstream, while an
 identical re-run still resumes from the cache.
+
+distilabel asks for every step's signature each time it saves its state, after every
+batch. Computed afresh, that is a dump of each step's attributes, once more for each
+step downstream of it, and the bytes of every prompt file hashed again: a cost per batch
+that grows with the prompt file, so a run's total grew faster than its length. Both are
+remembered: a step's own signature until its attributes change, a file's digest until
+its size or modification time does.
 """
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +26,24 @@ from distilabel.mixins.signature import SignatureMixin
 from pydantic import PrivateAttr
 
 
-class UpstreamSignatureMixin(SignatureMixin):
+class RememberedSignatureMixin(SignatureMixin):
+    """distilabel's signature of the step's own attributes, computed again only when
+    they change (their `repr`, without the pipeline, is the check: cheap next to the
+    dump and hash it saves)."""
+
+    _remembered_signature: tuple[str, str] | None = PrivateAttr(default=None)
+
+    def _own_signature(self) -> str:
+        state = repr([(name, value) for name, value in self.__dict__.items() if name != "pipeline"])
+        remembered = self._remembered_signature
+        if remembered is not None and remembered[0] == state:
+            return remembered[1]
+        signature = super().signature
+        self._remembered_signature = (state, signature)
+        return signature
+
+
+class UpstreamSignatureMixin(RememberedSignatureMixin):
     """A step signature that also covers every step feeding into it."""
 
     _upstream_signatures: list[str] = PrivateAttr(default_factory=list)
@@ -34,11 +59,11 @@ class UpstreamSignatureMixin(SignatureMixin):
                 pipeline.dag.get_step(name)[STEP_ATTR_NAME].signature
                 for name in pipeline.dag.get_step_predecessors(self.name)
             )
-        parts = [super().signature, *self._upstream_signatures]
+        parts = [self._own_signature(), *self._upstream_signatures]
         return hashlib.sha1("-".join(parts).encode()).hexdigest()
 
 
-class FileContentsSignatureMixin(SignatureMixin):
+class FileContentsSignatureMixin(RememberedSignatureMixin):
     """A signature that also covers the contents of the files a step reads.
 
     A step's attributes hold a file's path, not its contents: editing a prompt file and
@@ -53,10 +78,28 @@ class FileContentsSignatureMixin(SignatureMixin):
 
     @property
     def signature(self) -> str:
-        digest = hashlib.sha1(super().signature.encode())
+        digest = hashlib.sha1(self._own_signature().encode())
         for path in self.signature_files:
-            digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+            digest.update(file_digest(path))
         return digest.hexdigest()
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int, int], bytes] = {}
+
+
+def file_digest(path: Path) -> bytes:
+    """SHA-1 of a file's bytes, hashed again only when its size, modification time or
+    inode changes; `b"<missing>"` for a path that is not a file."""
+    try:
+        status = path.stat()
+    except OSError:
+        return b"<missing>"
+    if not os.path.isfile(path):
+        return b"<missing>"
+    key = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+    if key not in _FILE_DIGESTS:
+        _FILE_DIGESTS[key] = hashlib.sha1(path.read_bytes()).digest()
+    return _FILE_DIGESTS[key]
 
 
 def keep_out_of_the_cache_key(step: Any, *fields: str) -> None:
