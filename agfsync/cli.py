@@ -15,6 +15,7 @@ from rich.text import Text
 
 from agfsync.errors import AgfsyncError, ConfigurationError
 from agfsync.logs import configure_logging
+from agfsync.sampling import SAMPLING_PRESETS, sampling_settings
 
 T = TypeVar("T")
 
@@ -42,6 +43,18 @@ Overwrite = Annotated[
     typer.Option(
         help="Write into an output folder holding files agfsync did not write (they are "
         "kept; a name agfsync writes that is taken stops the command)."
+    ),
+]
+Sampling = Annotated[
+    str | None,
+    typer.Option(
+        help="Named sampling setting: "
+        + ", ".join(
+            f"{name} ({values['num_inference_steps']} steps, "
+            f"{values['scheduler'] or 'the model scheduler'})"
+            for name, values in SAMPLING_PRESETS.items()
+        )
+        + " [default: the preset's]."
     ),
 ]
 errors = Console(stderr=True)
@@ -165,6 +178,7 @@ def generate(
             "recorded in run.json and on the card [default: the preset's]."
         ),
     ] = None,
+    sampling: Sampling = None,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
     from agfsync.run.preset import RunOptions, run_preset
@@ -187,6 +201,7 @@ def generate(
         keep_ties=keep_ties,
         llm_time_limit=llm_time_limit,
         weights_file=weights,
+        sampling=sampling,
     )
     try:
         summary = run_preset(preset, output_dir, options)
@@ -510,14 +525,21 @@ def estimate(
             "paper's 9.03]."
         ),
     ] = None,
+    sampling: Sampling = None,
 ) -> None:
     """Print expected LLM calls, tokens, API cost, GPU hours per stage and disk size."""
     from agfsync.pipelines import build_preset
     from agfsync.run.estimate import EstimateTables, estimate_run
+    from agfsync.step_names import GENERATE_IMAGES_STEP
 
     try:
+        pipeline = build_preset(preset)
+        if sampling is not None and GENERATE_IMAGES_STEP in pipeline.dag:
+            step = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
+            for name, value in sampling_settings(sampling).items():
+                setattr(step, name, value)
         result = estimate_run(
-            build_preset(preset),
+            pipeline,
             preset,
             prompts,
             tables=EstimateTables.load(tables),

@@ -151,6 +151,21 @@ class EngineConfig(BaseModel):
     compile_denoiser: bool = Field(
         default=False, description="torch.compile the UNet/transformer (slow first batch)."
     )
+    channels_last: bool = Field(
+        default=False,
+        description="UNet and VAE in channels_last memory format (convolutions on GPUs).",
+    )
+    fuse_qkv: bool = Field(
+        default=False,
+        description="Fuse each attention's query, key and value projections into one "
+        "matmul (diffusers' `fuse_qkv_projections`; SD 1.x, SDXL).",
+    )
+    vae: str | None = Field(
+        default=None,
+        description="VAE to use instead of the pipeline's (Hub id, folder or tiny:<name>), "
+        "e.g. `madebyollin/sdxl-vae-fp16-fix`: SDXL's VAE in fp16 without its float32 "
+        "upcast.",
+    )
 
 
 class CandidateImageGenerator:
@@ -178,6 +193,12 @@ class CandidateImageGenerator:
             pipeline.scheduler = _scheduler_by_name(
                 self.engine.scheduler, pipeline.scheduler.config
             )
+        if self.engine.vae is not None:
+            from diffusers import AutoencoderKL
+
+            pipeline.vae = AutoencoderKL.from_pretrained(
+                resolve_model(self.engine.vae), dtype=self.dtype
+            )
         if self.engine.lora_weights is not None:
             pipeline.load_lora_weights(resolve_model(self.engine.lora_weights))
             pipeline.fuse_lora(lora_scale=self.engine.lora_scale)
@@ -185,6 +206,17 @@ class CandidateImageGenerator:
             pipeline.vae.enable_slicing()
         if self.engine.vae_tiling:
             pipeline.vae.enable_tiling()
+        if self.engine.fuse_qkv:
+            if not hasattr(pipeline, "fuse_qkv_projections"):
+                raise ConfigurationError(
+                    f"fuse_qkv: {type(pipeline).__name__} cannot fuse its attention "
+                    "projections (SD 1.x and SDXL pipelines can); leave it off."
+                )
+            pipeline.fuse_qkv_projections()
+        if self.engine.channels_last:
+            for name in ("unet", "vae"):
+                if getattr(pipeline, name, None) is not None:
+                    getattr(pipeline, name).to(memory_format=torch.channels_last)
         if self.engine.compile_denoiser:
             name = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
             setattr(pipeline, name, torch.compile(getattr(pipeline, name)))

@@ -80,8 +80,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         width, noise_sigma, seed: how candidates are rendered; declared (default, help)
             in `agfsync.generation.GenerationConfig`.
         scheduler, lora_weights, lora_scale, batch_size, device, dtype, cpu_offload,
-        vae_slicing, vae_tiling, compile_denoiser: where and how the model runs;
-            declared in `agfsync.generation.EngineConfig`.
+        vae_slicing, vae_tiling, compile_denoiser, channels_last, fuse_qkv, vae: where
+            and how the model runs; declared in `agfsync.generation.EngineConfig`.
         image_format, image_quality, image_png_level, image_webp_lossless: png
             (default), jpeg or webp files, and how they are encoded.
         image_writer_threads: images are encoded and written on this many background
@@ -177,6 +177,9 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         "InferenceEndpointsImageGeneration) that renders remotely instead of `model`.",
     )
     compile_denoiser: RuntimeParameter[bool] = _declared(EngineConfig, "compile_denoiser")
+    channels_last: RuntimeParameter[bool] = _declared(EngineConfig, "channels_last")
+    fuse_qkv: RuntimeParameter[bool] = _declared(EngineConfig, "fuse_qkv")
+    vae: RuntimeParameter[str] | None = _declared(EngineConfig, "vae")
     image_format: RuntimeParameter[Literal["png", "jpeg", "webp"]] = Field(
         default="png", description="File format of the images; png is lossless."
     )
@@ -266,6 +269,8 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         needs = [ModelNeed(self.model, f"{self.name}.model")]
         if self.lora_weights:
             needs.append(ModelNeed(self.lora_weights, f"{self.name}.lora_weights"))
+        if self.vae:
+            needs.append(ModelNeed(self.vae, f"{self.name}.vae"))
         if self.safety_checker:
             needs.append(ModelNeed(self.safety_checker, f"{self.name}.safety_checker"))
         return needs

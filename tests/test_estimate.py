@@ -121,3 +121,17 @@ def test_command_with_user_tables(tmp_path: Path) -> None:
     assert "images: 8,000; judged questions: 72,000" in result.stdout
     assert "generation 2.22 h" in result.stdout
     assert "disk: 10.0 MB" in result.stdout  # (8000 candidates + 2 x 1000 pair images) x 1 kB
+
+
+def test_the_fast_sampling_setting_scales_the_generation_time(tmp_path: Path) -> None:
+    tables = tmp_path / "tables.yaml"
+    tables.write_text(yaml.safe_dump(TABLES))
+    base = ["agfsync", "estimate", "--preset", "agfsync-sd15", "--prompts", "1000"]
+    base += ["--tables", str(tables), "--questions-per-prompt", "9"]
+    paper = run_command([*base, "--sampling", "paper"], tmp_path)
+    fast = run_command([*base, "--sampling", "fast"], tmp_path)
+    assert paper.returncode == 0 and fast.returncode == 0, fast.stderr[-2000:]
+    assert "generation 2.22 h" in paper.stdout  # 50 steps, as without --sampling
+    assert "generation 3,200 s" in fast.stdout  # 8,000 images x 20/25 steps / 2 per s
+    unknown = run_command([*base, "--sampling", "fastest"], tmp_path)
+    assert unknown.returncode == 2 and "choose one of: paper, fast" in unknown.stderr

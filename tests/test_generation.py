@@ -147,6 +147,68 @@ class TestCandidateImageGenerator:
         for a, b in zip(plain, _render(saving, config), strict=True):
             assert numpy.abs(a.astype(int) - b.astype(int)).max() <= 1
 
+    @pytest.mark.parametrize("option", ["channels_last", "fuse_qkv"])
+    def test_speed_options_keep_the_images(self, tiny_sd_path: str, option: str) -> None:
+        config = GenerationConfig(num_images=3, num_inference_steps=2)
+        plain = _render(_generator(tiny_sd_path), config)
+        options: dict[str, Any] = {option: True}
+        fast = CandidateImageGenerator(tiny_sd_path, EngineConfig(device="cpu", **options))
+        fast.load()
+        unet = fast.pipeline.unet
+        if option == "fuse_qkv":  # the option did act: the projections are fused
+            assert any(type(p).__name__.startswith("Fused") for p in unet.attn_processors.values())
+        else:
+            weight = next(p for p in unet.parameters() if p.dim() == 4)
+            assert weight.is_contiguous(memory_format=torch.channels_last)
+        for a, b in zip(plain, _render(fast, config), strict=True):
+            assert numpy.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+    def test_another_vae_is_used_instead(self, tiny_sd_path: str, tmp_path) -> None:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(tiny_sd_path, subfolder="vae")
+        vae.register_to_config(force_upcast=False)  # as the fp16-safe SDXL VAE ships
+        with torch.no_grad():
+            vae.decoder.conv_out.bias.add_(0.5)  # a visibly different decoder
+        vae.save_pretrained(tmp_path / "vae")
+        config = GenerationConfig(num_images=2, num_inference_steps=2)
+        swapped = CandidateImageGenerator(
+            tiny_sd_path, EngineConfig(device="cpu", vae=str(tmp_path / "vae"))
+        )
+        swapped.load()
+        assert swapped.pipeline.vae.config.force_upcast is False
+        plain = _render(_generator(tiny_sd_path), config)
+        brighter = _render(swapped, config)
+        assert all(
+            (b.astype(int) >= a.astype(int)).all() for a, b in zip(plain, brighter, strict=True)
+        )
+        assert any((b != a).any() for a, b in zip(plain, brighter, strict=True))
+
+    def test_the_fast_sampling_setting_loads_its_scheduler(self, tiny_sd_path: str) -> None:
+        from agfsync.sampling import SAMPLING_PRESETS, sampling_settings
+
+        fast = sampling_settings("fast")
+        assert fast == SAMPLING_PRESETS["fast"] and fast["num_inference_steps"] < 50
+        generator = CandidateImageGenerator(
+            tiny_sd_path, EngineConfig(device="cpu", scheduler=fast["scheduler"])
+        )
+        generator.load()
+        assert type(generator.pipeline.scheduler).__name__ == fast["scheduler"]
+        assert generator.pipeline.scheduler.config.algorithm_type == "dpmsolver++"
+        with pytest.raises(ConfigurationError, match="paper, fast"):
+            sampling_settings("fastest")
+
+    def test_generate_sampling_sets_the_image_steps_fields(self) -> None:
+        from agfsync.pipelines import build_preset
+        from agfsync.run.preset import RunOptions, _parameters
+
+        pipeline = build_preset("agfsync-sd15")
+        fast = _parameters(pipeline, RunOptions(sampling="fast"))["generate_images"]
+        assert fast == {"scheduler": "DPMSolverMultistepScheduler", "num_inference_steps": 20}
+        paper = _parameters(pipeline, RunOptions(sampling="paper"))["generate_images"]
+        assert paper == {"num_inference_steps": 50}  # and the model's own scheduler
+        assert pipeline.dag.get_step("generate_images")["step"].num_inference_steps == 50
+
     def test_out_of_memory_halves_the_batch_and_keeps_every_image(
         self, tiny_sd_path: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -329,6 +329,36 @@ class TestInputFilesKeyTheCache:
         assert changed["judge_images"] != first["judge_images"]  # and it reaches downstream
         assert changed["load_prompts"] == first["load_prompts"]
 
+    def test_the_pipeline_dump_is_remembered_and_its_file_rewritten_on_change(
+        self, tmp_path: Path
+    ) -> None:
+        from agfsync.run.cache import remember_pipeline_dumps
+
+        pipeline = build_preset("offline")
+        expected_signature = pipeline.signature
+        dumps = []
+        original = pipeline.dump
+
+        def counted(**kwargs: Any) -> Any:
+            dumps.append(kwargs)
+            return original(**kwargs)
+
+        pipeline.dump = counted
+        remember_pipeline_dumps(pipeline)
+        target = tmp_path / "pipeline.yaml"
+        for _ in range(3):  # what distilabel does after every batch
+            assert pipeline.signature == expected_signature
+            pipeline.save(path=target, format="yaml")
+        assert len(dumps) == 1
+        written = target.stat().st_mtime_ns
+        target.write_text("edited")  # a file that is not the dump any more is written again
+        pipeline.save(path=target, format="yaml")
+        assert "generate_images" in target.read_text()
+        pipeline._set_runtime_parameters({"generate_images": {"num_inference_steps": 7}})
+        pipeline.save(path=target, format="yaml")
+        assert len(dumps) == 2 and "num_inference_steps: 7" in target.read_text()
+        assert target.stat().st_mtime_ns >= written
+
 
 def _sample_lines() -> list[str]:
     from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH

@@ -26,6 +26,12 @@ from distilabel.mixins.signature import SignatureMixin
 from pydantic import PrivateAttr
 
 
+def attribute_state(step: Any) -> str:
+    """What a step's signature and dump depend on, cheaply: the `repr` of its attributes
+    (without the pipeline it belongs to)."""
+    return repr([(name, value) for name, value in step.__dict__.items() if name != "pipeline"])
+
+
 class RememberedSignatureMixin(SignatureMixin):
     """distilabel's signature of the step's own attributes, computed again only when
     they change (their `repr`, without the pipeline, is the check: cheap next to the
@@ -34,7 +40,7 @@ class RememberedSignatureMixin(SignatureMixin):
     _remembered_signature: tuple[str, str] | None = PrivateAttr(default=None)
 
     def _own_signature(self) -> str:
-        state = repr([(name, value) for name, value in self.__dict__.items() if name != "pipeline"])
+        state = attribute_state(self)
         remembered = self._remembered_signature
         if remembered is not None and remembered[0] == state:
             return remembered[1]
@@ -107,3 +113,44 @@ def keep_out_of_the_cache_key(step: Any, *fields: str) -> None:
     rerun with other values reuses the work already done."""
     # Set directly: distilabel validates assignments, which would run validators again.
     step.__dict__["exclude_from_signature"] = {*step.exclude_from_signature, *fields}
+
+
+def remember_pipeline_dumps(pipeline: Any) -> None:
+    """distilabel dumps the whole pipeline twice after every batch, to hash its step
+    names into the cache folder's name and to write `pipeline.yaml` again: the same
+    dict every time while no step changes. Here the dump is remembered per state of
+    the steps, and `pipeline.yaml` rewritten only when its dump or the file changed."""
+    dump, save = pipeline.dump, pipeline.save
+    remembered: dict[str, Any] = {"key": None, "version": 0}
+    written: dict[tuple[str, str], tuple[int, tuple[int, int] | None]] = {}
+
+    def remembered_dump(**kwargs: Any) -> Any:
+        steps = [pipeline.dag.get_step(name)[STEP_ATTR_NAME] for name in pipeline.dag]
+        key = repr((sorted(kwargs.items()), [attribute_state(step) for step in steps]))
+        if remembered["key"] != key:
+            remembered.update(key=key, value=dump(**kwargs), version=remembered["version"] + 1)
+        return remembered["value"]
+
+    def save_when_changed(
+        path: Any = None, format: str = "json", dump: Any = None, **kwargs: Any
+    ) -> None:
+        if dump is not None:
+            save(path=path, format=format, dump=dump)
+            return
+        value = remembered_dump(**kwargs)
+        target = (str(path), format)
+        if written.get(target) == (remembered["version"], _file_state(path)):
+            return
+        save(path=path, format=format, dump=value)
+        written[target] = (remembered["version"], _file_state(path))
+
+    pipeline.dump = remembered_dump
+    pipeline.save = save_when_changed
+
+
+def _file_state(path: Any) -> tuple[int, int] | None:
+    try:
+        status = Path(path).stat()
+    except (OSError, TypeError):
+        return None
+    return status.st_mtime_ns, status.st_size

@@ -35,6 +35,7 @@ from agfsync.llm.providers import api_key_from_env, key_variables_text, provider
 from agfsync.logs import keep_credentials_out_of_files, plain_distilabel_lines_off_a_terminal
 from agfsync.progress import live_stage_counts
 from agfsync.run.artifacts import carry_over_artifacts
+from agfsync.run.cache import remember_pipeline_dumps
 from agfsync.run.estimate import EstimateTables, estimate_run
 from agfsync.run.failures import row_failures
 from agfsync.run.preflight import check_disk, check_models
@@ -52,6 +53,7 @@ from agfsync.run.resume import (
     record_steps_to_redo,
     skip_finished_stages,
 )
+from agfsync.sampling import sampling_settings
 from agfsync.step_names import (
     DECOMPOSE_STEP,
     DEDUPLICATE_STEP,
@@ -96,6 +98,9 @@ class RunOptions:
     """Seconds each LLM step may spend on calls in this run (`time_limit` of the steps)."""
     weights_file: Path | None = None
     """Judge weights from a file (`agfsync calibrate` writes one); None: the preset's."""
+    sampling: str | None = None
+    """A named sampling setting of `SAMPLING_PRESETS` (scheduler and steps); None: the
+    preset's."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,11 @@ def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, 
             "data_files": str(options.prompts_file) if options.prompts_file else None,
             "num_prompts": options.num_prompts,
         },
-        GENERATE_IMAGES_STEP: {"num_images": options.num_images, "seed": options.seed},
+        GENERATE_IMAGES_STEP: {
+            "num_images": options.num_images,
+            "seed": options.seed,
+            **sampling_settings(options.sampling),
+        },
         SELECT_PAIRS_STEP: {
             "min_margin": options.min_margin,
             "keep_ties": options.keep_ties or None,
@@ -265,6 +274,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     weights_source = _apply_weights(pipeline, options.weights_file)
     _configure_llms(pipeline, options)
     keep_credentials_out_of_files(pipeline)
+    remember_pipeline_dumps(pipeline)
     _check_options(options)
     parameters = _parameters(pipeline, options)
     # Step signatures, which locate the cache, include the runtime parameters; the
