@@ -6,7 +6,8 @@ the text, QA pairs kept), runs `agfsync generate --preset offline` on it in a fr
 distilabel cache, and polls the resident memory of the whole process tree
 (distilabel runs every step in its own process) every 0.2 s. It reports the peak
 of the tree's total RSS, the peak of the largest single process, the wall time and
-the size of the output folder. A flat peak as prompts grow means images and
+the size of the output folder and of everything the run wrote (output folder and
+distilabel cache, hard-linked files counted once). A flat peak as prompts grow means images and
 batches stream through disk rather than accumulating in memory.
 
 From the run's `pipeline.log` it also reads how long the image and judging steps
@@ -62,6 +63,18 @@ def step_times(log: Path) -> dict[str, float]:
     }
 
 
+def unique_bytes(folders: list[Path]) -> int:
+    """Bytes of the files under `folders`, each file once however many hard links it has
+    (the dataset folder's candidates are links to the run cache's)."""
+    seen: dict[tuple[int, int], int] = {}
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                status = path.stat()
+                seen[(status.st_dev, status.st_ino)] = status.st_size
+    return sum(seen.values())
+
+
 def tree_rss(process: psutil.Process) -> tuple[int, int]:
     """(total, largest) resident bytes of a process and its descendants."""
     sizes = []
@@ -106,7 +119,8 @@ def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if child.returncode != 0:
         raise SystemExit(log.read_text(errors="replace")[-3000:])
-    disk = sum(path.stat().st_size for path in output.rglob("*") if path.is_file())
+    disk = unique_bytes([output])
+    run_disk = unique_bytes([output, work / f"cache-{count}"])
     times = step_times(output / "pipeline.log")
     return {
         "prompts": count,
@@ -116,6 +130,7 @@ def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
         "peak_tree_rss_mib": round(peak_total / 2**20),
         "peak_process_rss_mib": round(peak_single / 2**20),
         "output_mib": round(disk / 2**20, 1),
+        "run_disk_mib": round(run_disk / 2**20, 1),
     }
 
 

@@ -21,6 +21,7 @@ TABLES = {
             "vqa_pairs_per_second": 100.0,
             "judge_images_per_second": 50.0,
             "bytes_per_image": 1000,
+            "bytes_per_prompt": 500,
             "startup_seconds": 36.0,
         }
     },
@@ -55,7 +56,9 @@ def test_full_preset_estimate_matches_a_hand_computation() -> None:
     # 72,000 pairs at 100/s + 8000 images through CLIP and aesthetic at 50/s
     assert result.judging_hours == pytest.approx((720 + 160) / 3600)
     assert result.startup_hours == pytest.approx(0.01)
-    assert result.disk_bytes == (8000 + 2 * 1000) * 1000
+    # candidates once (the dataset folder links them), chosen + rejected in the parquet,
+    # and the rows and records of each prompt
+    assert result.disk_bytes == (8000 + 2 * 1000) * 1000 + 1000 * 500
     assert any("no price for gemini-2.0-flash" in line for line in result.assumptions)
 
 
@@ -120,7 +123,7 @@ def test_command_with_user_tables(tmp_path: Path) -> None:
     assert "write_prompts (gpt-4o-mini): 100 calls" in result.stdout
     assert "images: 8,000; judged questions: 72,000" in result.stdout
     assert "generation 2.22 h" in result.stdout
-    assert "disk: 10.0 MB" in result.stdout  # (8000 candidates + 2 x 1000 pair images) x 1 kB
+    assert "disk: 10.5 MB" in result.stdout  # (8000 + 2 x 1000 images) x 1 kB + 1000 x 0.5 kB
 
 
 def test_the_fast_sampling_setting_scales_the_generation_time(tmp_path: Path) -> None:

@@ -37,6 +37,11 @@ class ThroughputProfile(BaseModel):
         default=None, description="Images per second through the non-VQA judges together."
     )
     bytes_per_image: int = Field(description="Mean size of one candidate file on disk.")
+    bytes_per_prompt: int = Field(
+        default=0,
+        description="Everything else a run writes per prompt: the rows of every step in "
+        "distilabel's cache, the steps' journals, the dataset's row data.",
+    )
     startup_seconds: float = Field(
         default=0.0, description="Pipeline start and model loading, paid once per run."
     )
@@ -201,11 +206,16 @@ def estimate_run(
         generation_hours=generation_hours,
         judging_hours=judging_hours,
         startup_hours=speeds.startup_seconds / 3600,
-        # every candidate once, plus the chosen and rejected images once per pair
-        # (jpg_0/jpg_1) in the dataset's parquet shards
-        disk_bytes=(images + 2 * num_prompts) * speeds.bytes_per_image,
+        disk_bytes=run_disk_bytes(images, num_prompts, speeds),
         assumptions=assumptions,
     )
+
+
+def run_disk_bytes(images: int, prompts: int, speeds: ThroughputProfile) -> int:
+    """Bytes a run leaves on disk: every candidate once (the dataset folder's copies are
+    hard links to the run cache's), the chosen and rejected images once more per pair
+    (`jpg_0`/`jpg_1` in the parquet shards), and the rows and records per prompt."""
+    return (images + 2 * prompts) * speeds.bytes_per_image + prompts * speeds.bytes_per_prompt
 
 
 def _measured(profile_model: str | None, used: list[str]) -> bool:
