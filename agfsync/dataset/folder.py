@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pyarrow.parquet as pq
 import yaml
+from datasets.exceptions import DatasetGenerationError
 from datasets.info import DatasetInfo, DatasetInfosDict
 
 from agfsync.errors import ConfigurationError
@@ -200,7 +201,7 @@ def listed_shards(folder: Path, split: str = "train") -> list[Path]:
 
 
 def build_preference_dataset(
-    rows: datasets.Dataset, artifacts_dir: Path
+    rows: datasets.Dataset, artifacts_dir: Path, cache_dir: Path
 ) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
     """Add the pair columns, with the images read from `artifacts_dir`, to every row
     that has a pair.
@@ -208,20 +209,41 @@ def build_preference_dataset(
     Returns the dataset and the rows left out (those whose `pair_error` says why no
     pair could be formed), so callers can report them. A row without a pair and without
     a reason (the pair step itself failed on it) is left out with that as its reason.
+
+    Rows stream into an Arrow file in `cache_dir` (a folder of agfsync's, emptied
+    first), so memory stays flat however many pairs a run has: the dataset is read
+    from that file, not held with every image's bytes in memory.
     """
-    paired, unpaired = [], []
-    for row in rows:
+    unpaired: list[dict[str, Any]] = []
+    paired_indices = []
+    for index, row in enumerate(rows.select_columns(["pair_error", "chosen_index"])):
         if row.get("pair_error"):
-            unpaired.append(row)
-            continue
-        if row.get("chosen_index") is None:
-            unpaired.append({**row, "pair_error": "the pair step failed on this row (see the log)"})
-            continue
-        paired.append({**row, **preference_columns(row, artifacts_dir)})
+            unpaired.append(rows[index])
+        elif row.get("chosen_index") is None:
+            reason = "the pair step failed on this row (see the log)"
+            unpaired.append({**rows[index], "pair_error": reason})
+        else:
+            paired_indices.append(index)
     features = _with_pair_features(rows.features)
-    if not paired:  # `from_list` cannot type an empty list
+    if not paired_indices:  # a generator of nothing gives no typed dataset
         return datasets.Dataset.from_dict({name: [] for name in features}, features), unpaired
-    return datasets.Dataset.from_list(paired, features=features), unpaired
+
+    def paired_rows() -> Iterator[dict[str, Any]]:
+        for row in rows.select(paired_indices):
+            yield {**row, **preference_columns(row, artifacts_dir)}
+
+    if cache_dir.exists():
+        shutil.rmtree(cache_dir)  # ours: every build fresh, never one cached earlier
+    cache_dir.mkdir(parents=True)
+    try:
+        dataset = datasets.Dataset.from_generator(
+            paired_rows, features=features, cache_dir=os.fspath(cache_dir)
+        )
+    except DatasetGenerationError as error:
+        if isinstance(error.__cause__, MissingImageError):
+            raise error.__cause__ from None
+        raise
+    return dataset, unpaired
 
 
 DATASET_ENTRIES = (

@@ -13,6 +13,8 @@ its run.json) and stay without one; a prompt that now ties is left out and liste
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,34 +109,39 @@ def reselect_pairs(
     repicked = datasets.Dataset.from_list(
         [{**row, **repick(row)} for row in rows], features=rows.features
     )
-    new, unpaired = build_preference_dataset(repicked, artifacts)
-    if len(new) == 0:
-        raise ConfigurationError(
-            f"With the weights of {weights_file} no prompt of {run_dir} has a pair; nothing "
-            "was written."
+    # The pairs stream through an Arrow file in a scratch folder of ours, removed after.
+    scratch = Path(tempfile.mkdtemp(prefix="agfsync-reselect-"))
+    try:
+        new, unpaired = build_preference_dataset(repicked, artifacts, scratch / "pairs")
+        if len(new) == 0:
+            raise ConfigurationError(
+                f"With the weights of {weights_file} no prompt of {run_dir} has a pair; nothing "
+                "was written."
+            )
+        info = run.model_copy(
+            update={
+                "judges": [
+                    JudgeInfo(name=j.name, model=j.model, weight=preset.weights[j.name])
+                    for j in run.judges
+                ],
+                "weights_source": preset.description + f"; pairs re-selected from {run_dir.name}",
+                "unpaired": [*run.unpaired, *(UnpairedPrompt.of(row) for row in unpaired)],
+            }
         )
-    info = run.model_copy(
-        update={
-            "judges": [
-                JudgeInfo(name=j.name, model=j.model, weight=preset.weights[j.name])
-                for j in run.judges
-            ],
-            "weights_source": preset.description + f"; pairs re-selected from {run_dir.name}",
-            "unpaired": [*run.unpaired, *(UnpairedPrompt.of(row) for row in unpaired)],
-        }
-    )
 
-    write_dataset_folder(
-        new,
-        output_dir,
-        card=card_writer(new, info, load_path=os.fspath(output_dir.resolve())),
-        extra_files={
-            name: run_dir / name
-            for name in ("pipeline.yaml", "pipeline.log")
-            if (run_dir / name).is_file()
-        },
-        artifacts_dir=artifacts,
-        overwrite=overwrite,
-        protected=[run_dir],
-    )
-    return Reselection(output_dir.resolve(), len(new), changed, len(unpaired))
+        write_dataset_folder(
+            new,
+            output_dir,
+            card=card_writer(new, info, load_path=os.fspath(output_dir.resolve())),
+            extra_files={
+                name: run_dir / name
+                for name in ("pipeline.yaml", "pipeline.log")
+                if (run_dir / name).is_file()
+            },
+            artifacts_dir=artifacts,
+            overwrite=overwrite,
+            protected=[run_dir],
+        )
+        return Reselection(output_dir.resolve(), len(new), changed, len(unpaired))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

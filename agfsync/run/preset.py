@@ -155,6 +155,11 @@ def _configure_llms(pipeline: Pipeline, options: RunOptions) -> None:
             }
 
 
+PAIRS_CACHE_DIR = "agfsync-pairs"
+"""Beside the run's artifacts (in distilabel's cache): the Arrow file the pairs stream
+into before the dataset folder's shards are cut from it."""
+
+
 def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, Any]]:
     wanted: dict[str, dict[str, Any]] = {
         LOAD_PROMPTS_STEP: {
@@ -504,7 +509,9 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
             f"The run produced no images: {_why_nothing(outcome.failures, pipeline, rows)}."
         )
     try:
-        dataset, unpaired = build_preference_dataset(rows, artifacts_dir)
+        dataset, unpaired = build_preference_dataset(
+            rows, artifacts_dir, artifacts_dir.parent / PAIRS_CACHE_DIR
+        )
     except MissingImageError:
         # The rows say done but a file is gone: the next run renders it again.
         record_steps_to_redo(pipeline, [GENERATE_IMAGES_STEP])
