@@ -216,7 +216,8 @@ def build_preference_dataset(
     """
     unpaired: list[dict[str, Any]] = []
     paired_indices = []
-    for index, row in enumerate(rows.select_columns(["pair_error", "chosen_index"])):
+    status = [column for column in ("pair_error", "chosen_index") if column in rows.column_names]
+    for index, row in enumerate(rows.select_columns(status)):
         if row.get("pair_error"):
             unpaired.append(rows[index])
         elif row.get("chosen_index") is None:
