@@ -393,9 +393,9 @@ def dataset_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "score_margin": scores[0] - scores[1],
             }
         )
-    pairs, _ = build_preference_dataset(
-        datasets.Dataset.from_list(rows), artifacts, root / "pairs-cache"
-    )
+    scratch = root / "pairs-scratch"  # outlives the dataset, as the fixture's folder
+    scratch.mkdir()
+    pairs, _ = build_preference_dataset(datasets.Dataset.from_list(rows), artifacts, scratch)
     run_dir = root / "run"
     write_dataset_folder(pairs, run_dir, card=card_listing)
     RunInfo(preset="offline", seed=0).save(run_dir)

@@ -248,3 +248,31 @@ class TestRunsIntoOwnedFolders:
         assert len(shards) == 1 and shards != first_shards  # the old shard went
         assert (out / "notes.txt").read_text() == "mine"
         shutil.rmtree(out)
+
+
+class TestPairsScratch:
+    """The folder the pairs stream through while a dataset is written: made new each
+    time and the only thing removed after."""
+
+    def test_only_the_folder_it_made_is_removed(self, tmp_path: Path) -> None:
+        from agfsync.dataset.folder import pairs_scratch
+
+        parent = tmp_path / "agfsync-pairs"
+        parent.mkdir()
+        (parent / "yours.txt").write_text("kept")
+        with pairs_scratch(parent) as scratch:
+            assert scratch.parent == parent and not any(scratch.iterdir())
+            (scratch / "pairs.arrow").write_bytes(b"written by datasets")
+        assert not scratch.exists()
+        assert (parent / "yours.txt").read_text() == "kept"
+
+    def test_building_pairs_refuses_a_folder_with_anything_in_it(self, tmp_path: Path) -> None:
+        import datasets
+
+        from agfsync.dataset.folder import build_preference_dataset
+
+        (tmp_path / "yours.txt").write_text("kept")
+        rows = datasets.Dataset.from_list([{"prompt": "p", "pair_error": None}])
+        with pytest.raises(ValueError, match="not an empty folder"):
+            build_preference_dataset(rows, tmp_path, tmp_path)
+        assert (tmp_path / "yours.txt").read_text() == "kept"

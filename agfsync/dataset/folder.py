@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +202,22 @@ def listed_shards(folder: Path, split: str = "train") -> list[Path]:
     return paths
 
 
+@contextmanager
+def pairs_scratch(parent: Path | None = None) -> Iterator[Path]:
+    """A new, empty folder for the Arrow file the pairs stream into, made under `parent`
+    (the system's temporary folder when None) and removed on exit: the one folder made
+    here is the only thing ever deleted."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="pairs-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def build_preference_dataset(
-    rows: datasets.Dataset, artifacts_dir: Path, cache_dir: Path
+    rows: datasets.Dataset, artifacts_dir: Path, scratch: Path
 ) -> tuple[datasets.Dataset, list[dict[str, Any]]]:
     """Add the pair columns, with the images read from `artifacts_dir`, to every row
     that has a pair.
@@ -210,10 +226,14 @@ def build_preference_dataset(
     pair could be formed), so callers can report them. A row without a pair and without
     a reason (the pair step itself failed on it) is left out with that as its reason.
 
-    Rows stream into an Arrow file in `cache_dir` (a folder of agfsync's, emptied
-    first), so memory stays flat however many pairs a run has: the dataset is read
-    from that file, not held with every image's bytes in memory.
+    Rows stream into an Arrow file in `scratch`, an empty folder that must outlive the
+    dataset (`pairs_scratch()` makes one), so memory stays flat however many pairs a run
+    has: the dataset is read from that file, not held with every image's bytes in
+    memory. A folder with anything in it is refused: `datasets` could take an earlier
+    build found there for this one.
     """
+    if not scratch.is_dir() or any(scratch.iterdir()):
+        raise ValueError(f"{scratch} is not an empty folder; use pairs_scratch().")
     unpaired: list[dict[str, Any]] = []
     paired_indices = []
     status = [column for column in ("pair_error", "chosen_index") if column in rows.column_names]
@@ -233,12 +253,9 @@ def build_preference_dataset(
         for row in rows.select(paired_indices):
             yield {**row, **preference_columns(row, artifacts_dir)}
 
-    if cache_dir.exists():
-        shutil.rmtree(cache_dir)  # ours: every build fresh, never one cached earlier
-    cache_dir.mkdir(parents=True)
     try:
         dataset = datasets.Dataset.from_generator(
-            paired_rows, features=features, cache_dir=os.fspath(cache_dir)
+            paired_rows, features=features, cache_dir=os.fspath(scratch)
         )
     except DatasetGenerationError as error:
         if isinstance(error.__cause__, MissingImageError):

@@ -13,8 +13,6 @@ its run.json) and stay without one; a prompt that now ties is left out and liste
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from agfsync.dataset.folder import (
     IMAGE_COLUMNS,
     build_preference_dataset,
     check_dataset_folder,
+    pairs_scratch,
     write_dataset_folder,
 )
 from agfsync.dataset.publish import load_run
@@ -110,9 +109,8 @@ def reselect_pairs(
         [{**row, **repick(row)} for row in rows], features=rows.features
     )
     # The pairs stream through an Arrow file in a scratch folder of ours, removed after.
-    scratch = Path(tempfile.mkdtemp(prefix="agfsync-reselect-"))
-    try:
-        new, unpaired = build_preference_dataset(repicked, artifacts, scratch / "pairs")
+    with pairs_scratch() as scratch:
+        new, unpaired = build_preference_dataset(repicked, artifacts, scratch)
         if len(new) == 0:
             raise ConfigurationError(
                 f"With the weights of {weights_file} no prompt of {run_dir} has a pair; nothing "
@@ -143,5 +141,3 @@ def reselect_pairs(
             protected=[run_dir],
         )
         return Reselection(output_dir.resolve(), len(new), changed, len(unpaired))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

@@ -27,6 +27,7 @@ from agfsync.dataset.folder import (
     MissingImageError,
     build_preference_dataset,
     check_dataset_folder,
+    pairs_scratch,
     write_dataset_folder,
 )
 from agfsync.dataset.run_info import JudgeInfo, RunInfo, UnpairedPrompt
@@ -156,8 +157,8 @@ def _configure_llms(pipeline: Pipeline, options: RunOptions) -> None:
 
 
 PAIRS_CACHE_DIR = "agfsync-pairs"
-"""Beside the run's artifacts (in distilabel's cache): the Arrow file the pairs stream
-into before the dataset folder's shards are cut from it."""
+"""Beside the run's artifacts (in distilabel's cache): where the pairs stream into an
+Arrow file (a new folder per write, `pairs_scratch`) before the shards are cut from it."""
 
 
 def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, Any]]:
@@ -508,36 +509,36 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
         raise RunFailedError(
             f"The run produced no images: {_why_nothing(outcome.failures, pipeline, rows)}."
         )
-    try:
-        dataset, unpaired = build_preference_dataset(
-            rows, artifacts_dir, artifacts_dir.parent / PAIRS_CACHE_DIR
+    with pairs_scratch(artifacts_dir.parent / PAIRS_CACHE_DIR) as scratch:
+        try:
+            dataset, unpaired = build_preference_dataset(rows, artifacts_dir, scratch)
+        except MissingImageError:
+            # The rows say done but a file is gone: the next run renders it again.
+            record_steps_to_redo(pipeline, [GENERATE_IMAGES_STEP])
+            raise
+        if len(dataset) == 0:
+            reasons = Counter(str(row["pair_error"]) for row in unpaired)
+            listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+            raise RunFailedError(
+                f"No prompt got a preference pair ({len(unpaired)} prompts: {listed}); "
+                "nothing was written. Each reason is the pair step's; see the README's "
+                "bad-input table."
+            )
+        run = _run_info(outcome, unpaired)
+        write_dataset_folder(
+            dataset,
+            output_dir,
+            card=card_writer(dataset, run, load_path=os.fspath(output_dir.resolve())),
+            extra_files=outcome.extra_files,
+            artifacts_dir=artifacts_dir,
+            overwrite=outcome.options.overwrite,
         )
-    except MissingImageError:
-        # The rows say done but a file is gone: the next run renders it again.
-        record_steps_to_redo(pipeline, [GENERATE_IMAGES_STEP])
-        raise
-    if len(dataset) == 0:
-        reasons = Counter(str(row["pair_error"]) for row in unpaired)
-        listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
-        raise RunFailedError(
-            f"No prompt got a preference pair ({len(unpaired)} prompts: {listed}); nothing "
-            "was written. Each reason is the pair step's; see the README's bad-input table."
-        )
-    run = _run_info(outcome, unpaired)
-
-    write_dataset_folder(
-        dataset,
-        output_dir,
-        card=card_writer(dataset, run, load_path=os.fspath(output_dir.resolve())),
-        extra_files=outcome.extra_files,
-        artifacts_dir=artifacts_dir,
-        overwrite=outcome.options.overwrite,
-    )
+        num_rows = len(dataset)
     if not failed:
         finish_execution(pipeline)
     return RunSummary(
         output_dir=output_dir.resolve(),
-        num_rows=len(dataset),
+        num_rows=num_rows,
         num_unpaired=len(unpaired),
         seconds=time.perf_counter() - outcome.started,
         failures=failed,
