@@ -17,7 +17,7 @@ its size or modification time does.
 """
 
 import hashlib
-import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def file_digest(path: Path) -> bytes:
         status = path.stat()
     except OSError:
         return b"<missing>"
-    if not os.path.isfile(path):
+    if not stat.S_ISREG(status.st_mode):
         return b"<missing>"
     key = (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
     if key not in _FILE_DIGESTS:
