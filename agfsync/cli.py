@@ -179,6 +179,13 @@ def generate(
         ),
     ] = None,
     sampling: Sampling = None,
+    resolution: Annotated[
+        int | None,
+        typer.Option(
+            help="Height and width of the candidates in pixels, a multiple of 8 [default: "
+            "the model's]."
+        ),
+    ] = None,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
     from agfsync.run.preset import RunOptions, run_preset
@@ -202,6 +209,7 @@ def generate(
         llm_time_limit=llm_time_limit,
         weights_file=weights,
         sampling=sampling,
+        resolution=resolution,
     )
     try:
         summary = run_preset(preset, output_dir, options)

@@ -128,6 +128,7 @@ class TestOptions:
             (["--min-margin", "nan"], "--min-margin nan is not a number"),
             (["--min-margin", "-1"], "--min-margin -1.0 must be 0 or more"),
             (["--llm-time-limit", "0"], "--llm-time-limit 0.0 must be a positive number"),
+            (["--resolution", "100"], "--resolution 100 must be a positive multiple of 8"),
         ],
     )
     def test_refused(self, tmp_path: Path, args: list[str], expected: str) -> None:

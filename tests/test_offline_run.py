@@ -208,15 +208,19 @@ class TestAgfsyncGenerate:
 
     def test_regenerating_in_place_loads_the_new_rows(self, tmp_path: Path) -> None:
         output = tmp_path / "same-folder"
-        seeds = []
-        for seed in ("1", "2"):
+        seeds, sizes = [], []
+        for seed, resolution in (("1", []), ("2", ["--resolution", "48"])):
             result = run_command(
-                ["agfsync", "generate", "-o", str(output), "--seed", seed, "--num-prompts", "1"],
+                ["agfsync", "generate", "-o", str(output), "--seed", seed, "--num-prompts", "1"]
+                + resolution,
                 cwd=tmp_path,
             )
             assert result.returncode == 0, result.stderr[-3000:]
-            seeds.append(datasets.load_dataset(str(output), split="train")["image_seeds"][0])
+            row = datasets.load_dataset(str(output), "images", split="train")[0]
+            seeds.append(row["image_seeds"])
+            sizes.append((row["jpg_0"].size, row["jpg_1"].size))
         assert seeds[0] != seeds[1]
+        assert sizes == [((32, 32), (32, 32)), ((48, 48), (48, 48))]  # the model's, then asked
 
     def test_another_seed_changes_the_images(
         self, offline_dataset_dir: Path, tmp_path: Path

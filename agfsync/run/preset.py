@@ -102,6 +102,9 @@ class RunOptions:
     sampling: str | None = None
     """A named sampling setting of `SAMPLING_PRESETS` (scheduler and steps); None: the
     preset's."""
+    resolution: int | None = None
+    """Height and width of the candidates in pixels (a multiple of 8); None: the
+    model's default."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, 
             "num_images": options.num_images,
             "seed": options.seed,
             **sampling_settings(options.sampling),
+            "height": options.resolution,
+            "width": options.resolution,
         },
         SELECT_PAIRS_STEP: {
             "min_margin": options.min_margin,
@@ -212,6 +217,11 @@ def _check_options(options: RunOptions) -> None:
     ):
         if number is not None and not math.isfinite(number):
             raise ConfigurationError(f"{flag} {number} is not a number; give a finite value.")
+    if options.resolution is not None and (options.resolution < 8 or options.resolution % 8):
+        raise ConfigurationError(
+            f"--resolution {options.resolution} must be a positive multiple of 8 (the VAE "
+            "works on 8x8 pixel blocks), e.g. 512 for SD 1.x or 1024 for SDXL."
+        )
     if options.min_margin is not None and options.min_margin < 0:
         raise ConfigurationError(f"--min-margin {options.min_margin} must be 0 or more.")
     if options.llm_time_limit is not None and options.llm_time_limit <= 0:
