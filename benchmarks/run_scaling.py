@@ -5,7 +5,9 @@ sample's 24 prompts cycled, each copy with its own id and a numbered variant of
 the text, QA pairs kept), runs `agfsync generate --preset offline` on it in a fresh
 distilabel cache, and polls the resident memory of the whole process tree
 (distilabel runs every step in its own process) every 0.2 s. It reports the peak
-of the tree's total RSS, the peak of the largest single process, the wall time and
+of the tree's total RSS, the peak of the largest single process, the peak of the main
+process's anonymous memory (its RSS less file-backed pages such as memory-mapped
+Arrow files), the wall time and
 the size of the output folder and of everything the run wrote (output folder and
 distilabel cache, hard-linked files counted once). A flat peak as prompts grow means images and
 batches stream through disk rather than accumulating in memory.
@@ -86,6 +88,16 @@ def tree_rss(process: psutil.Process) -> tuple[int, int]:
     return sum(sizes), max(sizes, default=0)
 
 
+def anonymous_rss(process: psutil.Process) -> int:
+    """Resident bytes of `process` that no file backs: its heap, not the pages of
+    memory-mapped Arrow files (which count in RSS, and the kernel can drop)."""
+    try:
+        memory = process.memory_info()
+    except psutil.Error:
+        return 0
+    return int(memory.rss - memory.shared)
+
+
 def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
     """One fresh run (its own cache and output folder, even for a repeated count)."""
     work = Path(tempfile.mkdtemp(prefix=f"{count}-", dir=work))
@@ -111,10 +123,11 @@ def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
     with log.open("wb") as stderr:
         child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         process = psutil.Process(child.pid)
-        peak_total = peak_single = 0
+        peak_total = peak_single = peak_main_anonymous = 0
         while child.poll() is None:
             total, single = tree_rss(process)
             peak_total, peak_single = max(peak_total, total), max(peak_single, single)
+            peak_main_anonymous = max(peak_main_anonymous, anonymous_rss(process))
             time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - started
     if child.returncode != 0:
@@ -129,6 +142,7 @@ def measure(count: int, work: Path, extra_args: list[str]) -> dict[str, Any]:
         **{name: round(value, 1) for name, value in times.items()},
         "peak_tree_rss_mib": round(peak_total / 2**20),
         "peak_process_rss_mib": round(peak_single / 2**20),
+        "peak_main_anonymous_mib": round(peak_main_anonymous / 2**20),
         "output_mib": round(disk / 2**20, 1),
         "run_disk_mib": round(run_disk / 2**20, 1),
     }

@@ -13,6 +13,7 @@ its run.json) and stay without one; a prompt that now ties is left out and liste
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,11 +106,16 @@ def reselect_pairs(
             "score_margin": pair.score_margin,
         }
 
-    repicked = datasets.Dataset.from_list(
-        [{**row, **repick(row)} for row in rows], features=rows.features
-    )
-    # The pairs stream through an Arrow file in a scratch folder of ours, removed after.
-    with pairs_scratch() as scratch:
+    def repicked_rows() -> Iterator[dict[str, Any]]:
+        for row in rows:
+            yield {**row, **repick(row)}
+
+    # The re-picked rows, then the pairs, stream through Arrow files in scratch folders
+    # of ours, removed after: memory stays flat however many prompts the run has.
+    with pairs_scratch() as repicked_scratch, pairs_scratch() as scratch:
+        repicked = datasets.Dataset.from_generator(
+            repicked_rows, features=rows.features, cache_dir=os.fspath(repicked_scratch)
+        )
         new, unpaired = build_preference_dataset(repicked, artifacts, scratch)
         if len(new) == 0:
             raise ConfigurationError(
