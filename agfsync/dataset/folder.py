@@ -203,17 +203,31 @@ def listed_shards(folder: Path, split: str = "train") -> list[Path]:
 
 
 @contextmanager
-def pairs_scratch(parent: Path | None = None) -> Iterator[Path]:
-    """A new, empty folder for the Arrow file the pairs stream into, made under `parent`
-    (the system's temporary folder when None) and removed on exit: the one folder made
-    here is the only thing ever deleted."""
+def pairs_scratch(parent: Path | None = None, prefix: str = "pairs-") -> Iterator[Path]:
+    """A new, empty folder for Arrow files (the pairs stream into one), made under
+    `parent` (the system's temporary folder when None) and removed on exit: the one
+    folder made here is the only thing ever deleted."""
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="pairs-", dir=parent))
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def datasets_cache_in(folder: Path) -> Iterator[None]:
+    """`datasets` keeps its Arrow copies in `folder` meanwhile (`load_dataset` without a
+    `cache_dir`). distilabel's `Distiset` loads every step's parquet rows that way at
+    the end of a run: without this, each run leaves a copy of all its rows in the user's
+    `~/.cache/huggingface/datasets` (about 30 kB per prompt, never removed)."""
+    previous = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = folder
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_CACHE = previous
 
 
 def build_preference_dataset(

@@ -27,6 +27,7 @@ from agfsync.dataset.folder import (
     MissingImageError,
     build_preference_dataset,
     check_dataset_folder,
+    datasets_cache_in,
     pairs_scratch,
     write_dataset_folder,
 )
@@ -159,6 +160,9 @@ def _configure_llms(pipeline: Pipeline, options: RunOptions) -> None:
             }
 
 
+ROWS_CACHE_DIR = "agfsync-rows"
+"""In the preset's distilabel cache: where the rows of a run's steps are loaded into Arrow
+files (a new folder per run, removed once the dataset folder is written)."""
 PAIRS_CACHE_DIR = "agfsync-pairs"
 """Beside the run's artifacts (in distilabel's cache): where the pairs stream into an
 Arrow file (a new folder per write, `pairs_scratch`) before the shards are cut from it."""
@@ -304,7 +308,12 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
         what=f"the cache of preset {preset} ({cache})",
     )
     failures = StepFailures(pipeline)
-    with lock:
+    # distilabel's Distiset copies the rows into Arrow files: ours, removed after the write.
+    with (
+        lock,
+        pairs_scratch(cache / ROWS_CACHE_DIR, prefix="rows-") as rows_cache,
+        datasets_cache_in(rows_cache),
+    ):
         distiset = _run(pipeline, parameters, options, failures, _stage_totals(pipeline, expected))
         rows = _leaf_rows(distiset, pipeline)
         outcome = RunOutcome(
