@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +20,8 @@ from agfsync.logs import configure_logging
 from agfsync.sampling import SAMPLING_PRESETS, sampling_settings
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
 
 # Plain help (click's formatter): rich markup would swallow every `[default: ...]` and
 # show a `<bool>` type beside each flag.
@@ -58,6 +62,21 @@ Sampling = Annotated[
     ),
 ]
 errors = Console(stderr=True)
+
+
+def _rows_in_scratch(command: Callable[P, R]) -> Callable[P, R]:
+    """The dataset rows a command loads with `datasets` are copied into a scratch folder
+    removed when it ends (`rows_scratch`), not left in ~/.cache/huggingface/datasets: at
+    paper scale that copy holds every chosen and rejected image (tens of GB)."""
+
+    @functools.wraps(command)
+    def run_with_a_scratch_cache(*args: P.args, **kwargs: P.kwargs) -> R:
+        from agfsync.dataset.folder import rows_scratch
+
+        with rows_scratch():
+            return command(*args, **kwargs)
+
+    return run_with_a_scratch_cache
 
 
 def OutputFolder(what: str) -> typer.models.OptionInfo:
@@ -249,6 +268,7 @@ def generate(
 
 
 @app.command()
+@_rows_in_scratch
 def publish(
     run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
     repo_id: Annotated[str, typer.Option(help="Dataset repo to create or update, ORG/NAME.")],
@@ -313,6 +333,7 @@ ReviewSeed = Annotated[int, typer.Option(help="Seed of the per-record image orde
 
 
 @argilla_app.command("push")
+@_rows_in_scratch
 def argilla_push(
     source: Annotated[str, typer.Argument(help="Dataset folder or Hub dataset repo id.")],
     name: Annotated[
@@ -368,6 +389,7 @@ def argilla_push(
 
 
 @argilla_app.command("pull")
+@_rows_in_scratch
 def argilla_pull(
     name: Annotated[str, typer.Argument(help="Argilla dataset made by `agfsync argilla push`.")],
     output: Annotated[
@@ -475,6 +497,7 @@ def calibrate(
 
 
 @app.command()
+@_rows_in_scratch
 def reselect(
     run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
     weights: Annotated[

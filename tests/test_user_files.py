@@ -254,18 +254,20 @@ class TestNoCopiesLeftBehind:
     def test_a_run_leaves_no_rows_in_the_datasets_cache(self, tmp_path: Path) -> None:
         """distilabel loads every step's rows through `load_dataset` at the end of a run;
         those Arrow copies go to a folder of the run's, removed after the write, not to
-        the user's `~/.cache/huggingface/datasets`."""
+        the user's `~/.cache/huggingface/datasets`. Nor does a command that reads the
+        dataset folder (publish, reselect, argilla) leave its images there."""
         home_cache = tmp_path / "hf-datasets"
         run_cache = tmp_path / "distilabel"
-        result = run_command(
-            ["agfsync", "generate", "--num-prompts", "2", "-o", str(tmp_path / "out")],
-            tmp_path,
-            env={"HF_DATASETS_CACHE": str(home_cache), "DISTILABEL_CACHE_DIR": str(run_cache)},
-            fresh_process=True,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        left = [path for path in home_cache.rglob("*") if path.is_file()]
-        assert not [path for path in left if not path.name.endswith(".lock")], left
+        env = {"HF_DATASETS_CACHE": str(home_cache), "DISTILABEL_CACHE_DIR": str(run_cache)}
+        out = tmp_path / "out"
+        for command in (
+            ["agfsync", "generate", "--num-prompts", "2", "-o", str(out)],
+            ["agfsync", "publish", str(out), "--repo-id", "o/n", "--dry-run", str(tmp_path / "d")],
+        ):
+            result = run_command(command, tmp_path, env=env, fresh_process=True)
+            assert result.returncode == 0, result.stderr[-2000:]
+            left = [path for path in home_cache.rglob("*") if path.is_file()]
+            assert not [path for path in left if not path.name.endswith(".lock")], left
         rows_folders = list(run_cache.rglob("agfsync-rows"))
         assert len(rows_folders) == 1 and not any(rows_folders[0].iterdir())
         assert not list(run_cache.rglob("*.arrow"))

@@ -230,6 +230,15 @@ def datasets_cache_in(folder: Path) -> Iterator[None]:
         datasets.config.HF_DATASETS_CACHE = previous
 
 
+@contextmanager
+def rows_scratch(parent: Path | None = None) -> Iterator[Path]:
+    """A new folder (`pairs_scratch`) that `datasets` copies the rows it loads into
+    meanwhile (`datasets_cache_in`), removed on exit: commands that read a dataset folder
+    or a run's rows leave no copy of them behind."""
+    with pairs_scratch(parent, prefix="rows-") as folder, datasets_cache_in(folder):
+        yield folder
+
+
 def build_preference_dataset(
     rows: datasets.Dataset, artifacts_dir: Path, scratch: Path
 ) -> tuple[datasets.Dataset, list[dict[str, Any]]]:

@@ -27,8 +27,8 @@ from agfsync.dataset.folder import (
     MissingImageError,
     build_preference_dataset,
     check_dataset_folder,
-    datasets_cache_in,
     pairs_scratch,
+    rows_scratch,
     write_dataset_folder,
 )
 from agfsync.dataset.run_info import JudgeInfo, RunInfo, UnpairedPrompt
@@ -309,11 +309,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     )
     failures = StepFailures(pipeline)
     # distilabel's Distiset copies the rows into Arrow files: ours, removed after the write.
-    with (
-        lock,
-        pairs_scratch(cache / ROWS_CACHE_DIR, prefix="rows-") as rows_cache,
-        datasets_cache_in(rows_cache),
-    ):
+    with lock, rows_scratch(cache / ROWS_CACHE_DIR):
         distiset = _run(pipeline, parameters, options, failures, _stage_totals(pipeline, expected))
         rows = _leaf_rows(distiset, pipeline)
         outcome = RunOutcome(
