@@ -246,8 +246,9 @@ def _expected_prompts(pipeline: Pipeline, options: RunOptions) -> int:
 
 
 def _check_disk(pipeline: Pipeline, preset: str, prompts: int, output_dir: Path) -> None:
-    """Room for the candidate images in distilabel's cache and the dataset folder, by
-    `agfsync estimate`'s figures for the preset."""
+    """Room for the candidate images in distilabel's cache (and, while the dataset is
+    written, the pairs' Arrow file there: two images per prompt) and the dataset folder,
+    by `agfsync estimate`'s figures for the preset."""
     if GENERATE_IMAGES_STEP not in pipeline.dag:
         return
     tables = EstimateTables.load()
@@ -257,7 +258,7 @@ def _check_disk(pipeline: Pipeline, preset: str, prompts: int, output_dir: Path)
     estimate = estimate_run(pipeline, preset, prompts, tables=tables)
     check_disk(
         {
-            pipeline._cache_dir: estimate.num_images * profile.bytes_per_image,
+            pipeline._cache_dir: (estimate.num_images + 2 * prompts) * profile.bytes_per_image,
             output_dir: estimate.disk_bytes,
         },
         hint="free some space, choose another --output (or DISTILABEL_CACHE_DIR for the "
