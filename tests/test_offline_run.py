@@ -211,8 +211,17 @@ class TestAgfsyncGenerate:
         seeds, sizes = [], []
         for seed, resolution in (("1", []), ("2", ["--resolution", "48"])):
             result = run_command(
-                ["agfsync", "generate", "-o", str(output), "--seed", seed, "--num-prompts", "1"]
-                + resolution,
+                [
+                    "agfsync",
+                    "generate",
+                    "-o",
+                    str(output),
+                    "--seed",
+                    seed,
+                    "--num-prompts",
+                    "1",
+                    *resolution,
+                ],
                 cwd=tmp_path,
             )
             assert result.returncode == 0, result.stderr[-3000:]
