@@ -77,7 +77,7 @@ def engines_alone(prompt_file: Path, resolution: int) -> dict[str, float]:
     judge_step.load()
     loaded = time.perf_counter()
     columns = judge_step._context_columns()
-    images_per_row = len(rendered[0][1]) // len(rendered[0][0])
+    images_per_row = config.num_images
     for batch, images in rendered:
         shared = JudgeImages(images)
         prompts = [row["prompt"] for row in batch for _ in range(images_per_row)]
