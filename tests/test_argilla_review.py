@@ -20,7 +20,16 @@ import pytest
 from PIL import Image
 
 from agfsync.dataset.folder import listed_shards
-from agfsync.review.argilla import FIELD_CHARACTERS, REQUEST_BYTES, REVIEW_IMAGE_SIZE
+from agfsync.errors import ConfigurationError
+from agfsync.review.argilla import (
+    FIELD_CHARACTERS,
+    REQUEST_BYTES,
+    REQUEST_BYTES_VARIABLE,
+    REVIEW_IMAGE_SIZE,
+    request_batches,
+    request_budget,
+    review_image,
+)
 from agfsync.review.verdicts import shows_rejected_first
 from tests.argilla_server.byte_counter import byte_counting_proxy
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
@@ -332,14 +341,57 @@ def test_full_size_images_are_sent_small_and_in_bounded_requests(
             )
         pq.write_table(table, shard)
     original_field = len(base64.b64encode(photo_like(0))) + len("data:image/png;base64,")
+    # A budget of about two records (four review images) per request: the 6 records
+    # need 3 requests or more, each under the budget as measured on the wire.
+    budget = 5 * len(review_image(photo_like(0)))
     with byte_counting_proxy(argilla_server.url) as (url, measured):
         result = run_command(
             ["agfsync", "argilla", "push", str(big), "--name", "big", "--workspace", workspace],
             tmp_path,
-            {"ARGILLA_API_URL": url, "ARGILLA_API_KEY": argilla_server.api_key},
+            {
+                "ARGILLA_API_URL": url,
+                "ARGILLA_API_KEY": argilla_server.api_key,
+                REQUEST_BYTES_VARIABLE: str(budget),
+            },
         )
     assert result.returncode == 0, result.stderr[-3000:]
     assert measured.longest_field < FIELD_CHARACTERS and measured.longest_field < original_field / 3
     assert measured.largest_request < REQUEST_BYTES
-    record = next(iter(records_of(argilla_server, "big", workspace).values()))
+    assert len(measured.record_requests) >= NUM_PROMPTS // 2, measured.record_requests
+    assert max(measured.record_requests) < budget, (budget, measured.record_requests)
+    records = records_of(argilla_server, "big", workspace)
+    assert len(records) == NUM_PROMPTS
+    record = next(iter(records.values()))
     assert max(record.fields["image_a"].size) == REVIEW_IMAGE_SIZE
+
+
+def test_request_batches_keep_the_order_and_the_byte_budget() -> None:
+    """Records of known sizes: grouped in order under the budget; one larger than the
+    budget goes alone, as documented."""
+    budget = 20_000
+    sizes = [3_000, 3_000, 3_000, 9_000, 25_000, 500, 500]
+    records = [
+        rg.Record(id=f"r{index}", fields={"prompt": "x" * size}) for index, size in enumerate(sizes)
+    ]
+    batches = list(request_batches(iter(records), budget))
+    assert [[record.id for record in batch] for batch in batches] == [
+        ["r0", "r1", "r2"],
+        ["r3"],
+        ["r4"],
+        ["r5", "r6"],
+    ]
+    for batch in batches:
+        data = sum(len(record.fields["prompt"]) for record in batch)
+        assert data < budget or len(batch) == 1
+    assert sum(batch == [records[4]] for batch in batches) == 1  # over the budget, alone
+    assert list(request_batches(iter([]), budget)) == []
+
+
+def test_the_request_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUEST_BYTES_VARIABLE, raising=False)
+    assert request_budget() == REQUEST_BYTES
+    monkeypatch.setenv(REQUEST_BYTES_VARIABLE, "123456")
+    assert request_budget() == 123456
+    monkeypatch.setenv(REQUEST_BYTES_VARIABLE, "16MiB")
+    with pytest.raises(ConfigurationError, match=REQUEST_BYTES_VARIABLE):
+        request_budget()

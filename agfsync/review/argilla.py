@@ -8,8 +8,9 @@ AI's choice nor the judges' scores, so that their agreement with the AI is a mea
 and not an echo; `show_ai_choice` adds both (recorded per record in `ai_choice_shown`,
 and `pull_reviews` reports agreement on blind records only). Images are re-encoded for
 review (longest side at most `REVIEW_IMAGE_SIZE`, WebP) and records are sent in
-requests of at most `REQUEST_BYTES`. Record ids are the prompt ids, so a re-push
-updates records instead of duplicating them.
+requests of at most `REQUEST_BYTES` (environment variable `REQUEST_BYTES_VARIABLE` to
+change it). Record ids are the prompt ids, so a re-push updates records instead of
+duplicating them.
 
 `pull_reviews` reads the submitted answers, resolves them per record
 (`agfsync.review.verdicts.resolve_votes`), writes the reviewed dataset (human verdicts
@@ -70,6 +71,9 @@ REVIEW_IMAGE_QUALITY = 90
 """WebP quality of the review copies."""
 REQUEST_BYTES = 16 * 2**20
 """Most bytes of record data (data URIs, texts) in one request to the server."""
+REQUEST_BYTES_VARIABLE = "AGFSYNC_ARGILLA_REQUEST_BYTES"
+"""Environment variable that replaces `REQUEST_BYTES` (a server or proxy that takes
+smaller requests)."""
 FIELD_CHARACTERS = 5_000_000
 """argilla-server's limit on an image field's data URI."""
 
@@ -300,8 +304,22 @@ def _record_bytes(record: Any) -> int:
     return sum(len(str(value)) for value in record.fields.to_dict().values()) + 2_000
 
 
+def request_budget() -> int:
+    """Most bytes of record data per request: `REQUEST_BYTES_VARIABLE` if set, else
+    `REQUEST_BYTES`."""
+    value = os.environ.get(REQUEST_BYTES_VARIABLE)
+    if value is None:
+        return REQUEST_BYTES
+    if not value.isdigit() or int(value) == 0:
+        raise ConfigurationError(
+            f"{REQUEST_BYTES_VARIABLE}={value!r}: expected a positive number of bytes."
+        )
+    return int(value)
+
+
 def request_batches(records: Iterator[Any], budget: int = REQUEST_BYTES) -> Iterator[list[Any]]:
-    """Records grouped into requests of at most `budget` bytes (one record at least)."""
+    """Records grouped, in order, into requests of at most `budget` bytes. A record
+    larger than `budget` on its own is sent alone, in a request of its own."""
     batch: list[Any] = []
     size = 0
     for record in records:
@@ -356,6 +374,7 @@ def push_for_review(
     """Create (if needed) the Argilla dataset and log the sampled pairs into it (blind
     unless `show_ai_choice`)."""
     rg = _argilla()
+    budget = request_budget()
     dataset, _ = load_run(resolve_source(source))
     if by is not None and by not in dataset.column_names:
         raise ConfigurationError(f"--by {by!r} is not a column; columns: {dataset.column_names}.")
@@ -391,7 +410,7 @@ def push_for_review(
                 )
         done = 0
         records = (to_record(row, seed=seed, show_ai_choice=show_ai_choice) for row in rows)
-        for chunk in request_batches(records):
+        for chunk in request_batches(records, budget):
             try:
                 existing.records.log(chunk, batch_size=len(chunk))
             except Exception as error:
@@ -492,7 +511,8 @@ def pull_reviews(
 
     def review(row: dict[str, Any]) -> dict[str, Any]:
         verdict = verdicts.get(row["prompt_id"], resolve_votes([]))
-        return apply_verdict(row, verdict, orders.get(row["prompt_id"], False))
+        reviewed = apply_verdict(row, verdict, orders.get(row["prompt_id"], False))
+        return reviewed | {"ai_choice_shown": row["prompt_id"] in shown}
 
     reviewed = dataset.map(review, features=_reviewed_features(dataset.features))
     report = _report(
@@ -517,6 +537,7 @@ def _reviewed_features(features: datasets.Features) -> datasets.Features:
     reviewed = features.copy()
     reviewed["label_source"] = datasets.Value("string")
     reviewed["human_votes"] = {label: datasets.Value("int64") for label in PREFERENCE_LABELS}
+    reviewed["ai_choice_shown"] = datasets.Value("bool")
     return reviewed
 
 
@@ -575,6 +596,7 @@ def review_section(name: str, report: ReviewReport) -> str:
         f"Reviewed in Argilla (dataset `{name}`): {report.records} pairs pushed, "
         f"{report.reviewed} answered, {report.resolved} resolved by majority "
         '(`label_source = "human"`: the reviewers\' verdict overrides the AI label; '
-        "`human_votes` has every answer). Agreement between the AI's choice and the "
-        "reviewers:\n\n" + "\n".join(table) + "\n"
+        "`human_votes` has every answer; `ai_choice_shown` marks records whose reviewers "
+        "were shown the AI's choice, left out of this agreement and of `agfsync calibrate`). "
+        "Agreement between the AI's choice and the reviewers:\n\n" + "\n".join(table) + "\n"
     )

@@ -1,17 +1,20 @@
 """A loopback HTTP proxy in front of the argilla-server fixture that measures what a
-client really sends: the largest request body and the longest string inside any JSON
-body (an image field's data URI, for instance)."""
+client really sends: the largest request body, the longest string inside any JSON
+body (an image field's data URI, for instance) and the size of every request that
+carries records."""
 
 import http.client
 import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+RECORDS_PATH = "/records/bulk"
+"""Where the Argilla SDK sends a batch of records (`dataset.records.log`)."""
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
 
 
@@ -30,6 +33,8 @@ class Measured:
     largest_request: int = 0
     longest_field: int = 0
     requests: int = 0
+    record_requests: list[int] = field(default_factory=list)
+    """Body sizes of the requests that log records (`.../records/bulk`), in order."""
 
 
 @contextmanager
@@ -46,13 +51,15 @@ def byte_counting_proxy(upstream: str) -> Iterator[tuple[str, Measured]]:
         def _forward(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
-                field = longest_string(json.loads(body)) if body else 0
+                longest = longest_string(json.loads(body)) if body else 0
             except ValueError:
-                field = 0
+                longest = 0
             with lock:
                 measured.requests += 1
                 measured.largest_request = max(measured.largest_request, len(body))
-                measured.longest_field = max(measured.longest_field, field)
+                measured.longest_field = max(measured.longest_field, longest)
+                if self.path.split("?")[0].endswith(RECORDS_PATH):
+                    measured.record_requests.append(len(body))
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
             connection = http.client.HTTPConnection(target.netloc, timeout=120)
             try:
