@@ -55,11 +55,19 @@ class Progress:
         elapsed = time.monotonic() - self.started
         return (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
 
+    def rate_text(self) -> str:
+        return f"{self.rate:.2f} {self.unit}/s"
+
     def advance(self, count: int = 1, **values: Any) -> None:
         self.done += count
         self.values.update(values)
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, values=_fields(self.values))
+            self._bar.update(
+                self._task,
+                completed=self.done,
+                rate=self.rate_text(),
+                values=_fields(self.values),
+            )
         else:
             self._maybe_log()
 
@@ -78,13 +86,12 @@ class Progress:
         of = f"/{self.total}" if self.total is not None else ""
         extra = f", {_fields(self.values)}" if self.values else ""
         logger.info(
-            "%s: %d%s %s (%.2f %s/s%s)",
+            "%s: %d%s %s (%s%s)",
             self.description,
             self.done,
             of,
             self.unit,
-            self.rate,
-            self.unit,
+            self.rate_text(),
             extra,
         )
 
@@ -99,7 +106,8 @@ def progress(
     terminal: bool | None = None,
 ) -> Iterator[Progress]:
     """A `Progress` for the block: a rich bar when standard error is a terminal (or
-    `terminal` says so), else INFO lines on the `agfsync.progress` logger."""
+    `terminal` says so), else INFO lines on the `agfsync.progress` logger. While the bar
+    is shown, log records are printed above it (`log_records_through`)."""
     state = Progress(description, total, unit, initial)
     on_terminal = sys.stderr.isatty() if terminal is None else terminal
     if not on_terminal:
@@ -107,7 +115,6 @@ def progress(
         if state.done != state.logged:  # the final count, unless just logged
             state.log_line()
         return
-    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -125,12 +132,57 @@ def progress(
         TaskProgressColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]}"),
         TextColumn("{task.fields[values]}"),
     ]
-    with RichProgress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with (
+        RichProgress(*columns, console=bar_console(), transient=False) as bar,
+        log_records_through(bar.console),
+    ):
         state._bar = bar
-        state._task = bar.add_task(description, total=total, completed=initial, values="")
+        state._task = bar.add_task(
+            description, total=total, completed=initial, rate=state.rate_text(), values=""
+        )
         yield state
+
+
+def bar_console() -> Any:
+    """The rich console progress bars draw on: standard error."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextmanager
+def log_records_through(console: Any) -> Iterator[None]:
+    """For the block, the root logger's stream handlers that write to `console`'s file or
+    to a terminal print their lines through `console` instead: above a live bar, not
+    glued to its line. Their format is kept; file handlers are left alone."""
+    from rich.file_proxy import FileProxy
+
+    swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
+    for handler in logging.getLogger().handlers:
+        if type(handler) is not logging.StreamHandler:  # not a file, not rich's own
+            continue
+        stream = handler.stream
+        if isinstance(stream, FileProxy) or not _same_screen(stream, console):
+            continue
+        handler.setStream(FileProxy(console, stream))
+        swapped.append((handler, stream))
+    try:
+        yield
+    finally:
+        for handler, stream in swapped:
+            handler.setStream(stream)
+
+
+def _same_screen(stream: Any, console: Any) -> bool:
+    if stream is console.file:
+        return True
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no such method, or a closed stream
+        return False
 
 
 STAGE_ATTRIBUTE = "agfsync_stage"

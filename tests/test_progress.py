@@ -44,6 +44,45 @@ def test_resumed_work_counts_but_is_not_in_the_rate(caplog: pytest.LogCaptureFix
     assert caplog.records[-1].getMessage().startswith("training: 10/10 steps")
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def screen_lines(output: str) -> list[str]:
+    """What a terminal shows line by line, roughly: every carriage return or newline
+    starts a line, colours and cursor codes removed."""
+    return [line for line in re.split(r"[\r\n]", ANSI.sub("", output)) if line.strip()]
+
+
+def test_the_bar_shows_the_rate_and_log_lines_go_above_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal: the bar has a steps/s column, and a log record written while the
+    bar is live is a line of its own, never glued to the bar's line."""
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(force_terminal=True, file=screen, width=160)
+    monkeypatch.setattr("agfsync.progress.bar_console", lambda: console)
+    handler = logging.StreamHandler(screen)  # as `agfsync.logs` sets it up, on that screen
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logger = logging.getLogger("agfsync.train")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        with progress("training", total=3, unit="steps", terminal=True) as bar:
+            bar.advance(1, loss=0.5, lr=5.392e-06)
+            logger.info("Saved checkpoint checkpoint-1")
+            bar.advance(2, loss=0.25)
+        assert handler.stream is screen  # given back after the bar
+    finally:
+        root.removeHandler(handler)
+    lines = screen_lines(screen.getvalue())
+    logged = [line for line in lines if "Saved checkpoint" in line]
+    assert logged == ["INFO agfsync.train: Saved checkpoint checkpoint-1"], lines
+    assert re.search(r"3/3 .* \d+\.\d+ steps/s loss 0\.25 lr 5\.392e-06", lines[-1]), lines
+
+
 def test_stage_counts_sum_the_steps_reports_across_a_log_queue() -> None:
     counter = StageCounts({"images": 16, "pairs": None})
     logger = logging.getLogger("distilabel.step.test")

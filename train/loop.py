@@ -15,6 +15,8 @@ already consumed and continues with the same losses an uninterrupted run would s
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -513,7 +515,8 @@ class DPOTrainer:
             return []
         from diffusers.utils import make_image_grid
 
-        pipeline = self.components.inference_pipeline(accelerator.unwrap_model(self.unet))
+        with diffusers_bars_off():  # they would break into the training bar's line
+            pipeline = self.components.inference_pipeline(accelerator.unwrap_model(self.unet))
         pipeline.set_progress_bar_config(disable=True)
         images = []
         with torch.no_grad(), accelerator.autocast():
@@ -592,6 +595,20 @@ class DPOTrainer:
             if config.push_to_hub:
                 result.hub_url = push_to_hub(config.output_dir, repo, self.hub_token)
         accelerator.end_training()
+
+
+@contextmanager
+def diffusers_bars_off() -> Iterator[None]:
+    """No diffusers progress bar ("Loading pipeline components...") in the block."""
+    from diffusers.utils import logging as diffusers_logging
+
+    enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            diffusers_logging.enable_progress_bar()
 
 
 def validation_image(grid: Path, index: int) -> Path:
