@@ -15,6 +15,18 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from agfsync.config_options import renamed_notice
+from agfsync.environment import (
+    ARGILLA_API_KEY,
+    ARGILLA_API_URL,
+    DISTILABEL_CACHE_DIR,
+    HUB,
+    MODELS,
+    OPENAI_BASE_URL,
+    Variable,
+    environment_help,
+    provider_keys,
+)
 from agfsync.errors import AgfsyncError, ConfigurationError
 from agfsync.logs import configure_logging
 from agfsync.sampling import SAMPLING_PRESETS, sampling_settings
@@ -61,6 +73,10 @@ Sampling = Annotated[
         + " [default: the preset's]."
     ),
 ]
+HubToken = Annotated[
+    str | None,
+    typer.Option(help="Hub token with write access [default: $HF_TOKEN, else the login]."),
+]
 errors = Console(stderr=True)
 
 
@@ -84,6 +100,12 @@ def OutputFolder(what: str) -> typer.models.OptionInfo:
     return typer.Option("--output", "-o", help=what)
 
 
+def _reads(*variables: Variable) -> str:
+    """The `epilog` of a command's `--help`: the environment variables it reads (click
+    keeps a paragraph after `\\b` as it is)."""
+    return "\b\n" + environment_help(variables)
+
+
 def _renamed(old_flag: str) -> typer.models.OptionInfo:
     """A hidden old spelling of an option, accepted for one release with a notice."""
     return typer.Option(old_flag, hidden=True)
@@ -93,7 +115,7 @@ def _pick(new: T, old: T | None, old_flag: str, new_flag: str) -> T:
     """The value of an option that may have been given under its old name."""
     if old is None:
         return new
-    errors.print(f"note: {old_flag} is now {new_flag}; the old name will be removed.")
+    errors.print(renamed_notice(old_flag, new_flag), highlight=False)
     return old
 
 
@@ -131,7 +153,9 @@ def _configure() -> None:
     configure_logging()
 
 
-@app.command()
+@app.command(
+    epilog=_reads(*MODELS, *provider_keys(), OPENAI_BASE_URL, DISTILABEL_CACHE_DIR)
+)
 def generate(
     preset: Annotated[str, typer.Option(help="Pipeline preset (see `agfsync presets list`).")] = (
         "offline"
@@ -142,7 +166,9 @@ def generate(
     prompts: Annotated[
         Path | None, typer.Option(help="JSONL/JSON prompt file [default: the shipped sample].")
     ] = None,
-    num_prompts: Annotated[int | None, typer.Option(help="Use only the first N prompts.")] = None,
+    num_prompts: Annotated[
+        int | None, typer.Option(help="Use only the first N prompts [default: all].")
+    ] = None,
     num_images: Annotated[
         int | None, typer.Option(help="Candidates per prompt [default: the preset's].")
     ] = None,
@@ -156,16 +182,22 @@ def generate(
         typer.Option(help="Text presets: YAML/JSON categories [default: the 12 AGFSync ones]."),
     ] = None,
     prompts_per_category: Annotated[
-        int | None, typer.Option(help="Text presets: prompts to write per category.")
+        int | None,
+        typer.Option(help="Text presets: prompts to write per category [default: the preset's]."),
     ] = None,
     dedup: Annotated[
-        str | None, typer.Option(help="Text presets: near-duplicate filter, embedding|minhash.")
+        str | None,
+        typer.Option(
+            help="Text presets: near-duplicate filter, embedding|minhash [default: the preset's]."
+        ),
     ] = None,
     prompt_model: Annotated[
-        str | None, typer.Option(help="Text presets: model that writes prompts.")
+        str | None,
+        typer.Option(help="Text presets: model that writes prompts [default: the preset's]."),
     ] = None,
     qa_model: Annotated[
-        str | None, typer.Option(help="Text presets: model that decomposes prompts.")
+        str | None,
+        typer.Option(help="Text presets: model that decomposes prompts [default: the preset's]."),
     ] = None,
     structured_output: Annotated[
         bool,
@@ -179,7 +211,7 @@ def generate(
         typer.Option(
             "--keep-ties",
             help="Also export pairs whose best and worst images scored the same, with "
-            "label_0 = 0.5 (diffusers' DPO scripts read 0.5 as a win of jpg_0).",
+            "label_0 = 0.5 (diffusers' DPO scripts read 0.5 as a win of jpg_0) [default: off].",
         ),
     ] = False,
     overwrite: Overwrite = False,
@@ -207,7 +239,10 @@ def generate(
     ] = None,
 ) -> None:
     """Run a preset end to end and write the preference dataset to a folder."""
+    from agfsync.logs import quiet_library_progress_bars
     from agfsync.run.preset import RunOptions, run_preset
+
+    quiet_library_progress_bars()  # the dataset folder's; the step processes inherit it
 
     output_dir = output or Path("agfsync-data") / preset
     options = RunOptions(
@@ -267,26 +302,29 @@ def generate(
     console.print(f"Load it with: datasets.load_dataset({str(summary.output_dir)!r})")
 
 
-@app.command()
+@app.command(epilog=_reads(*HUB))
 @_rows_in_scratch
 def publish(
     run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
     repo_id: Annotated[str, typer.Option(help="Dataset repo to create or update, ORG/NAME.")],
     private: Annotated[bool, typer.Option(help="Create the repo as private.")] = False,
     split: Annotated[str, typer.Option(help="Split name of these rows in the repo.")] = "train",
-    hub_token: Annotated[
-        str | None,
-        typer.Option(help="Hub token with write access [default: $HF_TOKEN, else the login]."),
-    ] = None,
+    hub_token: HubToken = None,
     token: Annotated[str | None, _renamed("--token")] = None,
     dry_run: Annotated[
         Path | None,
-        typer.Option(help="Write the files that would be uploaded to this folder instead."),
+        typer.Option(
+            help="Write the files that would be uploaded to this folder instead [default: "
+            "upload them]."
+        ),
     ] = None,
     include_artifacts: Annotated[
         bool, typer.Option(help="Also upload every candidate image (artifacts/).")
     ] = False,
-    commit_message: Annotated[str | None, typer.Option(help="Message of the commit.")] = None,
+    commit_message: Annotated[
+        str | None,
+        typer.Option(help="Message of the commit [default: Publish agfsync run (SPLIT split)]."),
+    ] = None,
     retries: Annotated[
         int, typer.Option(help="Retries of transient Hub failures (exponential back-off).")
     ] = 3,
@@ -332,7 +370,10 @@ ArgillaRetries = Annotated[int, typer.Option(help="Connection retries before giv
 ReviewSeed = Annotated[int, typer.Option(help="Seed of the per-record image order.")]
 
 
-@argilla_app.command("push")
+ARGILLA_ENVIRONMENT = _reads(ARGILLA_API_URL, ARGILLA_API_KEY, *HUB)
+
+
+@argilla_app.command("push", epilog=ARGILLA_ENVIRONMENT)
 @_rows_in_scratch
 def argilla_push(
     source: Annotated[str, typer.Argument(help="Dataset folder or Hub dataset repo id.")],
@@ -340,9 +381,12 @@ def argilla_push(
         str | None, typer.Option(help="Argilla dataset to create or update.  [required]")
     ] = None,
     workspace: ArgillaWorkspace = None,
-    sample: Annotated[int | None, typer.Option(help="Push only N pairs.")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Push only N pairs [default: all of them].")
+    ] = None,
     by: Annotated[
-        str | None, typer.Option(help="Stratify the sample by this column, e.g. category.")
+        str | None,
+        typer.Option(help="Stratify the sample by this column, e.g. category [default: none]."),
     ] = None,
     seed: ReviewSeed = 0,
     show_ai_choice: Annotated[
@@ -388,10 +432,19 @@ def argilla_push(
     )
 
 
-@argilla_app.command("pull")
+@argilla_app.command("pull", epilog=ARGILLA_ENVIRONMENT)
 @_rows_in_scratch
 def argilla_pull(
-    name: Annotated[str, typer.Argument(help="Argilla dataset made by `agfsync argilla push`.")],
+    dataset_name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME]", help="The same as --name (either names the Argilla dataset)."
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Argilla dataset made by `agfsync argilla push`.  [required]"),
+    ] = None,
     output: Annotated[
         Path | None, OutputFolder("Folder of the reviewed dataset.  [required]")
     ] = None,
@@ -403,8 +456,10 @@ def argilla_pull(
         ),
     ] = None,
     repo_id: Annotated[
-        str | None, typer.Option(help="Also publish the reviewed dataset to this Hub repo.")
+        str | None,
+        typer.Option(help="Also publish the reviewed dataset to this Hub repo [default: no]."),
     ] = None,
+    hub_token: HubToken = None,
     workspace: ArgillaWorkspace = None,
     seed: ReviewSeed = 0,
     api_url: ArgillaUrl = None,
@@ -421,13 +476,22 @@ def argilla_pull(
     if picked is None:
         raise _fail(ConfigurationError("Name the folder of the reviewed dataset with --output."))
     out = picked
+    if name is not None and dataset_name not in (None, name):
+        raise _fail(
+            ConfigurationError(
+                f"Two Argilla datasets named: {dataset_name!r} and --name {name!r}; give one."
+            )
+        )
+    name = name or dataset_name
+    if name is None:
+        raise _fail(ConfigurationError("Name the Argilla dataset to pull with --name."))
 
     target = ArgillaTarget(name, workspace, api_url, api_key, retries)
     try:
         report = pull_reviews(
             name, target, output_dir=out, source=source, seed=seed, overwrite=overwrite
         )
-        published = publish_run(out, repo_id) if repo_id else None
+        published = publish_run(out, repo_id, token=hub_token) if repo_id else None
     except AgfsyncError as error:
         raise _fail(error) from None
     console.print(
@@ -470,7 +534,13 @@ def calibrate(
     overwrite: Overwrite = False,
 ) -> None:
     """Fit the judges' weights to human reviews and say how much better they agree."""
-    from agfsync.review.calibration import WEIGHTS_FILE, run_calibration
+    from agfsync.review.calibration import (
+        MIX_HEADER,
+        WEIGHTS_FILE,
+        category_rows,
+        mix_rows,
+        run_calibration,
+    )
 
     try:
         result = run_calibration(source, output, folds=folds, l2=l2, seed=seed, overwrite=overwrite)
@@ -478,22 +548,29 @@ def calibrate(
         raise _fail(error) from None
     console.print(
         f"{result.pairs} reviewed pairs, {result.folds}-fold cross-validation over prompts "
-        f"(left out: {result.ignored or 'none'})",
+        f"(left out: {_counts(result.ignored)})",
         highlight=False,
     )
-    console.print(f"  {'mix':<18} {'pairs':>5} {'agreement':>9}  95% interval  weights")
-    for mix in result.mixes:
-        weights = ", ".join(f"{judge} {weight:.3f}" for judge, weight in mix.weights.items())
-        overall = mix.overall
-        console.print(
-            f"  {mix.name:<18} {overall.pairs:>5} {overall.agreement:>9.3f}  "
-            f"{overall.low:.3f}-{overall.high:.3f}  {weights}",
-            highlight=False,
-        )
+    _print_table(MIX_HEADER, mix_rows(result))
+    console.print("Per category, held-out agreement (95% interval):", highlight=False)
+    _print_table(["category", "pairs", *(mix.name for mix in result.mixes)], category_rows(result))
     console.print(result.verdict, highlight=False)
-    console.print(
-        f"Use them: agfsync generate --weights {output / WEIGHTS_FILE} ...", highlight=False
-    )
+    if result.recommended:
+        console.print(
+            f"Use them: agfsync generate --weights {output / WEIGHTS_FILE} ...", highlight=False
+        )
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason}: {count}" for reason, count in counts.items()) or "none"
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell, two spaces apart (plain text, any width)."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        console.print("  " + line.rstrip(), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -536,7 +613,9 @@ def reselect(
 @app.command()
 def estimate(
     preset: Annotated[str, typer.Option(help="Pipeline preset (see `agfsync presets list`).")],
-    prompts: Annotated[int, typer.Option(help="Number of prompts the run will have.")],
+    num_prompts: Annotated[
+        int | None, typer.Option(help="Number of prompts the run will have.  [required]")
+    ] = None,
     num_images: Annotated[
         int | None, typer.Option(help="Candidates per prompt [default: the preset's].")
     ] = None,
@@ -557,12 +636,16 @@ def estimate(
         ),
     ] = None,
     sampling: Sampling = None,
+    prompts: Annotated[int | None, _renamed("--prompts")] = None,
 ) -> None:
     """Print expected LLM calls, tokens, API cost, GPU hours per stage and disk size."""
     from agfsync.pipelines import build_preset
     from agfsync.run.estimate import EstimateTables, estimate_run
     from agfsync.step_names import GENERATE_IMAGES_STEP
 
+    count = _pick(num_prompts, prompts, "--prompts", "--num-prompts")
+    if count is None:
+        raise _fail(ConfigurationError("Give the number of prompts with --num-prompts."))
     try:
         pipeline = build_preset(preset)
         if sampling is not None and GENERATE_IMAGES_STEP in pipeline.dag:
@@ -572,7 +655,7 @@ def estimate(
         result = estimate_run(
             pipeline,
             preset,
-            prompts,
+            count,
             tables=EstimateTables.load(tables),
             profile=profile,
             num_images=num_images,
@@ -580,7 +663,7 @@ def estimate(
         )
     except AgfsyncError as error:
         raise _fail(error) from None
-    console.print(f"[bold]Estimate for {preset}, {prompts} prompts[/]", highlight=False)
+    console.print(f"[bold]Estimate for {preset}, {count} prompts[/]", highlight=False)
     for step in result.llm_steps:
         cost = "no price" if step.cost_usd is None else f"${step.cost_usd:,.2f}"
         console.print(

@@ -14,7 +14,9 @@ from tests.helpers import generate_offline_run, run_command
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
-NUM_PROMPTS = 12
+NUM_PROMPTS = 14
+UNRESOLVED = [("both_good", "both_good"), ("toxic", "both_bad"), ("image_a", "image_b")]
+"""What the two reviewers answer on the first records: no majority for either image."""
 
 
 def test_reviews_calibrate_and_the_next_run_uses_the_fitted_weights(
@@ -34,20 +36,25 @@ def test_reviews_calibrate_and_the_next_run_uses_the_fitted_weights(
     agfsync("argilla", "push", str(run_dir), "--name", "loop", "--workspace", workspace)
     records = list(client.datasets(name="loop", workspace=workspace).records())
     # Two reviewers who prefer the image CLIP scores higher (its score is in the record's
-    # metadata, hidden from real reviewers of a blind review).
-    for reviewer in (f"calibrator-{uuid.uuid4().hex[:6]}", f"calibrator-{uuid.uuid4().hex[:6]}"):
-        key = create_annotator(argilla_server, reviewer, workspaces=[workspace])
-        for record in records:
-            higher = (
-                "image_a" if record.metadata["clip_a"] >= record.metadata["clip_b"] else "image_b"
-            )
-            submit_response(argilla_server, key, record._server_id, {"preference": higher})
+    # metadata, hidden from real reviewers of a blind review), except on the first
+    # records, where they tie, call both bad or toxic, or disagree; the last record is
+    # left unanswered.
+    reviewers = [f"calibrator-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    keys = [create_annotator(argilla_server, name, workspaces=[workspace]) for name in reviewers]
+    for index, record in enumerate(records[:-1]):
+        higher = "image_a" if record.metadata["clip_a"] >= record.metadata["clip_b"] else "image_b"
+        answers = UNRESOLVED[index] if index < len(UNRESOLVED) else (higher, higher)
+        for key, answer in zip(keys, answers, strict=True):
+            submit_response(argilla_server, key, record._server_id, {"preference": answer})
     agfsync("argilla", "pull", "loop", "-o", str(tmp_path / "reviewed"), "--workspace", workspace)
 
     printed = agfsync("calibrate", str(tmp_path / "reviewed"), "-o", str(tmp_path / "cal"))
-    assert f"{NUM_PROMPTS} reviewed pairs" in printed
-    assert "cannot tell these mixes apart" in printed  # 12 pairs: the intervals overlap
+    resolved = NUM_PROMPTS - len(UNRESOLVED) - 1
+    assert f"{resolved} reviewed pairs" in printed
+    assert "left out: no verdict: 1, unresolved votes: 3" in printed
+    assert "cannot tell these mixes apart" in printed  # 10 pairs: the intervals overlap
     report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert report["ignored"] == {"unresolved votes": 3, "no verdict": 1}
     assert [mix["name"] for mix in report["mixes"]] == [
         "vqa alone",
         "clip alone",
@@ -66,7 +73,9 @@ def test_reviews_calibrate_and_the_next_run_uses_the_fitted_weights(
     assert {judge["name"]: judge["weight"] for judge in run["judges"]} == pytest.approx(
         preset["weights"]
     )
-    assert "calibrated on" in run["weights_source"]
+    assert run["weights"]["fitted"] and run["weights"]["pairs"] == resolved
+    assert run["weights"]["source"] == "the local folder reviewed"
     card = (tmp_path / "next" / "README.md").read_text()
-    assert "**Weights**: weights from weights.yaml (calibrated on" in card
-    assert f"{NUM_PROMPTS} reviewed pairs, held-out agreement" in card
+    assert f"to {resolved} human-reviewed pairs of the local folder reviewed (weights.yaml)" in card
+    agreement = run["weights"]["held_out_agreement"]
+    assert f"held-out agreement with people {agreement:.1%}" in card

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from PIL import Image
 from agfsync.dataset.folder import IMAGE_COLUMNS, IMAGES_CONFIG, card_configs
 from agfsync.dataset.plots import save_bar_chart, save_histograms
 from agfsync.dataset.run_info import RunInfo
-from agfsync.dataset.statistics import DatasetStatistics, dataset_statistics
+from agfsync.dataset.statistics import DatasetStatistics, counts_text, dataset_statistics
 from agfsync.model_facts import model_facts
 from agfsync.step_names import DECOMPOSE_STEP
 
@@ -108,6 +109,7 @@ def write_card_assets(
         {"prompts": stats.prompts_per_category, "pairs": stats.pairs_per_category},
         assets / "categories.png",
         ylabel="count",
+        counts=True,
     )
     figures["prompts and pairs per category"] = "categories.png"
     samples = []
@@ -150,7 +152,9 @@ def render_dataset_card(
     each tool reads it. Everything it says is taken from the run (`run.json`) and the
     rows."""
     split = next(iter(data_files))
-    license_id, license_note = dataset_license(stats.image_models)
+    license_id, license_note = dataset_license(
+        stats.image_models, list(run.llm_models.values()), prompt_file=run.options.prompts_file
+    )
     card_data = _card_data(
         pretty_name=f"agfsync preference pairs ({run.preset})",
         license_id=license_id,
@@ -186,36 +190,31 @@ def render_dataset_card(
                 for judge in run.judges
             ],
         ),
-        (
-            f"\n**Weights**: {markdown_text(run.weights_source)}; they were fitted to human "
-            "reviews with `agfsync calibrate`.\n"
-            if run.weights_source
-            else "\n**Weights**: the preset's, set by hand (not fitted to human reviews).\n"
-        ),
+        f"\n**Weights**: {markdown_text(weights_line(run))}.\n",
         "\nImage 0 of every prompt is rendered from the clean text embedding; images "
         "1..N-1 add Gaussian noise with the listed sigma to the prompt embeddings (the "
         "paper's condition-embedding noise). Each image's initial latent comes from its "
         "own seed (`image_seeds`), derived from the run seed, the prompt id and the image "
         "index, so any image can be regenerated exactly.\n",
         f"## Statistics ({split} split)\n",
-        _statistics_table(stats),
+        _table(["statistic", "value"], stats.summary_rows()),
         "\nScores over every candidate (mean ± std, with the means of the chosen and "
         "rejected images):\n",
         _scores_table(stats),
         "\nQuestions by type: "
         + (", ".join(f"{name} {count}" for name, count in stats.question_types.items()) or "none")
         + ".\n",
-        _unpaired_lines(stats, run),
+        _unpaired_lines(stats),
         _category_table(stats),
         "\n" + "\n\n".join(f"![{title}]({path})" for title, path in assets.figures.items()) + "\n",
         "## Sample pairs\n",
         _samples(assets.samples),
         "## Use it\n",
-        _use_section(load_path, split),
+        _use_section(load_path, split, stats.num_ties),
         "## Columns\n",
         COLUMNS,
         "## Reproduce it\n",
-        REPRODUCE_SNIPPET.format(preset=run.preset, seed=run.seed if run.seed is not None else 0),
+        REPRODUCE_SNIPPET.format(command=reproduce_command(run), files=_files_not_included(run)),
         "## Limitations and biases\n",
         _limitations(run),
         "## Citation\n",
@@ -252,20 +251,7 @@ def _provenance_table(stats: DatasetStatistics, run: RunInfo) -> str:
         ["guidance scale", str(config.get("guidance_scale", "default"))],
         ["run seed", str(run.seed)],
     ]
-    return _table(["", ""], rows)
-
-
-def _statistics_table(stats: DatasetStatistics) -> str:
-    low, median, high = stats.margin_quantiles()
-    rows = [
-        ["prompts", str(stats.num_prompts)],
-        ["preference pairs", str(stats.num_pairs)],
-        ["conversion rate (pairs / prompts)", f"{stats.conversion_rate:.1%}"],
-        ["words per prompt", f"{stats.words_per_prompt:.2f} (paper: 26.06)"],
-        ["valid questions per prompt", f"{stats.questions_per_prompt:.2f} (paper: 9.03)"],
-        ["score margin (10% / 50% / 90%)", f"{low:.3f} / {median:.3f} / {high:.3f}"],
-    ]
-    return _table(["", ""], rows)
+    return _table(["setting", "value"], rows)
 
 
 def _scores_table(stats: DatasetStatistics) -> str:
@@ -284,29 +270,27 @@ def _scores_table(stats: DatasetStatistics) -> str:
     return _table(["score", "mean ± std", "range", "chosen", "rejected"], rows)
 
 
-def _unpaired_lines(stats: DatasetStatistics, run: RunInfo) -> str:
+def _unpaired_lines(stats: DatasetStatistics) -> str:
+    kept = f" ({stats.num_ties} of them ties, kept with `label_0 = 0.5`)" if stats.num_ties else ""
     if not stats.unpaired_reasons:
-        return "Every prompt produced a pair.\n"
-    reasons = "; ".join(
-        f"{markdown_text(reason)} ({count})" for reason, count in stats.unpaired_reasons.items()
-    )
-    ties = sum(
-        count for reason, count in stats.unpaired_reasons.items() if reason.startswith("tie")
-    )
-    tie_line = (
-        f" Ties (best and worst candidate scored alike) are not exported: {ties}." if ties else ""
-    )
+        return f"Every prompt produced a pair{kept}.\n"
     return (
         f"{stats.num_unpaired} prompts got no pair and are not rows of this dataset "
-        f"(listed with their reason in `run.json`): {reasons}.{tie_line}\n"
+        f"(listed with their reason in `run.json`): "
+        f"{markdown_text(counts_text(stats.unpaired_reasons))}.\n"
     )
 
 
 def _category_table(stats: DatasetStatistics) -> str:
     return _table(
-        ["category", "prompts", "pairs"],
+        ["category", "prompts", "pairs", "no pair (why)"],
         [
-            [markdown_text(name), str(count), str(stats.pairs_per_category.get(name, 0))]
+            [
+                markdown_text(name),
+                str(count),
+                str(stats.pairs_per_category.get(name, 0)),
+                markdown_text(counts_text(stats.unpaired_per_category.get(name, {}))),
+            ]
             for name, count in stats.prompts_per_category.items()
         ],
     )
@@ -329,37 +313,98 @@ def _samples(samples: list[SamplePair]) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
 
 
-def dataset_license(image_models: list[str]) -> tuple[str, str]:
-    """The license of a dataset of images (the image model's) and a sentence for the
-    card; `other`, saying so, when the model's license is unknown or they differ."""
-    facts = [model_facts(model) for model in image_models]
-    licenses = {fact.license for fact in facts if fact is not None}
-    names = ", ".join(markdown_text(model) for model in image_models) or "unknown"
-    if len(licenses) == 1 and None not in facts:
-        (license_id,) = licenses
-        return license_id, (
-            f"`{license_id}`, the license of the image model ({names}) that rendered the "
-            "images; the prompts and scores are released with them."
+@dataclass(frozen=True)
+class LicensedPart:
+    """A part of a dataset and the license it comes under."""
+
+    part: str
+    """What it is, e.g. "the images"."""
+    license: str | None
+    """Hub license id; None: agfsync does not know it."""
+    origin: str
+    """Where the part comes from (markdown), e.g. "the image model (x)"."""
+    binding: bool = True
+    """False: the data is the user's own (their prompt file), so its terms are theirs to
+    give, and it does not decide the card's license."""
+
+    def sentence(self) -> str:
+        if not self.binding:
+            return f"{self.part} come from {self.origin}, under the terms you give them"
+        if self.license is None:
+            return (
+                f"{self.part} come from {self.origin}, whose license agfsync does not know: "
+                "check it before you share or use them"
+            )
+        return f"{self.part} come from {self.origin}, under `{self.license}`"
+
+
+def models_license(models: list[str]) -> str | None:
+    """The one license all `models` share; None when one is unknown or they differ."""
+    licenses = {fact.license if fact else None for fact in map(model_facts, models)}
+    return licenses.pop() if len(licenses) == 1 else None
+
+
+def _names(models: list[str]) -> str:
+    return ", ".join(markdown_text(model) for model in models) or "unknown"
+
+
+def text_part(llm_models: list[str], prompt_file: str | None = None) -> LicensedPart:
+    """The prompts and QA pairs: the LLM's output (its provider's terms), the user's
+    own prompt file (`prompt_file`), or else the sample shipped with agfsync."""
+    part = "the prompts and QA pairs"
+    if llm_models:
+        return LicensedPart(part, models_license(llm_models), f"the LLM ({_names(llm_models)})")
+    if prompt_file is not None:
+        return LicensedPart(
+            part, None, f"your prompt file ({markdown_text(prompt_file)})", binding=False
         )
+    return LicensedPart(part, "apache-2.0", "the prompt file shipped with agfsync")
+
+
+def combined_license(parts: list[LicensedPart]) -> tuple[str, str]:
+    """The card's license id and its sentence: the license every binding part shares,
+    or `other` naming each part's license when one is unknown or they differ."""
+    licenses = {part.license for part in parts if part.binding}
+    by_part = "; ".join(part.sentence() for part in parts)
+    license_id = licenses.pop() if len(licenses) == 1 else None
+    if license_id is not None:
+        return license_id, f"`{license_id}`: {by_part}."
     return "other", (
-        f"not determined: agfsync does not know the license of the image model ({names}); "
-        "check it before you share or use the images."
+        f"`other`, as the parts of this dataset come under different or unknown terms: {by_part}."
     )
+
+
+def dataset_license(
+    image_models: list[str], llm_models: list[str], *, prompt_file: str | None = None
+) -> tuple[str, str]:
+    """The license of a preference dataset, from the models that made its images and
+    its text (see `combined_license`); the scores are released with them."""
+    images = LicensedPart(
+        "the images", models_license(image_models), f"the image model ({_names(image_models)})"
+    )
+    return combined_license([images, text_part(llm_models, prompt_file)])
 
 
 def text_license(llm_models: list[str]) -> tuple[str, str]:
     """The license of a prompt dataset: LLM output falls under its provider's terms."""
-    if not llm_models:
-        return "apache-2.0", "`apache-2.0`, as the prompt file shipped with agfsync."
-    names = ", ".join(markdown_text(model) for model in llm_models)
-    return "other", (
-        f"not determined: the prompts and QA pairs were written by {names}; their use falls "
-        "under that provider's terms."
-    )
+    return combined_license([text_part(llm_models)])
 
 
 def model_family_tags(models: list[str]) -> list[str]:
     return sorted({fact.family for fact in map(model_facts, models) if fact is not None})
+
+
+def weights_line(run: RunInfo) -> str:
+    """Where the run's judge weights came from, and, when fitted to human reviews, how
+    well they agree with people (the card's and the report's words)."""
+    if run.weights is not None:
+        line = run.weights.describe()
+        if run.weights.verdict:
+            line += f". Calibration's verdict: {run.weights.verdict.rstrip('.')}"
+        return line
+    if run.weights_source:  # run.json written before `weights` was recorded
+        return run.weights_source
+    return "the preset's, set by hand (not fitted to human reviews)"
 
 
 def markdown_text(text: object) -> str:
@@ -368,6 +413,13 @@ def markdown_text(text: object) -> str:
     add links, images or markup to the card."""
     flat = " ".join(str(text).split())
     return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(flat, quote=False))
+
+
+def code_text(text: str) -> str:
+    """Text from data as inline code on one line (as inert text when it holds a backtick,
+    which would end the code span)."""
+    flat = " ".join(text.split())
+    return markdown_text(flat) if "`" in flat else f"`{flat}`"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -396,7 +448,7 @@ COLUMNS = """\
 """
 
 
-def _use_section(load_path: str, split: str) -> str:
+def _use_section(load_path: str, split: str, num_ties: int) -> str:
     """Which config and options each tool reads the dataset with (each line is tested)."""
     rows = [
         [
@@ -412,8 +464,21 @@ def _use_section(load_path: str, split: str) -> str:
         ],
         ["the Hub viewer", f"the `{IMAGES_CONFIG}` config shows `jpg_0` / `jpg_1` as pictures"],
     ]
-    return _table(["tool", "how it reads this dataset"], rows) + USE_COMMAND.format(
-        load_path=load_path, split=split
+    return (
+        _table(["tool", "how it reads this dataset"], rows)
+        + USE_COMMAND.format(load_path=load_path, split=split)
+        + _ties_note(num_ties)
+    )
+
+
+def _ties_note(num_ties: int) -> str:
+    if not num_ties:
+        return "\nThis dataset holds no ties (`label_0 = 0.5`).\n"
+    return (
+        f"\n**Ties kept: {num_ties}.** Their rows have `label_0 = 0.5` (made with "
+        "`--keep-ties`): "
+        "diffusers' scripts read them as a win of `jpg_0`; drop them first with "
+        '`dataset.filter(lambda row: row["label_0"] != 0.5)` (`agfsync train` skips them).\n'
     )
 
 
@@ -423,9 +488,6 @@ accelerate launch train_diffusion_dpo.py \\
   --pretrained_model_name_or_path stable-diffusion-v1-5/stable-diffusion-v1-5 \\
   --dataset_name {load_path} --dataset_split_name {split} --output_dir sd15-dpo
 ```
-
-Ties are not in the data unless it was made with `--keep-ties`: the diffusers scripts
-would read `label_0 = 0.5` as a win of `jpg_0`.
 """
 
 
@@ -433,12 +495,53 @@ REPRODUCE_SNIPPET = """\
 Install agfsync from its source repository (it is not published on PyPI), then:
 
 ```bash
-agfsync generate --preset {preset} --seed {seed} -o my-dataset
+{command}
 ```
-
+{files}
 or, with distilabel's own command and the `pipeline.yaml` of this repository:
 `distilabel pipeline run --config pipeline.yaml`.
 """
+
+
+def reproduce_command(run: RunInfo) -> str:
+    """The `agfsync generate` command with every option of the run that changed its
+    data (files by name: whoever reproduces it brings their own copy)."""
+    flags = [
+        ("--preset", run.preset),
+        *run.options.flags(),
+        ("--seed", str(run.seed if run.seed is not None else 0)),
+    ]
+    if run.min_margin:
+        flags.append(("--min-margin", f"{run.min_margin:g}"))
+    words = [f"{flag} {shlex.quote(' '.join(value.split()))}" for flag, value in flags]
+    if run.keep_ties:
+        words.append("--keep-ties")
+    return " ".join(["agfsync generate", *words, "-o my-dataset"])
+
+
+def _files_not_included(run: RunInfo) -> str:
+    """The files the command names, which are not part of this dataset, and where
+    their content is."""
+    files = [
+        (
+            run.options.prompts_file,
+            "prompt file",
+            "its prompts and QA pairs are the `prompt`, `category` and `qa_pairs` columns "
+            "(the prompts that got no pair are in `run.json`)",
+        ),
+        (
+            run.options.categories_file,
+            "categories file",
+            "its categories are the `category` column",
+        ),
+        (run.options.weights_file, "weights file", "its weights are in the judges table above"),
+    ]
+    lines = [
+        f"- the {kind} {code_text(name)} is not part of this dataset; {where}.\n"
+        for name, kind, where in files
+        if name is not None
+    ]
+    return "\nBring your own copy of the files it names:\n\n" + "".join(lines) if lines else ""
 
 
 def _limitations(run: RunInfo) -> str:

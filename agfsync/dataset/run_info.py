@@ -37,6 +37,45 @@ class JudgeInfo(BaseModel):
     weight: float
 
 
+class WeightsInfo(BaseModel):
+    """Where the judges' weights came from when a run was given `--weights`."""
+
+    file: str = Field(description="Name of the weights file (its folder is not recorded).")
+    sha256: str = Field(description="Digest of the weights file as read.")
+    fitted: bool = Field(
+        description="Fitted to human reviews by `agfsync calibrate` (False: written by hand)."
+    )
+    source: str | None = Field(
+        default=None, description="The reviewed data they were fitted on (Hub repo or folder name)."
+    )
+    pairs: int | None = Field(default=None, description="Reviewed pairs they were fitted on.")
+    held_out_agreement: float | None = Field(
+        default=None, description="Agreement with people on held-out pairs."
+    )
+    interval_95: tuple[float, float] | None = Field(
+        default=None, description="95% Wilson interval of the held-out agreement."
+    )
+    verdict: str | None = Field(
+        default=None, description="`agfsync calibrate`'s comparison with the other mixes."
+    )
+
+    def describe(self) -> str:
+        """One line for the card, the report and the command's output."""
+        if not self.fitted:
+            return f"from {self.file}, written by hand (not fitted to human reviews)"
+        line = (
+            f"fitted with `agfsync calibrate` to {self.pairs} human-reviewed pairs of "
+            f"{self.source} ({self.file})"
+        )
+        if self.held_out_agreement is not None and self.interval_95 is not None:
+            low, high = self.interval_95
+            line += (
+                f"; held-out agreement with people {self.held_out_agreement:.1%} "
+                f"(95% interval {low:.1%}-{high:.1%})"
+            )
+        return line
+
+
 class UnpairedPrompt(BaseModel):
     """A prompt that got no preference pair, and why (the pair step's `pair_error`)."""
 
@@ -56,6 +95,44 @@ class UnpairedPrompt(BaseModel):
     reason: str
 
 
+class GenerateOptions(BaseModel):
+    """The options of `agfsync generate` that changed a run's data (None: the preset's
+    value), so that the card can print the command that reproduces it. Files are kept
+    by name only: they are the user's, not part of the dataset."""
+
+    prompts_file: str | None = Field(default=None, description="Name of the `--prompts` file.")
+    num_prompts: int | None = Field(default=None, description="`--num-prompts`.")
+    categories_file: str | None = Field(
+        default=None, description="Name of the `--categories` file."
+    )
+    prompts_per_category: int | None = Field(default=None, description="`--prompts-per-category`.")
+    dedup_method: str | None = Field(default=None, description="`--dedup`.")
+    prompt_model: str | None = Field(default=None, description="`--prompt-model`.")
+    qa_model: str | None = Field(default=None, description="`--qa-model`.")
+    num_images: int | None = Field(default=None, description="`--num-images`.")
+    resolution: int | None = Field(default=None, description="`--resolution`.")
+    sampling: str | None = Field(default=None, description="`--sampling`.")
+    weights_file: str | None = Field(default=None, description="Name of the `--weights` file.")
+
+    def flags(self) -> list[tuple[str, str]]:
+        """`(flag, value)` of every option set, in the order `agfsync generate --help`
+        lists them."""
+        values = [
+            ("--prompts", self.prompts_file),
+            ("--num-prompts", self.num_prompts),
+            ("--categories", self.categories_file),
+            ("--prompts-per-category", self.prompts_per_category),
+            ("--dedup", self.dedup_method),
+            ("--prompt-model", self.prompt_model),
+            ("--qa-model", self.qa_model),
+            ("--num-images", self.num_images),
+            ("--resolution", self.resolution),
+            ("--sampling", self.sampling),
+            ("--weights", self.weights_file),
+        ]
+        return [(flag, str(value)) for flag, value in values if value is not None]
+
+
 class RunInfo(BaseModel):
     preset: str
     agfsync_version: str = Field(default_factory=lambda: agfsync_version())
@@ -71,7 +148,24 @@ class RunInfo(BaseModel):
         default=None,
         description="Where the judges' weights came from when not the preset's (`--weights`).",
     )
+    weights: WeightsInfo | None = Field(
+        default=None, description="The `--weights` file's provenance (None: the preset's)."
+    )
     unpaired: list[UnpairedPrompt] = Field(default_factory=list)
+    min_margin: float = Field(
+        default=0.0,
+        description="Smallest weighted-score margin a pair could have (`--min-margin`); "
+        "prompts below it got no pair.",
+    )
+    keep_ties: bool = Field(
+        default=False,
+        description="Whether ties (margin 0) were exported with `label_0 = 0.5` "
+        "(`--keep-ties`) rather than left without a pair.",
+    )
+    options: GenerateOptions = Field(
+        default_factory=GenerateOptions,
+        description="The `agfsync generate` options that changed the data.",
+    )
 
     def save(self, folder: Path) -> Path:
         path = folder / RUN_INFO_FILE

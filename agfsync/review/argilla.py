@@ -511,7 +511,8 @@ def pull_reviews(
 
     def review(row: dict[str, Any]) -> dict[str, Any]:
         verdict = verdicts.get(row["prompt_id"], resolve_votes([]))
-        return apply_verdict(row, verdict, orders.get(row["prompt_id"], False))
+        reviewed = apply_verdict(row, verdict, orders.get(row["prompt_id"], False))
+        return reviewed | {"ai_choice_shown": row["prompt_id"] in shown}
 
     reviewed = dataset.map(review, features=_reviewed_features(dataset.features))
     report = _report(
@@ -536,6 +537,7 @@ def _reviewed_features(features: datasets.Features) -> datasets.Features:
     reviewed = features.copy()
     reviewed["label_source"] = datasets.Value("string")
     reviewed["human_votes"] = {label: datasets.Value("int64") for label in PREFERENCE_LABELS}
+    reviewed["ai_choice_shown"] = datasets.Value("bool")
     return reviewed
 
 
@@ -594,6 +596,7 @@ def review_section(name: str, report: ReviewReport) -> str:
         f"Reviewed in Argilla (dataset `{name}`): {report.records} pairs pushed, "
         f"{report.reviewed} answered, {report.resolved} resolved by majority "
         '(`label_source = "human"`: the reviewers\' verdict overrides the AI label; '
-        "`human_votes` has every answer). Agreement between the AI's choice and the "
-        "reviewers:\n\n" + "\n".join(table) + "\n"
+        "`human_votes` has every answer; `ai_choice_shown` marks records whose reviewers "
+        "were shown the AI's choice, left out of this agreement and of `agfsync calibrate`). "
+        "Agreement between the AI's choice and the reviewers:\n\n" + "\n".join(table) + "\n"
     )

@@ -19,6 +19,7 @@ pooled, agreement with a 95% Wilson interval, overall and per category.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -31,8 +32,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agfsync.dataset.run_info import WeightsInfo
 from agfsync.errors import ConfigurationError
-from agfsync.evaluation.metrics import wilson_interval
+from agfsync.evaluation.metrics import bootstrap_mean_difference, wilson_interval
 
 SCORES_SUFFIX = "_scores"
 NOT_JUDGES = {"weighted"}
@@ -72,55 +74,87 @@ def judges_of(columns: Sequence[str]) -> list[str]:
     ]
 
 
+SHOWN_AI_CHOICE = "reviewers saw the AI's choice"
+"""Why a pull's row with `ai_choice_shown` is left out: agreeing with a choice one was
+shown says little, so those verdicts would pull the fit towards the current weights."""
+
+
 def read_reviewed_pairs(rows: Sequence[dict[str, Any]], judges: list[str]) -> ReadPairs:
     """The pairs with a human choice, from rows of an agfsync dataset: per-image judge
     scores (`<judge>_scores`, indexed by `chosen_index`/`rejected_index`, which are
     `jpg_0`/`jpg_1`) and `label_0`. Rows of `agfsync argilla pull` count only where the
-    reviewers resolved the pair (`label_source = "human"`): ties, "both good", "both
-    bad" and "toxic" without a majority are unresolved there, as the review binarizes
-    them. Elsewhere (a Pick-a-Pic-style dataset) `label_0` 1 or 0 is the choice and 0.5
-    a tie. Every row left out is counted by reason."""
+    reviewers resolved the pair (`label_source = "human"`) without being shown the AI's
+    choice: ties, "both good", "both bad" and "toxic" without a majority are unresolved
+    there, as the review binarizes them. Elsewhere (a Pick-a-Pic-style dataset: two
+    scores per judge, no indices) `label_0` 1 or 0 is the choice and 0.5 a tie. Pairs
+    are grouped by `prompt_id`, else by `caption`. Every row left out is counted by
+    reason."""
     pairs: list[ReviewedPair] = []
     ignored: dict[str, int] = defaultdict(int)
     images: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        source = row.get("label_source")
-        if source is not None and source != "human":
-            votes = sum((row.get("human_votes") or {}).values())
-            ignored["no verdict" if votes == 0 else "unresolved votes"] += 1
+        reason = _left_out(row)
+        differences = None if reason else _differences(row, judges)
+        if reason or differences is None:
+            ignored[reason or "a judge score missing"] += 1
             continue
-        label = row.get("label_0")
-        if label not in (0, 1, 0.0, 1.0):
-            ignored["tie or no label"] += 1
-            continue
-        chosen, rejected = row.get("chosen_index"), row.get("rejected_index")
-        differences = {}
-        for judge in judges:
-            scores = row.get(judge + SCORES_SUFFIX)
-            if scores is None or chosen is None or rejected is None:
-                break
-            first, second = scores[chosen], scores[rejected]
-            if (
-                first is None
-                or second is None
-                or not (math.isfinite(first) and math.isfinite(second))
-            ):
-                break
-            differences[judge] = float(first) - float(second)
-            images[judge] += [float(first), float(second)]
-        else:
-            pairs.append(
-                ReviewedPair(
-                    prompt_id=str(row.get("prompt_id") or len(pairs)),
-                    category=row.get("category") or "none",
-                    differences=differences,
-                    prefers_0=float(label) == 1.0,
-                )
+        for judge, (first, second) in differences.items():
+            images[judge] += [first, second]
+        pairs.append(
+            ReviewedPair(
+                prompt_id=str(row.get("prompt_id") or row.get("caption") or len(pairs)),
+                category=row.get("category") or "none",
+                differences={
+                    judge: first - second for judge, (first, second) in differences.items()
+                },
+                prefers_0=float(row["label_0"]) == 1.0,
             )
-            continue
-        ignored["a judge score missing"] += 1
-    scales = {judge: float(np.std(images[judge])) or 1.0 for judge in judges}
-    return ReadPairs(pairs, judges, scales, dict(ignored))
+        )
+    scales = {judge: float(np.std(images[judge])) if images[judge] else 1.0 for judge in judges}
+    return ReadPairs(
+        pairs,
+        judges,
+        {j: scale or 1.0 for j, scale in scales.items()},
+        dict(sorted(ignored.items())),
+    )
+
+
+def _left_out(row: dict[str, Any]) -> str | None:
+    """Why a row has no usable human choice, or None."""
+    source = row.get("label_source")
+    if source is not None and source != "human":
+        votes = sum((row.get("human_votes") or {}).values())
+        return "no verdict" if votes == 0 else "unresolved votes"
+    if row.get("ai_choice_shown"):
+        return SHOWN_AI_CHOICE
+    if row.get("label_0") not in (0, 1, 0.0, 1.0) or isinstance(row.get("label_0"), bool):
+        return "tie or no label"
+    return None
+
+
+def _differences(row: dict[str, Any], judges: list[str]) -> dict[str, tuple[float, float]] | None:
+    """Per judge, its scores of jpg_0 and jpg_1; None when one is missing."""
+    chosen, rejected = row.get("chosen_index"), row.get("rejected_index")
+    scores_of = {}
+    for judge in judges:
+        scores = row.get(judge + SCORES_SUFFIX)
+        if not isinstance(scores, list | tuple):
+            return None
+        first_index, second_index = (
+            (0, 1) if chosen is None and rejected is None else (chosen, rejected)
+        )
+        if not (
+            isinstance(first_index, int)
+            and isinstance(second_index, int)
+            and max(first_index, second_index) < len(scores)
+            and (chosen is not None or len(scores) == 2)
+        ):
+            return None
+        first, second = scores[first_index], scores[second_index]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (first, second)):
+            return None
+        scores_of[judge] = (float(first), float(second))
+    return scores_of
 
 
 @dataclass(frozen=True)
@@ -212,6 +246,16 @@ class MixResult:
     by_category: dict[str, Agreement]
 
 
+@dataclass(frozen=True)
+class Difference:
+    """Held-out agreement of the fitted mix minus another mix's, on the same pairs."""
+
+    points: float
+    low: float
+    high: float
+    """Paired percentile bootstrap 95% interval, resampling prompts."""
+
+
 @dataclass
 class Calibration:
     judges: list[str]
@@ -223,8 +267,16 @@ class Calibration:
     mixes: list[MixResult]
     fitted: dict[str, float]
     current: dict[str, float] | None
+    rival: str
+    """The mix the fitted one is judged against: the current weights, else the best
+    single judge."""
+    differences: dict[str, Difference]
+    """Fitted minus each other mix, by mix name."""
     distinguishable: bool
-    """Whether the fitted mix's interval is clear of the current (or best single) one's."""
+    """Whether the fitted mix's Wilson interval is clear of the rival's."""
+    recommended: bool
+    """Whether the fitted weights are worth using: not all zero and not clearly worse
+    than the rival (only then is a weight preset written)."""
     verdict: str
 
     def to_json(self) -> dict[str, Any]:
@@ -241,14 +293,9 @@ def calibrate(
 ) -> Calibration:
     """Fit the weights and score every mix on held-out folds (see the module doc)."""
     pairs, judges, scales = read.pairs, read.judges, read.scales
-    if not judges:
-        raise ConfigurationError("No judge scores (`<judge>_scores` columns) in the reviewed data.")
-    if len(pairs) < MIN_PAIRS:
-        raise ConfigurationError(
-            f"Only {len(pairs)} reviewed pairs with a human choice (left out: "
-            f"{read.ignored or 'none'}); calibration needs at least {MIN_PAIRS}."
-        )
-    k = max(2, min(folds, len({pair.prompt_id for pair in pairs})))
+    _check_settings(read, folds, l2)
+    prompts = {pair.prompt_id for pair in pairs}
+    k = min(folds, len(prompts))
     fitted_hits = [0.0] * len(pairs)
     for fold in folds_by_prompt(pairs, k, seed):
         held_out = set(fold)
@@ -271,44 +318,21 @@ def calibrate(
             {key: agreement_of(value) for key, value in sorted(by_category.items())},
         )
 
-    mixes = [result(f"{judge} alone", {judge: 1.0}, _hits(pairs, {judge: 1.0})) for judge in judges]
+    hits_of = {f"{judge} alone": _hits(pairs, {judge: 1.0}) for judge in judges}
+    mixes = [result(name, {name.removesuffix(" alone"): 1.0}, hits_of[name]) for name in hits_of]
     if current:
-        mixes.append(result("current weights", current, _hits(pairs, current)))
+        hits_of["current weights"] = _hits(pairs, current)
+        mixes.append(result("current weights", current, hits_of["current weights"]))
     mixes.append(result("fitted weights", fitted, fitted_hits))
-    fitted_mix = mixes[-1].overall
+    differences = {
+        name: paired_difference(pairs, fitted_hits, hits, seed=seed)
+        for name, hits in hits_of.items()
+    }
     rival = mixes[-2] if current else max(mixes[:-1], key=lambda mix: mix.overall.agreement)
+    fitted_mix = mixes[-1].overall
     distinguishable = fitted_mix.low > rival.overall.high or fitted_mix.high < rival.overall.low
-    if not any(fitted.values()):
-        distinguishable = False
-        verdict = (
-            "No judge predicts the human choices (the fitted weights are all zero): keep the "
-            "current weights; no weight preset was written."
-        )
-        return Calibration(
-            judges,
-            scales,
-            len(pairs),
-            read.ignored,
-            k,
-            l2,
-            mixes,
-            fitted,
-            current,
-            distinguishable,
-            verdict,
-        )
-    verdict = (
-        f"The fitted weights agree with people on {fitted_mix.agreement:.1%} of held-out pairs "
-        f"(95% interval {fitted_mix.low:.1%}-{fitted_mix.high:.1%}), against "
-        f"{rival.overall.agreement:.1%} ({rival.overall.low:.1%}-{rival.overall.high:.1%}) for "
-        f"{rival.name}: "
-        + (
-            "the difference is clear of both intervals."
-            if distinguishable
-            else f"the intervals overlap, so {len(pairs)} pairs cannot tell these mixes apart; "
-            "review more pairs before trusting the fitted weights."
-        )
-    )
+    worse = distinguishable and fitted_mix.agreement < rival.overall.agreement
+    recommended = any(fitted.values()) and not worse
     return Calibration(
         judges=judges,
         scales=scales,
@@ -319,12 +343,84 @@ def calibrate(
         mixes=mixes,
         fitted=fitted,
         current=current,
-        distinguishable=distinguishable,
-        verdict=verdict,
+        rival=rival.name,
+        differences=differences,
+        distinguishable=distinguishable and any(fitted.values()),
+        recommended=recommended,
+        verdict=_verdict(fitted, fitted_mix, rival, differences[rival.name], len(pairs)),
+    )
+
+
+def _check_settings(read: ReadPairs, folds: int, l2: float) -> None:
+    """Refuse what cannot be fitted or cross-validated, naming the fix."""
+    if not read.judges:
+        raise ConfigurationError("No judge scores (`<judge>_scores` columns) in the reviewed data.")
+    if len(read.pairs) < MIN_PAIRS:
+        raise ConfigurationError(
+            f"Only {len(read.pairs)} reviewed pairs with a human choice (left out: "
+            f"{read.ignored or 'none'}); calibration needs at least {MIN_PAIRS}."
+        )
+    if folds < 2:
+        raise ConfigurationError(f"--folds {folds}: cross-validation needs at least 2 folds.")
+    if not (math.isfinite(l2) and l2 >= 0):
+        raise ConfigurationError(f"--l2 {l2}: the penalty must be a number >= 0.")
+    if len({pair.prompt_id for pair in read.pairs}) < 2:
+        raise ConfigurationError(
+            f"All {len(read.pairs)} reviewed pairs come from one prompt; cross-validation over "
+            "prompts needs pairs of at least 2 prompts (check the `prompt_id` column)."
+        )
+
+
+def paired_difference(
+    pairs: Sequence[ReviewedPair], hits: Sequence[float], other: Sequence[float], *, seed: int
+) -> Difference:
+    """Mean of `hits - other` with a paired bootstrap interval over prompts (each prompt's
+    pairs averaged into one unit, so a prompt is never split across resamples)."""
+    units: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for pair, mine, theirs in zip(pairs, hits, other, strict=True):
+        units[pair.prompt_id].append((mine, theirs))
+    tuned = [sum(m for m, _ in unit) / len(unit) for unit in units.values()]
+    base = [sum(t for _, t in unit) / len(unit) for unit in units.values()]
+    interval = bootstrap_mean_difference(base, tuned, seed=seed)
+    points = (sum(hits) - sum(other)) / len(hits)
+    return Difference(points, interval.low, interval.high)
+
+
+def _verdict(
+    fitted: dict[str, float],
+    fitted_mix: Agreement,
+    rival: MixResult,
+    difference: Difference,
+    pairs: int,
+) -> str:
+    if not any(fitted.values()):
+        return (
+            "No judge predicts the human choices (the fitted weights are all zero): keep the "
+            "current weights; no weight preset was written."
+        )
+    other = rival.overall
+    head = (
+        f"The fitted weights agree with people on {fitted_mix.agreement:.1%} of held-out pairs "
+        f"(95% interval {fitted_mix.low:.1%}-{fitted_mix.high:.1%}), against "
+        f"{other.agreement:.1%} ({other.low:.1%}-{other.high:.1%}) for {rival.name}: "
+        f"{difference.points * 100:+.1f} points (paired bootstrap 95% interval "
+        f"{difference.low * 100:+.1f} to {difference.high * 100:+.1f}). "
+    )
+    if fitted_mix.high < other.low:
+        return (
+            head + f"The fitted weights are worse: keep {rival.name}; no weight preset was written."
+        )
+    if fitted_mix.low > other.high:
+        return head + "The fitted weights are better: the intervals are clear of each other."
+    return head + (
+        f"The intervals overlap, so {pairs} pairs cannot tell these mixes apart; review more "
+        "pairs before trusting the fitted weights."
     )
 
 
 WEIGHTS_FILE = "weights.yaml"
+FITTED_BY = "agfsync calibrate"
+"""The `fitted_by` value of a weight preset `agfsync calibrate` wrote."""
 
 
 def write_weight_preset(calibration: Calibration, path: Path, source: str) -> None:
@@ -333,84 +429,168 @@ def write_weight_preset(calibration: Calibration, path: Path, source: str) -> No
     fitted = calibration.mixes[-1].overall
     preset = {
         "weights": calibration.fitted,
+        "fitted_by": FITTED_BY,
         "source": source,
         "pairs": calibration.pairs,
         "held_out_agreement": round(fitted.agreement, 4),
         "interval_95": [round(fitted.low, 4), round(fitted.high, 4)],
+        "verdict": calibration.verdict,
     }
-    path.write_text(yaml.safe_dump(preset, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.safe_dump(preset, sort_keys=False, width=1000), encoding="utf-8")
 
 
 @dataclass(frozen=True)
 class WeightPreset:
     weights: dict[str, float]
-    source: str
-    description: str
-    """One line for run.json and the card: where the weights came from and their agreement."""
+    info: WeightsInfo
+
+    @property
+    def description(self) -> str:
+        """One line for run.json and the card: where the weights came from and their
+        held-out agreement."""
+        return self.info.describe()
 
 
 def read_weight_preset(path: Path) -> WeightPreset:
-    """A weight preset file (`agfsync calibrate` writes one): `weights: {judge: weight}`."""
+    """A weight preset file (`agfsync calibrate` writes one): `weights: {judge: weight}`,
+    and, when fitted, where from and how well the weights agree with people. Anything
+    malformed is refused with the field it is about."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
+        raw = path.read_bytes()
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise ConfigurationError(f"--weights {path}: cannot be read ({error}).") from None
-    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"--weights {path}: expected a YAML mapping with `weights:`.")
+    weights = data.get("weights")
     if (
         not isinstance(weights, dict)
-        or not weights
         or not all(
-            isinstance(name, str) and isinstance(value, int | float) and value >= 0
-            for name, value in weights.items()
+            isinstance(name, str) and _is_number(v) and v >= 0 for name, v in weights.items()
         )
+        or not any(weights.values())
     ):
         raise ConfigurationError(
             f"--weights {path}: expected `weights: {{judge: non-negative number}}`, not all "
             "zero (as `agfsync calibrate` writes)."
         )
-    source = str(data.get("source") or path)
-    agreement = data.get("held_out_agreement")
-    description = f"weights from {path.name} (calibrated on {source}"
-    if agreement is not None:
-        low, high = data.get("interval_95") or (math.nan, math.nan)
-        description += (
-            f", {data.get('pairs')} reviewed pairs, held-out agreement {agreement:.1%}, "
-            f"95% interval {low:.1%}-{high:.1%}"
+    info = WeightsInfo(file=path.name, sha256=hashlib.sha256(raw).hexdigest(), fitted=False)
+    agreement: Any = data.get("held_out_agreement")
+    interval: Any = data.get("interval_95")
+    pairs: Any = data.get("pairs")
+    if data.get("fitted_by") == FITTED_BY or agreement is not None or interval is not None:
+        _check_fitted_fields(path, agreement, interval, pairs)
+        source, verdict = data.get("source"), data.get("verdict")
+        info = info.model_copy(
+            update={
+                "fitted": True,
+                "source": None if source is None else str(source),
+                "pairs": pairs,
+                "held_out_agreement": float(agreement),
+                "interval_95": (float(interval[0]), float(interval[1])),
+                "verdict": str(verdict) if verdict else None,
+            }
         )
-    return WeightPreset({k: float(v) for k, v in weights.items()}, source, description + ")")
+    return WeightPreset({k: float(v) for k, v in weights.items()}, info)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_fitted_fields(path: Path, agreement: Any, interval: Any, pairs: Any) -> None:
+    """The fields `agfsync calibrate` writes about the fit, all present and sane."""
+    problems = []
+    if not (_is_number(agreement) and 0 <= agreement <= 1):
+        problems.append("`held_out_agreement` must be a share between 0 and 1")
+    if not (
+        isinstance(interval, list)
+        and len(interval) == 2
+        and all(_is_number(v) and 0 <= v <= 1 for v in interval)
+        and interval[0] <= interval[1]
+    ):
+        problems.append("`interval_95` must be [low, high], shares between 0 and 1")
+    if not (isinstance(pairs, int) and not isinstance(pairs, bool) and pairs > 0):
+        problems.append("`pairs` must be a positive whole number")
+    if problems:
+        raise ConfigurationError(
+            f"--weights {path}: " + "; ".join(problems) + " (as `agfsync calibrate` writes; "
+            "a hand-written file needs only `weights:`)."
+        )
+
+
+def mix_rows(calibration: Calibration) -> list[list[str]]:
+    """Per mix: name, weights, pairs, held-out agreement, its interval and the fitted
+    mix's difference from it (the command's table and the report's)."""
+    rows = []
+    for mix in calibration.mixes:
+        overall = mix.overall
+        difference = calibration.differences.get(mix.name)
+        rows.append(
+            [
+                mix.name,
+                ", ".join(f"{judge} {weight:.3f}" for judge, weight in mix.weights.items()),
+                str(overall.pairs),
+                f"{overall.agreement:.3f}",
+                f"{overall.low:.3f}-{overall.high:.3f}",
+                _points(difference) if difference else "",
+            ]
+        )
+    return rows
+
+
+MIX_HEADER = ["mix", "weights", "pairs", "agreement", "95% interval", "fitted minus this"]
+
+
+def _points(difference: Difference) -> str:
+    return (
+        f"{difference.points * 100:+.1f} pts ({difference.low * 100:+.1f} to "
+        f"{difference.high * 100:+.1f})"
+    )
+
+
+def category_rows(calibration: Calibration) -> list[list[str]]:
+    """Per category: its pairs and every mix's held-out agreement with its interval."""
+    rows = []
+    for category, fitted in calibration.mixes[-1].by_category.items():
+        cells = [category, str(fitted.pairs)]
+        for mix in calibration.mixes:
+            value = mix.by_category[category]
+            cells.append(f"{value.agreement:.2f} ({value.low:.2f}-{value.high:.2f})")
+        rows.append(cells)
+    return rows
 
 
 def calibration_section(calibration: Calibration) -> str:
-    """Markdown: every mix's held-out agreement, its interval and the verdict."""
+    """Markdown: every mix's held-out agreement, its interval, the fitted mix's paired
+    difference from it, the same per category, and the verdict."""
+    from agfsync.dataset.card import markdown_text
+
+    def table(header: list[str], rows: list[list[str]]) -> list[str]:
+        return [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *("| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows),
+        ]
+
+    left_out = ", ".join(f"{k}: {v}" for k, v in calibration.ignored.items()) or "none"
     lines = [
         "## Calibration of the judges' weights",
         "",
         f"{calibration.pairs} reviewed pairs with a human choice, {calibration.folds}-fold "
         "cross-validation over prompts; agreement of each mix with people on pairs it was "
-        "not fitted on (95% Wilson interval). Left out: "
-        + (", ".join(f"{k}: {v}" for k, v in calibration.ignored.items()) or "none")
-        + ".",
+        "not fitted on (95% Wilson interval), and the fitted mix's agreement minus each "
+        "mix's on the same pairs (paired bootstrap 95% interval over prompts). Left out: "
+        f"{left_out}.",
         "",
-        "| mix | weights | pairs | agreement | 95% interval |",
-        "|---|---|---|---|---|",
+        *table(MIX_HEADER, mix_rows(calibration)),
+        "",
+        "Per category, each mix's held-out agreement (95% interval):",
+        "",
+        *table(
+            ["category", "pairs", *(m.name for m in calibration.mixes)], category_rows(calibration)
+        ),
     ]
-    for mix in calibration.mixes:
-        weights = ", ".join(f"{j} {w:.3f}" for j, w in mix.weights.items())
-        overall = mix.overall
-        lines.append(
-            f"| {mix.name} | {weights} | {overall.pairs} | {overall.agreement:.3f} | "
-            f"{overall.low:.3f}-{overall.high:.3f} |"
-        )
-    lines += [
-        "",
-        "Per category (fitted weights):",
-        "",
-        "| category | pairs | agreement | 95% interval |",
-        "|---|---|---|---|",
-    ]
-    for category, value in calibration.mixes[-1].by_category.items():
-        interval = f"{value.low:.3f}-{value.high:.3f}"
-        lines.append(f"| {category} | {value.pairs} | {value.agreement:.3f} | {interval} |")
     return "\n".join([*lines, "", calibration.verdict, ""])
 
 
@@ -433,6 +613,8 @@ def _rows_of(folder: Path) -> list[dict[str, Any]]:
     names = pq.read_schema(shards[0]).names
     wanted = {
         "prompt_id",
+        "caption",
+        "ai_choice_shown",
         "category",
         "chosen_index",
         "rejected_index",
@@ -442,6 +624,13 @@ def _rows_of(folder: Path) -> list[dict[str, Any]]:
     }
     columns = [name for name in names if name in wanted or name.endswith(SCORES_SUFFIX)]
     return [row for shard in shards for row in pq.read_table(shard, columns=columns).to_pylist()]
+
+
+def source_name(source: str) -> str:
+    """How the reviewed data is named in what calibrate writes: a Hub repo by its id, a
+    local folder by its name only (its path says nothing to others and may be private)."""
+    path = Path(source)
+    return f"the local folder {path.resolve().name}" if path.is_dir() else source
 
 
 def run_calibration(
@@ -469,21 +658,28 @@ def run_calibration(
     rows = _rows_of(folder)
     current = None
     if (folder / RUN_INFO_FILE).is_file():
+        if rows and "label_source" not in rows[0]:
+            raise ConfigurationError(
+                f"{source} is an agfsync dataset whose label_0 is the judges' choice, not "
+                "people's: review it (`agfsync argilla push`, then `agfsync argilla pull`) "
+                "and calibrate on the folder `pull` writes."
+            )
         run = RunInfo.load(folder)
         current = {judge.name: judge.weight for judge in run.judges} or None
     judges = judges_of(list(rows[0]) if rows else [])
     calibration = calibrate(
         read_reviewed_pairs(rows, judges), current=current, folds=folds, l2=l2, seed=seed
     )
+    named = source_name(source)
 
     def write(staging: Path) -> None:
         (staging / CALIBRATION_FILE).write_text(
             json.dumps(calibration.to_json(), indent=2) + "\n", encoding="utf-8"
         )
-        if any(calibration.fitted.values()):
-            write_weight_preset(calibration, staging / WEIGHTS_FILE, source=source)
+        if calibration.recommended:
+            write_weight_preset(calibration, staging / WEIGHTS_FILE, source=named)
         (staging / REPORT_FILE).write_text(
-            f"# Judge weights calibrated on {source}\n\n" + calibration_section(calibration),
+            f"# Judge weights calibrated on {named}\n\n" + calibration_section(calibration),
             encoding="utf-8",
         )
 

@@ -35,7 +35,14 @@ from agfsync.pairs import NoPairError, select_preference_pair
 from agfsync.review.calibration import read_weight_preset
 from agfsync.scoring import weighted_scores
 
-STALE_COLUMNS = (*IMAGE_COLUMNS, "caption", "label_0", "label_source", "human_votes")
+STALE_COLUMNS = (
+    *IMAGE_COLUMNS,
+    "caption",
+    "label_0",
+    "label_source",
+    "human_votes",
+    "ai_choice_shown",
+)
 """Columns of the old pair: the Diffusion-DPO ones are rebuilt from the new pair (the
 images read again from `artifacts/`); a review's verdicts were about the old pair."""
 
@@ -129,7 +136,11 @@ def reselect_pairs(
                     for j in run.judges
                 ],
                 "weights_source": preset.description + f"; pairs re-selected from {run_dir.name}",
+                "weights": preset.info,
                 "unpaired": [*run.unpaired, *(UnpairedPrompt.of(row) for row in unpaired)],
+                "min_margin": min_margin,
+                "keep_ties": keep_ties,
+                "options": run.options.model_copy(update={"weights_file": weights_file.name}),
             }
         )
 

@@ -31,11 +31,18 @@ from agfsync.dataset.folder import (
     rows_scratch,
     write_dataset_folder,
 )
-from agfsync.dataset.run_info import JudgeInfo, RunInfo, UnpairedPrompt
+from agfsync.dataset.run_info import (
+    GenerateOptions,
+    JudgeInfo,
+    RunInfo,
+    UnpairedPrompt,
+    WeightsInfo,
+)
 from agfsync.errors import ConfigurationError, RunFailedError
 from agfsync.llm.providers import api_key_from_env, key_variables_text, provider_of_llm
 from agfsync.logs import keep_credentials_out_of_files, plain_distilabel_lines_off_a_terminal
 from agfsync.progress import live_stage_counts
+from agfsync.review.calibration import WeightPreset, read_weight_preset
 from agfsync.run.artifacts import carry_over_artifacts
 from agfsync.run.cache import remember_pipeline_dumps
 from agfsync.run.estimate import EstimateTables, estimate_run
@@ -292,7 +299,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     options = options or RunOptions()
     started = time.perf_counter()
     pipeline = build_preset(preset)
-    weights_source = _apply_weights(pipeline, options.weights_file)
+    weights = _apply_weights(pipeline, options.weights_file)
     _configure_llms(pipeline, options)
     keep_credentials_out_of_files(pipeline)
     remember_pipeline_dumps(pipeline)
@@ -327,7 +334,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
             started=started,
             expected_prompts=expected,
             failures=failures,
-            weights_source=weights_source,
+            weights=weights.info if weights else None,
         )
         if GENERATE_IMAGES_STEP not in pipeline.dag:
             return _write_text_dataset(outcome)
@@ -367,12 +374,10 @@ def _why_nothing(failures: StepFailures, pipeline: Pipeline, rows: datasets.Data
     return "no step recorded a cause (see the log above)"
 
 
-def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> str | None:
-    """Set the judges' weights from `--weights`; returns where they came from."""
+def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> WeightPreset | None:
+    """Set the judges' weights from `--weights`; returns them with where they came from."""
     if weights_file is None:
         return None
-    from agfsync.review.calibration import read_weight_preset
-
     if JUDGE_IMAGES_STEP not in pipeline.dag:
         raise ConfigurationError("--weights applies to image presets only (they judge images).")
     preset = read_weight_preset(weights_file)
@@ -386,7 +391,7 @@ def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> str | None:
     judging.scorers = [
         spec.model_copy(update={"weight": preset.weights[spec.name]}) for spec in judging.scorers
     ]
-    return preset.description
+    return preset
 
 
 def _stage_totals(pipeline: Pipeline, prompts: int) -> dict[str, int | None]:
@@ -458,7 +463,7 @@ class RunOutcome:
     started: float
     expected_prompts: int
     failures: StepFailures
-    weights_source: str | None = None
+    weights: WeightsInfo | None = None
     """Where the judges' weights came from, when `--weights` set them."""
 
 
@@ -618,6 +623,7 @@ def _run_info(outcome: RunOutcome, unpaired: list[dict[str, Any]]) -> RunInfo:
     preset, pipeline, options = outcome.preset, outcome.pipeline, outcome.options
     generation = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
     judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
+    select = pipeline.dag.get_step(SELECT_PAIRS_STEP)["step"]
     llm_models = _llm_models(pipeline)
     loader = (
         pipeline.dag.get_step(LOAD_PROMPTS_STEP)["step"]
@@ -630,8 +636,33 @@ def _run_info(outcome: RunOutcome, unpaired: list[dict[str, Any]]) -> RunInfo:
         seed=options.seed if options.seed is not None else generation.seed,
         llm_models=llm_models,
         judges=[JudgeInfo(name=s.name, model=s.model, weight=s.weight) for s in judging.scorers],
-        weights_source=outcome.weights_source,
+        weights_source=outcome.weights.describe() if outcome.weights else None,
+        weights=outcome.weights,
         unpaired=[UnpairedPrompt.of(row) for row in unpaired],
+        min_margin=options.min_margin if options.min_margin is not None else select.min_margin,
+        keep_ties=options.keep_ties or select.keep_ties,
+        options=_recorded_options(options),
+    )
+
+
+def _recorded_options(options: RunOptions) -> GenerateOptions:
+    """The options that changed the data, for run.json (files by name)."""
+
+    def name(path: Path | None) -> str | None:
+        return path.name if path is not None else None
+
+    return GenerateOptions(
+        prompts_file=name(options.prompts_file),
+        num_prompts=options.num_prompts,
+        categories_file=name(options.categories_file),
+        prompts_per_category=options.prompts_per_category,
+        dedup_method=options.dedup_method,
+        prompt_model=options.prompt_model,
+        qa_model=options.qa_model,
+        num_images=options.num_images,
+        resolution=options.resolution,
+        sampling=options.sampling,
+        weights_file=name(options.weights_file),
     )
 
 
