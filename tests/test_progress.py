@@ -1,14 +1,17 @@
 """Long commands say where they are: plain lines off a terminal, and on a terminal
 `agfsync generate` keeps a live per-stage count (checked on a real pseudo-terminal)."""
 
+import fcntl
 import io
 import logging
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 
 from agfsync.progress import StageCounts, live_stage_counts, progress, report_done
 from tests.helpers import BIN_DIR
+from tests.test_train_data import write_colour_preference_dataset
 
 
 def test_plain_lines_give_quarters_the_final_count_rate_and_values(
@@ -44,13 +48,15 @@ def test_resumed_work_counts_but_is_not_in_the_rate(caplog: pytest.LogCaptureFix
     assert caplog.records[-1].getMessage().startswith("training: 10/10 steps")
 
 
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+CURSOR = re.compile(r"\x1b\[[0-9;?]*[A-Za-ln-z]|[\r\n]")
+"""Any cursor movement, erasure, carriage return or newline."""
 
 
 def screen_lines(output: str) -> list[str]:
-    """What a terminal shows line by line, roughly: every carriage return or newline
-    starts a line, colours and cursor codes removed."""
-    return [line for line in re.split(r"[\r\n]", ANSI.sub("", output)) if line.strip()]
+    """The runs of text a terminal shows between cursor moves, colours removed: a log
+    line written into a bar's line (no cursor move between them) stays one run."""
+    return [line for line in CURSOR.split(COLOURS.sub("", output)) if line.strip()]
 
 
 def test_the_bar_shows_the_rate_and_log_lines_go_above_it(
@@ -135,12 +141,15 @@ def test_a_process_forked_under_the_live_count_writes_without_waiting(monkeypatc
         assert os.waitstatus_to_exitcode(done[1]) == 0
 
 
-@pytest.mark.slow
-def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
+def on_a_terminal(command: list[str], cwd: Path) -> str:
+    """Run `command` on a pseudo-terminal (160 columns) until it ends; what it wrote.
+    Fails with the output if it fails."""
     controller, terminal = pty.openpty()
+    # A real terminal's size: tqdm (diffusers' bars) asks the terminal, rich reads COLUMNS.
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
     process = subprocess.Popen(
-        [str(BIN_DIR / "agfsync"), "generate", "--num-prompts", "2", "--no-use-cache", "-o", "run"],
-        cwd=tmp_path,
+        command,
+        cwd=cwd,
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
@@ -163,9 +172,43 @@ def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
             break
     os.close(controller)
     assert process.wait(timeout=60) == 0, output.decode(errors="replace")[-3000:]
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    return output.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_generate_on_a_terminal_shows_the_live_count(tmp_path: Path) -> None:
+    command = ["generate", "--num-prompts", "2", "--no-use-cache", "-o", "run"]
+    lines = screen_lines(on_a_terminal([str(BIN_DIR / "agfsync"), *command], tmp_path))
     # The offline preset: 2 prompts x 4 candidates, all judged, one pair each.
-    assert "prompts 2/2 · images 8/8 · judged 8/8 · pairs 2" in text, text[-3000:]
+    count = "prompts 2/2 · images 8/8 · judged 8/8 · pairs 2"
+    assert any(count in line for line in lines), lines[-20:]
+
+
+@pytest.mark.slow
+def test_train_on_a_terminal_shows_a_bar_with_the_rate_and_log_lines_above_it(
+    tmp_path: Path,
+) -> None:
+    """A tiny `agfsync train` that checkpoints and validates every step, so log lines
+    and the validation pipeline's loading come while its bar is live."""
+    dataset = write_colour_preference_dataset(tmp_path / "ds", 4)
+    output = on_a_terminal(
+        [
+            *(str(BIN_DIR / "agfsync"), "train", "--pretrained-model", "tiny:stable-diffusion"),
+            *("--dataset", str(dataset), "--max-train-steps", "2", "--train-batch-size", "2"),
+            *("--effective-batch-size", "2", "--checkpointing-steps", "1"),
+            *("--validation-steps", "1", "--validation-inference-steps", "1"),
+            *("--report-to", "none", "--output", "out"),
+        ],
+        tmp_path,
+    )
+    lines = screen_lines(output)
+    bars = [line for line in lines if line.startswith("training ")]
+    assert re.search(r" 2/2 .* \d+\.\d+ steps/s loss \S+ implicit_accuracy", bars[-1]), bars
+    logged = [line for line in lines if "INFO " in line]
+    assert sum("Saved checkpoint" in line for line in logged) == 2, lines
+    assert sum("Validation images" in line for line in logged) == 2, lines
+    assert all(line.startswith("INFO ") for line in logged), logged  # none glued to a bar
+    assert not [line for line in lines if "Loading pipeline components" in line], lines
 
 
 def test_help_shows_defaults_and_old_option_names_still_work(tmp_path: Path) -> None:
