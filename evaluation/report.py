@@ -28,7 +28,12 @@ from agfsync.dataset.folder import IMAGE_COLUMNS
 from agfsync.dataset.plots import save_bar_chart
 from agfsync.dataset.publish import load_run
 from agfsync.dataset.run_info import RunInfo
-from agfsync.dataset.statistics import dataset_statistics
+from agfsync.dataset.statistics import (
+    NO_CATEGORY,
+    DatasetStatistics,
+    counts_text,
+    dataset_statistics,
+)
 from agfsync.evaluation.metrics import ALL, STATISTICS_NOTE, Comparison, ModelRole, Observation
 from agfsync.evaluation.suites import PromptItem, Suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
@@ -203,15 +208,7 @@ def _write_dataset_report(
 ) -> Path:
     stats = dataset_statistics(dataset, run)
     assets = write_card_assets(dataset, stats, folder)
-    low, median, high = stats.margin_quantiles()
-    overview = [
-        ["prompts", str(stats.num_prompts)],
-        ["preference pairs", str(stats.num_pairs)],
-        ["conversion rate (pairs / prompts)", f"{stats.conversion_rate:.1%}"],
-        ["words per prompt", f"{stats.words_per_prompt:.2f} (paper: 26.06)"],
-        ["valid questions per prompt", f"{stats.questions_per_prompt:.2f} (paper: 9.03)"],
-        ["score margin (10% / 50% / 90%)", f"{low:.3f} / {median:.3f} / {high:.3f}"],
-    ]
+    overview = [[html.escape(cell) for cell in row] for row in stats.summary_rows()]
     config = stats.generation_config
     provenance = [
         ["preset", html.escape(run.preset)],
@@ -250,7 +247,7 @@ def _write_dataset_report(
         _table(["setting", "value"], provenance, table_id="provenance"),
         "<h2>Categories</h2>",
         _table(
-            ["category", "prompts", "pairs", "mean margin"],
+            ["category", "prompts", "pairs", "mean margin", "no pair (why)"],
             _category_rows(dataset, stats),
             table_id="categories",
         ),
@@ -269,16 +266,19 @@ def _write_dataset_report(
     return _write_page(folder, f"agfsync dataset {run_dir.name}", body)
 
 
-def _category_rows(dataset: datasets.Dataset, stats: Any) -> list[list[str]]:
+def _category_rows(dataset: datasets.Dataset, stats: DatasetStatistics) -> list[list[str]]:
+    """Per category: prompts, pairs, their mean margin, and why the other prompts got
+    no pair (ties, the minimum margin, failures; from run.json)."""
     margins: dict[str, list[float]] = defaultdict(list)
     for row in dataset.select_columns(["category", "score_margin"]):
-        margins[row["category"] or "none"].append(row["score_margin"])
+        margins[row["category"] or NO_CATEGORY].append(row["score_margin"])
     return [
         [
             html.escape(category),
             str(prompts),
             str(stats.pairs_per_category.get(category, 0)),
             f"{fmean(margins[category]):.3f}" if margins.get(category) else "-",
+            html.escape(counts_text(stats.unpaired_per_category.get(category, {}))),
         ]
         for category, prompts in stats.prompts_per_category.items()
     ]

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,28 @@ def offline_dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "meaningless by design" in result.stdout
     assert f"({SAMPLE_SIZE} preference pairs" in result.stdout
     return output
+
+
+def assert_reproduce_command_matches(card: str, run: dict) -> None:
+    """The card's `agfsync generate` command carries exactly the run's recorded options."""
+    from agfsync.dataset.run_info import GenerateOptions
+
+    (command,) = re.findall(r"^agfsync generate .*$", card, re.MULTILINE)
+    words, given = shlex.split(command)[2:], {}
+    while words:
+        flag = words.pop(0)
+        given[flag] = words.pop(0) if words and not words[0].startswith("-") else True
+    expected = {
+        "--preset": run["preset"],
+        **dict(GenerateOptions.model_validate(run["options"]).flags()),
+        "--seed": str(run["seed"]),
+        "-o": "my-dataset",
+    }
+    if run["min_margin"]:
+        expected["--min-margin"] = f"{run['min_margin']:g}"
+    if run["keep_ties"]:
+        expected["--keep-ties"] = True
+    assert given == expected
 
 
 class TestAgfsyncGenerate:
@@ -166,6 +189,10 @@ class TestAgfsyncGenerate:
         assert {"jpg_0", "jpg_1", "label_0", "caption", "clip_truncated"} <= features
         for column in ("clip_truncated", "generation_error", "judging_errors", "pair_error"):
             assert f"`{column}`" in card.text
+        assert "|  |  |" not in card.text  # every table has a header
+        assert_reproduce_command_matches(card.text, run)
+        assert table["minimum score margin (--min-margin)"] == f"{run['min_margin']:g}"
+        assert table["ties (best and worst candidate scored alike)"] == "0 left without a pair"
 
     def test_same_seed_gives_bit_identical_images_and_scores(
         self, offline_dataset_dir: Path, tmp_path: Path, isolated_caches: dict[str, str]
@@ -202,9 +229,11 @@ class TestAgfsyncGenerate:
         by_id = {row["prompt_id"]: row for row in first}
         for row in kept:
             assert row["jpg_0"] == by_id[row["prompt_id"]]["jpg_0"]
-        unpaired = json.loads((output / "run.json").read_text())["unpaired"]
-        assert len(unpaired) == len(first) - len(kept)
-        assert all("margin" in item["reason"] for item in unpaired)
+        run = json.loads((output / "run.json").read_text())
+        assert len(run["unpaired"]) == len(first) - len(kept)
+        assert all("margin" in item["reason"] for item in run["unpaired"])
+        assert run["min_margin"] == 4
+        assert_reproduce_command_matches((output / "README.md").read_text(), run)
 
     def test_regenerating_in_place_loads_the_new_rows(self, tmp_path: Path) -> None:
         output = tmp_path / "same-folder"

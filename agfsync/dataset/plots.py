@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 FIGURE_DPI = 100
 
@@ -35,15 +36,32 @@ def save_histograms(
 
 
 def save_bar_chart(
-    groups: Mapping[str, Mapping[str, float]], path: Path, *, ylabel: str, title: str = ""
+    groups: Mapping[str, Mapping[str, float]],
+    path: Path,
+    *,
+    ylabel: str,
+    title: str = "",
+    counts: bool = False,
 ) -> Path:
+    """Grouped horizontal bars in one PNG (see `bar_chart`)."""
+    return _save(bar_chart(groups, ylabel=ylabel, title=title, counts=counts), path)
+
+
+def bar_chart(
+    groups: Mapping[str, Mapping[str, float]], *, ylabel: str, title: str = "", counts: bool = False
+) -> plt.Figure:
     """Grouped horizontal bars: one bar per (label, series) pair.
 
     `groups` maps a series name (e.g. "pairs") to values by label (e.g. category).
+    `counts`: the values are counts, so the value axis has whole-number ticks. The
+    legend (more than one series) sits below the axes, never over the bars.
     """
     labels = sorted({label for values in groups.values() for label in values})
     height = 0.8 / max(1, len(groups))
-    figure, axis = plt.subplots(figsize=(7.0, 0.35 * len(labels) + 1.2))
+    legend_room = 0.4 if len(groups) > 1 else 0.0
+    figure, axis = plt.subplots(
+        figsize=(7.0, 0.35 * len(labels) + 1.2 + legend_room), layout="constrained"
+    )
     for offset, (name, values) in enumerate(groups.items()):
         positions = [index + offset * height for index in range(len(labels))]
         axis.barh(positions, [values.get(label, 0) for label in labels], height=height, label=name)
@@ -51,12 +69,13 @@ def save_bar_chart(
     axis.set_yticklabels(labels)
     axis.invert_yaxis()
     axis.set_xlabel(ylabel)
+    if counts:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         axis.set_title(title)
     if len(groups) > 1:
-        axis.legend()
-    figure.tight_layout()
-    return _save(figure, path)
+        figure.legend(loc="outside lower center", ncols=len(groups), frameon=False)
+    return figure
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
