@@ -37,16 +37,30 @@ def save_lora(unet: Any, family: ModelFamily, directory: Path) -> None:
     )
 
 
+BASE_MODEL_PLACEHOLDER = "BASE_MODEL"
+"""Stands in the usage snippet for a base model that is not a Hub id."""
+
+
 def _usage(config: DPOTrainingConfig, repo: str) -> str:
-    """A snippet that loads the result: the base model plus the LoRA, or the full pipeline."""
-    source = config.pretrained_model if config.use_lora else repo
+    """A snippet that loads the result: the base model plus the LoRA, or the full
+    pipeline. A base model that is not a Hub id (a local folder, a tiny model) is a
+    placeholder, said so below the snippet."""
+    base = hub_reference(config.pretrained_model)
+    source = (base or BASE_MODEL_PLACEHOLDER) if config.use_lora else repo
     load_lora = f'pipe.load_lora_weights("{repo}")\n' if config.use_lora else ""
-    return (
+    snippet = (
         "```python\nimport torch\nfrom diffusers import AutoPipelineForText2Image\n\n"
         f'pipe = AutoPipelineForText2Image.from_pretrained("{source}", '
         'torch_dtype=torch.float16).to("cuda")\n'
         f"{load_lora}"
         'image = pipe("a red bicycle leaning against a blue door").images[0]\n```'
+    )
+    if source != BASE_MODEL_PLACEHOLDER:
+        return snippet
+    return (
+        f"{snippet}\n\nReplace `{BASE_MODEL_PLACEHOLDER}` with the Hub id or the path of "
+        f"the base model this LoRA was trained on (`{config.pretrained_model}` on the "
+        "training machine, not a Hub id)."
     )
 
 
