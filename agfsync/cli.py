@@ -153,9 +153,7 @@ def _configure() -> None:
     configure_logging()
 
 
-@app.command(
-    epilog=_reads(*MODELS, *provider_keys(), OPENAI_BASE_URL, DISTILABEL_CACHE_DIR)
-)
+@app.command(epilog=_reads(*MODELS, *provider_keys(), OPENAI_BASE_URL, DISTILABEL_CACHE_DIR))
 def generate(
     preset: Annotated[str, typer.Option(help="Pipeline preset (see `agfsync presets list`).")] = (
         "offline"

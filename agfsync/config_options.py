@@ -10,24 +10,55 @@ a default lives beside the default. Options are only set when given (argparse's
 from __future__ import annotations
 
 import argparse
+import sys
 import types
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
+from agfsync.environment import Variable, environment_help
+
 REQUIRED = object()
 """The `default` of a field without one."""
 
 
-def options_parser(prog: str, description: str) -> argparse.ArgumentParser:
+def options_parser(
+    prog: str, description: str, environment: tuple[Variable, ...]
+) -> argparse.ArgumentParser:
     """A parser whose options are only set when given (`SUPPRESS`), so that the
-    configuration's defaults apply to the others."""
+    configuration's defaults apply to the others; its help ends with the `environment`
+    variables the command reads."""
     return argparse.ArgumentParser(
         prog=prog,
         description=description,
+        epilog=environment_help(environment),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
+
+
+def renamed_notice(old_flag: str, new_flag: str) -> str:
+    """What a command prints when an option is given under its old name."""
+    return f"note: {old_flag} is now {new_flag}; the old name will be removed."
+
+
+class RenamedOption(argparse.Action):
+    """An option's old spelling, hidden from `--help`: stores under the new option's
+    `dest` and prints `renamed_notice` on standard error."""
+
+    def __init__(self, *args: Any, new_flag: str, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "help": argparse.SUPPRESS})
+        self.new_flag = new_flag
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(renamed_notice(option_string or "", self.new_flag), file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def option_kind(annotation: Any) -> tuple[Any, bool]:

@@ -21,7 +21,11 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from agfsync.errors import ConfigurationError
-from agfsync.logs import note_once_instead
+from agfsync.logs import (
+    PROMPT_TRUNCATION_NOTE,
+    note_once_instead,
+    quiet_library_progress_bars,
+)
 from agfsync.models import release_cached_memory, resolve_device, resolve_dtype, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -186,6 +190,7 @@ class CandidateImageGenerator:
     def load(self) -> None:
         from diffusers import DiffusionPipeline
 
+        quiet_library_progress_bars()
         pipeline: Any = DiffusionPipeline.from_pretrained(
             resolve_model(self.model), dtype=self.dtype
         )
@@ -221,15 +226,11 @@ class CandidateImageGenerator:
             name = "unet" if getattr(pipeline, "unet", None) is not None else "transformer"
             setattr(pipeline, name, torch.compile(getattr(pipeline, name)))
         pipeline.set_progress_bar_config(disable=True)
-        truncation = (
-            "Some prompts are longer than the text encoder reads (77 tokens for CLIP): the "
-            "images follow their beginning only; the CLIP judge's `clip_truncated` says which."
-        )
         for logger_name, prefix in (
             (type(pipeline).__module__, "The following part of your input was truncated"),
             ("transformers.tokenization_utils_base", "Token indices sequence length is longer"),
         ):
-            note_once_instead(logger_name, prefix, truncation)
+            note_once_instead(logger_name, prefix, PROMPT_TRUNCATION_NOTE)
         if self.engine.cpu_offload:
             pipeline.enable_model_cpu_offload(device=self.device)
         else:

@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import sys
+import zlib
 from typing import Any
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
@@ -40,10 +42,11 @@ _installed = False
 def configure_logging(level: int = logging.INFO) -> None:
     """Once per process: INFO lines of agfsync on standard error, credentials in URLs
     redacted from every record, plain distilabel lines when not on a terminal."""
-    global _installed
+    global _installed, _notes_shared
     if _installed:
         return
     _installed = True
+    _notes_shared = multiprocessing.RawArray("L", 64)
     make_record = logging.getLogRecordFactory()
 
     def redacting_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -119,6 +122,33 @@ def keep_credentials_out_of_files(pipeline: Any) -> None:
 
 
 _notes_given: set[str] = set()
+_notes_shared: Any = None
+"""Checksums of the notes given, in memory that the processes forked after
+`configure_logging` (distilabel's steps) share: a note comes once per command, not once
+per step process."""
+
+PROMPT_TRUNCATION_NOTE = (
+    "Some prompts are longer than CLIP's text encoder reads (77 tokens): the images follow, "
+    "and the CLIP judge reads, their beginning only; the `clip_truncated` column says which."
+)
+"""The one note about long prompts, whichever library reported the truncation."""
+
+
+def _first_time(note: str) -> bool:
+    """Whether `note` is given for the first time in this command (all its processes)."""
+    if note in _notes_given:
+        return False
+    _notes_given.add(note)
+    if _notes_shared is None:
+        return True
+    key = zlib.crc32(note.encode()) or 1
+    for index, given in enumerate(_notes_shared):
+        if given == key:
+            return False
+        if given == 0:  # two processes may both get here first: a rare second line
+            _notes_shared[index] = key
+            return True
+    return True
 
 
 class _NoteOnce(logging.Filter):
@@ -133,8 +163,7 @@ class _NoteOnce(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.fragment not in str(record.msg):
             return True
-        if self.note is not None and self.note not in _notes_given:
-            _notes_given.add(self.note)
+        if self.note is not None and _first_time(self.note):
             logging.getLogger("agfsync").info(self.note)
         return False
 
@@ -153,6 +182,8 @@ KNOWN_NOISE = {
     # without torchvision (CPU machines) transformers falls back to the PIL class the
     # judges use anyway (`agfsync.scoring.base.PROCESSOR_BACKEND`) and warns about it.
     "transformers.utils.import_utils": "requires torchvision (not installed); falling back",
+    # An agfsync LoRA adapts the UNet only; loading it says so for the text encoder.
+    "diffusers.loaders.lora_base": "No LoRA keys associated to",
 }
 """Library warnings no agfsync user can act on: (logger, fragment of the message)."""
 
@@ -173,3 +204,22 @@ def quiet_known_noise() -> None:
     )
     for logger_name, fragment in KNOWN_NOISE.items():
         note_once_instead(logger_name, fragment, None)
+
+
+def quiet_library_progress_bars() -> None:
+    """Before agfsync loads pipelines or models, or writes datasets: the bars diffusers
+    ("Loading pipeline components"), transformers ("Loading weights") and `datasets`
+    ("Generating train split", "Creating parquet") draw for work of a second would
+    interleave with agfsync's own progress. The Hub's download bars stay: a download
+    can take minutes."""
+    import datasets
+    import diffusers.utils.logging
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    datasets.disable_progress_bars()
+    diffusers.utils.logging.disable_progress_bar()
+    downloads_shown = not huggingface_hub.utils.are_progress_bars_disabled()
+    transformers.utils.logging.disable_progress_bar()  # the Hub's bars too, so back on:
+    if downloads_shown:
+        huggingface_hub.utils.enable_progress_bars()

@@ -18,6 +18,7 @@ from typing import IO
 
 import torch
 
+from agfsync.environment import AGFSYNC_CACHE_DIR
 from agfsync.errors import ConfigurationError
 from agfsync.model_facts import TINY_MODEL_PREFIX
 
@@ -27,7 +28,7 @@ TINY_MODELS_VERSION = "v2"
 
 def cache_dir() -> Path:
     """agfsync's cache folder: `$AGFSYNC_CACHE_DIR`, else `~/.cache/agfsync`."""
-    configured = os.environ.get("AGFSYNC_CACHE_DIR")
+    configured = AGFSYNC_CACHE_DIR.get()
     return Path(configured) if configured else Path.home() / ".cache" / "agfsync"
 
 

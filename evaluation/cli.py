@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from agfsync.config_options import add_field_option, field_default, nest, options_parser
+from agfsync.environment import MODELS, OPENAI_BASE_URL, provider_keys
 from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
 from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
 from agfsync.evaluation.suites import SUITE_NAMES
@@ -83,15 +84,20 @@ def options() -> Iterator[Option]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = options_parser("agfsync evaluate", DESCRIPTION)
+    environment = (*MODELS, *provider_keys(), OPENAI_BASE_URL)
+    parser = options_parser("agfsync evaluate", DESCRIPTION, environment)
     parser.add_argument(
-        "-o", "--output", type=Path, required=True, help="Folder of metrics.json and report/."
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="Folder of metrics.json and report/. [required]",
     )
     parser.add_argument(
         "--overwrite",
         action="store_true",
         help="Write into an output folder holding files agfsync did not write (they are kept; "
-        "a name agfsync writes that is taken stops the command).",
+        "a name agfsync writes that is taken stops the command). [default: off]",
     )
     parser.add_argument(
         "--vqa-mode",

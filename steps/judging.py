@@ -10,6 +10,7 @@ from PIL import Image
 from pydantic import Field, PrivateAttr
 
 from agfsync.errors import ConfigurationError
+from agfsync.logs import quiet_library_progress_bars
 from agfsync.models import free_models
 from agfsync.progress import report_done
 from agfsync.run.artifacts import recorded_or_computed, run_artifacts_root
@@ -138,6 +139,7 @@ class ImageJudging(Step, UpstreamSignatureMixin, RecordsFailures):
 
     def load(self) -> None:
         super().load()
+        quiet_library_progress_bars()
         for spec in self.scorers:
             judge = spec.create(device=self.device, dtype=self.dtype)
             judge.load()

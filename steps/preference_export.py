@@ -16,6 +16,7 @@ from agfsync.dataset.folder import (
     pair_config_features,
     preference_columns,
 )
+from agfsync.logs import quiet_library_progress_bars
 from agfsync.progress import report_done
 from agfsync.run.artifacts import JOURNALS_DIR, run_artifacts_root
 from agfsync.run.cache import UpstreamSignatureMixin
@@ -122,6 +123,10 @@ class PreferenceDatasetExport(Step, UpstreamSignatureMixin, RecordsFailures):
     """
 
     failure_column: ClassVar[str] = "export_error"
+
+    def load(self) -> None:
+        super().load()
+        quiet_library_progress_bars()  # each shard's "Creating parquet" bar
 
     @property
     def inputs(self) -> dict[str, bool]:

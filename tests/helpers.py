@@ -153,13 +153,39 @@ WARM_RUNNER = WarmRunner()
 
 
 def generate_offline_run(output: Path, num_prompts: int) -> Path:
-    """`agfsync generate` on the offline preset's first `num_prompts` prompts."""
+    """`agfsync generate` on the offline preset's first `num_prompts` prompts; it prints
+    nothing from its libraries that a user cannot act on (`assert_no_library_noise`)."""
     result = run_command(
         ["agfsync", "generate", "-o", str(output), "--num-prompts", str(num_prompts)],
         cwd=output.parent,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_no_library_noise(result.stderr)
     return output
+
+
+LIBRARY_NOISE = (
+    "UnsupportedFieldAttributeWarning",  # pydantic, about distilabel's step class
+    "requires torchvision",  # transformers, about the processors agfsync does not use
+    "Loading pipeline components",  # diffusers' bar
+    "Loading weights",  # transformers' bar
+    "Generating train split",  # datasets' bars
+    "Creating parquet",
+    "No LoRA keys associated",  # diffusers, about the text encoder of a UNet-only LoRA
+    "Token indices sequence length",  # transformers, per long prompt
+    "The following part of your input was truncated",  # diffusers, per long prompt
+)
+"""What agfsync's commands keep their libraries from printing."""
+
+
+def assert_no_library_noise(stderr: str) -> None:
+    """None of `LIBRARY_NOISE` and at most one note about long prompts in `stderr`."""
+    from agfsync.logs import PROMPT_TRUNCATION_NOTE
+
+    for noise in LIBRARY_NOISE:
+        assert noise not in stderr, f"{noise!r} printed:\n{stderr[-3000:]}"
+    assert stderr.count(PROMPT_TRUNCATION_NOTE) <= 1, stderr[-3000:]
+    assert stderr.count("77 tokens") == stderr.count(PROMPT_TRUNCATION_NOTE), stderr[-3000:]
 
 
 def closed_port() -> int:

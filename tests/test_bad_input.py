@@ -167,14 +167,14 @@ class TestOptions:
         tables = tmp_path / "tables.yaml"
         tables.write_text(content)
         result = runner.invoke(
-            app, ["estimate", "--preset", "offline", "--prompts", "10", "--tables", str(tables)]
+            app, ["estimate", "--preset", "offline", "--num-prompts", "10", "--tables", str(tables)]
         )
         assert result.exit_code == 2 and expected in result.output
         assert "errors.pydantic.dev" not in result.output
 
     def test_estimate_tables_missing(self, tmp_path: Path) -> None:
         result = runner.invoke(
-            app, ["estimate", "--preset", "offline", "--prompts", "10", "--tables", "nope.yaml"]
+            app, ["estimate", "--preset", "offline", "--num-prompts", "10", "--tables", "nope.yaml"]
         )
         assert result.exit_code == 2 and "Estimate tables nope.yaml do not exist" in result.output
 

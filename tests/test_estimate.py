@@ -114,7 +114,7 @@ def test_command_with_user_tables(tmp_path: Path) -> None:
     tables.write_text(yaml.safe_dump(TABLES))
     result = run_command(
         [
-            "agfsync", "estimate", "--preset", "agfsync-sd15", "--prompts", "1000",
+            "agfsync", "estimate", "--preset", "agfsync-sd15", "--num-prompts", "1000",
             "--tables", str(tables), "--questions-per-prompt", "9",
         ],
         tmp_path,
@@ -129,7 +129,7 @@ def test_command_with_user_tables(tmp_path: Path) -> None:
 def test_the_fast_sampling_setting_scales_the_generation_time(tmp_path: Path) -> None:
     tables = tmp_path / "tables.yaml"
     tables.write_text(yaml.safe_dump(TABLES))
-    base = ["agfsync", "estimate", "--preset", "agfsync-sd15", "--prompts", "1000"]
+    base = ["agfsync", "estimate", "--preset", "agfsync-sd15", "--num-prompts", "1000"]
     base += ["--tables", str(tables), "--questions-per-prompt", "9"]
     paper = run_command([*base, "--sampling", "paper"], tmp_path)
     fast = run_command([*base, "--sampling", "fast"], tmp_path)

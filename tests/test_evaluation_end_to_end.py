@@ -29,7 +29,7 @@ from agfsync.evaluation.run import parse_scorer
 from agfsync.evaluation.suites import HPSV2_STYLES, TIFA_SAMPLE_QUESTION_ANSWERS
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS
 from agfsync.testing.openai_server import ScriptedChatCompletions
-from tests.helpers import REPO_ROOT, card_listing, run_command
+from tests.helpers import REPO_ROOT, assert_no_library_noise, card_listing, run_command
 from tests.test_evaluation_generate import make_tiny_lora
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
@@ -164,6 +164,9 @@ class TestEvaluate:
             rate = found[("vlm", question, "all")]["win_rate"]
             assert (rate["wins"], rate["ties"], rate["losses"], rate["rate"]) == (0, 8, 0, 0.5)
         assert len(evaluation.judge.requests) == 8 * len(JUDGE_QUESTIONS) * 2
+
+    def test_nothing_printed_that_a_user_cannot_act_on(self, evaluation: Evaluation) -> None:
+        assert_no_library_noise(evaluation.stderr)
 
     def test_the_lora_changed_the_images(self, evaluation: Evaluation) -> None:
         clip = {}

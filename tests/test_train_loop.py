@@ -443,11 +443,34 @@ def test_help_documents_every_option_with_default_and_source(
     assert "[default: 1000]" in text and "[default: 5000.0]" in text
 
 
-def test_output_is_the_flag_and_the_old_spelling_still_works() -> None:
+def test_output_is_the_flag_and_the_old_spelling_still_works(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     base = ["--pretrained-model", "tiny:stable-diffusion", "--dataset", "ds"]
     assert parse_config([*base, "-o", "a"])[0].output_dir == Path("a")
     assert parse_config([*base, "--output", "b"])[0].output_dir == Path("b")
+    assert capsys.readouterr().err == ""
     assert parse_config([*base, "--output-dir", "c"])[0].output_dir == Path("c")
+    assert capsys.readouterr().err == (
+        "note: --output-dir is now --output; the old name will be removed.\n"
+    )
+
+
+def test_training_logs_as_every_command_with_credentials_redacted(tmp_path: Path) -> None:
+    """`accelerate launch -m agfsync.train.dpo` runs `main` without the `agfsync` command:
+    it sets up agfsync's logging itself (a fresh process, so nothing set it up before)."""
+    code = (
+        "import logging, agfsync.train.dpo as dpo\n"
+        "try:\n"
+        "    dpo.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "logging.getLogger('agfsync.train').info('pushing to https://me:s3cret@hub.example/x')\n"
+    )
+    result = run_command(["python", "-c", code], tmp_path, fresh_process=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "INFO agfsync.train: pushing to https://***@hub.example/x" in result.stderr
+    assert "s3cret" not in result.stderr
 
 
 def test_yaml_config_with_command_line_overrides(tmp_path: Path) -> None:

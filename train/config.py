@@ -13,7 +13,6 @@ has been read.
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agfsync.environment import ACCELERATE_MIXED_PRECISION
 from agfsync.errors import ConfigurationError
 
 
@@ -257,7 +257,7 @@ class DPOTrainingConfig(BaseModel):
 def _environment_mixed_precision() -> str:
     import torch
 
-    configured = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    configured = ACCELERATE_MIXED_PRECISION.get()
     if configured:
         return configured
     return "fp16" if torch.cuda.is_available() else "no"

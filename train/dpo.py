@@ -10,8 +10,6 @@ win over the file.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -19,12 +17,15 @@ from pydantic.fields import FieldInfo
 
 from agfsync.config_options import (
     REQUIRED,
+    RenamedOption,
     add_field_option,
     field_default,
     option_kind,
     options_parser,
 )
+from agfsync.environment import ACCELERATE_MIXED_PRECISION, HF_TOKEN, MODELS
 from agfsync.errors import AgfsyncError
+from agfsync.logs import configure_logging
 from agfsync.train.config import DPOTrainingConfig
 
 DESCRIPTION = """\
@@ -45,7 +46,9 @@ FLAGS = {"output_dir": ("--output", "-o")}
 """Fields whose flags are not `--field-name`: the names the other commands use for the
 same concept. The field name stays the config file's key (as in diffusers' scripts)."""
 OLD_FLAGS = {"output_dir": "--output-dir"}
-"""Earlier spellings, accepted (hidden from --help) for one release."""
+"""Earlier spellings, accepted (hidden from --help, with a notice) for one release."""
+ENVIRONMENT = (*MODELS, ACCELERATE_MIXED_PRECISION)
+"""The variables `--help` lists."""
 
 
 def _add_field_option(parser: argparse.ArgumentParser, name: str, field: FieldInfo) -> None:
@@ -55,15 +58,18 @@ def _add_field_option(parser: argparse.ArgumentParser, name: str, field: FieldIn
     add_field_option(parser, name, field, flags, default, shown=shown)
     if name in OLD_FLAGS:
         kind, _ = option_kind(field.annotation)
-        parser.add_argument(OLD_FLAGS[name], dest=name, type=kind, help=argparse.SUPPRESS)
+        parser.add_argument(
+            OLD_FLAGS[name], dest=name, type=kind, action=RenamedOption, new_flag=flags[0]
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = options_parser("agfsync train", DESCRIPTION)
+    parser = options_parser("agfsync train", DESCRIPTION, ENVIRONMENT)
     parser.add_argument(
         "--config",
         type=Path,
-        help="YAML mapping of the options below (underscored names); flags override it.",
+        help="YAML mapping of the options below (underscored names); flags override it. "
+        "[default: none, the flags alone]",
     )
     parser.add_argument(
         "--hub-token",
@@ -79,15 +85,14 @@ def parse_config(argv: list[str]) -> tuple[DPOTrainingConfig, str | None]:
     """The configuration and Hub token that these command-line arguments describe."""
     values = vars(build_parser().parse_args(argv))
     config_file = values.pop("config", None)
-    hub_token = values.pop("hub_token", None) or os.environ.get("HF_TOKEN")
+    hub_token = values.pop("hub_token", None) or HF_TOKEN.get()
     if config_file is not None:
         return DPOTrainingConfig.from_yaml(config_file, **values), hub_token
     return DPOTrainingConfig.validated(values), hub_token
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("agfsync.train").setLevel(logging.INFO)
+    configure_logging()  # as every agfsync command; also under `accelerate launch -m`
     from agfsync.train.loop import train
 
     try:

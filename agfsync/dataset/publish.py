@@ -34,6 +34,7 @@ from agfsync.dataset.folder import (
     write_dataset_folder,
 )
 from agfsync.dataset.run_info import RunInfo
+from agfsync.environment import HF_ENDPOINT, HF_TOKEN
 from agfsync.errors import AgfsyncError, ConfigurationError, PublishError
 from agfsync.ownership import MARKER, FolderKind
 from agfsync.retry import RETRYABLE_STATUS_CODES, Backoff, call_with_retries, http_status
@@ -184,7 +185,7 @@ def publish_run(
             overwrite=overwrite,
         )
         return PublishResult(repo_id=repo_id, files=files, deleted=[])
-    token = token or os.environ.get("HF_TOKEN")
+    token = token or HF_TOKEN.get()
     if not token:
         raise ConfigurationError(
             "No Hugging Face token: set HF_TOKEN or pass --hub-token (a token with write access "
@@ -330,7 +331,7 @@ def _with_retries(
     except AgfsyncError:
         raise
     except ValueError as error:  # a 200 whose body is not the Hub's JSON
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        endpoint = HF_ENDPOINT.get("https://huggingface.co")
         raise PublishError(
             f"Publishing to {repo_id} failed: {endpoint} answered with something that is "
             f"not the Hub's API ({type(error).__name__}: {error}). No commit was made. "

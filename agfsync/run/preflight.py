@@ -13,12 +13,12 @@ what to do instead, not after it has spent money on LLM calls or hours on a GPU.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agfsync.environment import HF_ENDPOINT, HF_HUB_OFFLINE
 from agfsync.errors import ConfigurationError
 from agfsync.models import TINY_MODEL_PREFIX
 
@@ -39,7 +39,7 @@ class ModelNeed:
 
 
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return (HF_HUB_OFFLINE.get() or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def check_model(need: ModelNeed) -> None:
@@ -106,7 +106,7 @@ def _check_hub_model(need: ModelNeed) -> None:
             f"repository needs HF_TOKEN), or {need.alternative}."
         ) from None
     except Exception as error:  # network, DNS, proxy, TLS: the download would fail too
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        endpoint = HF_ENDPOINT.get("https://huggingface.co")
         raise ConfigurationError(
             f"Model {reference} ({need.used_by}) is not in the Hugging Face cache and the Hub "
             f"({endpoint}) cannot be reached ({type(error).__name__}); download it where the "

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from agfsync.logs import note_once_instead
+from agfsync.logs import PROMPT_TRUNCATION_NOTE, note_once_instead
 from agfsync.models import resolve_model
 from agfsync.scoring.base import PROCESSOR_BACKEND, ImageScorer, Scores
 from agfsync.scoring.pixels import JudgeImages, Preprocessing
@@ -59,8 +59,7 @@ class CLIPScorer(ImageScorer):
         note_once_instead(
             "transformers.tokenization_utils_base",
             "Token indices sequence length is longer",
-            f"Some prompts exceed CLIP's {self.context_length} tokens: the CLIP judge reads "
-            "their beginning only (`clip_truncated` says which).",
+            PROMPT_TRUNCATION_NOTE,
         )
 
     def cosine_scale(self) -> float:
