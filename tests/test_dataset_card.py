@@ -29,6 +29,8 @@ from agfsync.dataset.run_info import GenerateOptions, RunInfo, UnpairedPrompt
 from agfsync.dataset.statistics import dataset_statistics
 from agfsync.model_facts import KNOWN_MODELS
 from agfsync.pairs import TIE
+from agfsync.pipelines import build_preset
+from agfsync.run.preset import RunOptions, RunOutcome, StepFailures, _run_info
 from tests.helpers import run_command
 from tests.test_preference_export import candidate_rows
 
@@ -97,7 +99,7 @@ class TestTies:
         assert ties == "1 kept as pairs with label_0 = 0.5 (--keep-ties)"
         assert table["minimum score margin (--min-margin)"] == "0.05"
         assert "Every prompt produced a pair (1 of them ties, kept with `label_0 = 0.5`)." in card
-        assert "**Ties kept: 1**" in card
+        assert "**Ties kept: 1.** Their rows have `label_0 = 0.5`" in card
         assert "holds no ties" not in card
 
     def test_ties_left_out_are_counted_and_none_claimed_in_the_data(
@@ -137,6 +139,49 @@ class TestCardTables:
         card = card_text(tie_pairs, run)
         assert "| category | prompts | pairs | no pair (why) |" in card
         assert "| plants | 3 | 0 | tie (2); score margin N is below the minimum of N (1) |" in card
+
+
+class TestRunRecord:
+    @staticmethod
+    def run_info(options: RunOptions, tmp_path: Path) -> RunInfo:
+        """The run.json `agfsync generate` would write for the offline preset with
+        `options` (the pipeline is built, not run)."""
+        pipeline = build_preset("offline")
+        outcome = RunOutcome(
+            preset="offline",
+            pipeline=pipeline,
+            options=options,
+            rows=None,
+            output_dir=tmp_path,
+            extra_files={},
+            artifacts_dir=None,
+            started=0.0,
+            expected_prompts=0,
+            failures=StepFailures(pipeline),
+        )
+        return _run_info(outcome, [])
+
+    def test_generate_records_keep_ties_the_margin_and_its_options(self, tmp_path: Path) -> None:
+        options = RunOptions(
+            prompts_file=Path("/home/me/prompts/my.jsonl"),
+            num_images=3,
+            min_margin=0.5,
+            keep_ties=True,
+            resolution=48,
+            sampling="fast",
+        )
+        run = self.run_info(options, tmp_path)
+        assert (run.keep_ties, run.min_margin) == (True, 0.5)
+        assert run.options.flags() == [  # files by name: the folder is the user's
+            ("--prompts", "my.jsonl"),
+            ("--num-images", "3"),
+            ("--resolution", "48"),
+            ("--sampling", "fast"),
+        ]
+
+    def test_a_plain_run_records_the_presets_values(self, tmp_path: Path) -> None:
+        run = self.run_info(RunOptions(), tmp_path)
+        assert (run.keep_ties, run.min_margin, run.options.flags()) == (False, 0.0, [])
 
 
 class TestReproduceCommand:
