@@ -436,7 +436,7 @@ def argilla_pull(
     dataset_name: Annotated[
         str | None,
         typer.Argument(
-            metavar="[NAME]", help="The same as --name (either names the Argilla dataset)."
+            metavar="NAME", help="The same as --name (either names the Argilla dataset)."
         ),
     ] = None,
     name: Annotated[
