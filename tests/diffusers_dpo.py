@@ -75,10 +75,22 @@ def preprocess_sdxl(examples: dict[str, Any], resolution: int = 32) -> dict[str,
     return examples
 
 
-def read_like_diffusers(dataset_name: str, split: str = "train") -> dict[str, Any]:
-    """Both scripts' loading and first batch on `dataset_name`: what they would train on."""
+def preferred_columns(examples: dict[str, Any], pixel_values: list[torch.Tensor]) -> list[str]:
+    """Per row, the column a script trains on as the winner: the first three channels
+    of its pair (`jpg_0` unless the `label_0 == 0` swap put `jpg_1` there)."""
+    columns = []
+    for im_bytes, pair in zip(examples["jpg_0"], pixel_values, strict=True):
+        jpg_0 = _to_tensor(Image.open(io.BytesIO(im_bytes)).convert("RGB"), pair.shape[-1])
+        columns.append("jpg_0" if torch.equal(pair[:3], jpg_0) else "jpg_1")
+        assert torch.equal(pair[:3] if columns[-1] == "jpg_0" else pair[3:], jpg_0)
+    return columns
+
+
+def read_like_diffusers(dataset_name: str, split: str = "train", rows: int = 4) -> dict[str, Any]:
+    """Both scripts' loading and first batch of `rows` on `dataset_name`: what they
+    would train on."""
     train_dataset = load_dataset(dataset_name, split=split)
-    batch = train_dataset[: min(4, len(train_dataset))]
+    batch = train_dataset[: min(rows, len(train_dataset))]
     sd15 = preprocess_sd15(dict(batch))
     sdxl = preprocess_sdxl(dict(batch))
     return {
@@ -88,5 +100,7 @@ def read_like_diffusers(dataset_name: str, split: str = "train") -> dict[str, An
         "sdxl_original_sizes": [list(size) for size in sdxl["original_sizes"]],
         "captions": sd15["captions"],
         "labels": list(batch["label_0"]),
+        "sd15_preferred": preferred_columns(batch, sd15["pixel_values"]),
+        "sdxl_preferred": preferred_columns(batch, sdxl["pixel_values"]),
         "jpg_0_sha": [hashlib.sha256(data).hexdigest() for data in batch["jpg_0"]],
     }

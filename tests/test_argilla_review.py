@@ -26,6 +26,7 @@ from agfsync.review.argilla import (
     REQUEST_BYTES,
     REQUEST_BYTES_VARIABLE,
     REVIEW_IMAGE_SIZE,
+    recorded_source,
     request_batches,
     request_budget,
     review_image,
@@ -33,7 +34,10 @@ from agfsync.review.argilla import (
 from agfsync.review.verdicts import shows_rejected_first
 from tests.argilla_server.byte_counter import byte_counting_proxy
 from tests.argilla_server.fixture import ArgillaServer, create_annotator, submit_response
+from tests.diffusers_dpo import read_like_diffusers
 from tests.helpers import closed_port, generate_offline_run, run_command
+from tests.hub_server import HubServer
+from tests.test_publish import hub_env
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
@@ -179,6 +183,12 @@ def test_push_review_and_pull_round_trip(
         assert row["jpg_0"] == original[prompt_id]["jpg_0"]
         assert row["jpg_1"] == original[prompt_id]["jpg_1"]
     assert reviewed[ids[3]]["human_votes"]["both_good"] == 1
+    # diffusers' DPO scripts on the reviewed folder: `label_0 == 0` swaps the pair, so
+    # they train on jpg_1 as the winner where the reviewers preferred it.
+    read = read_like_diffusers(str(out), rows=NUM_PROMPTS)
+    assert read["labels"] == [reviewed[prompt_id]["label_0"] for prompt_id in ids]
+    winners = ["jpg_1" if label == 0 else "jpg_0" for label in read["labels"]]
+    assert "jpg_1" in winners and read["sd15_preferred"] == read["sdxl_preferred"] == winners
     assert reviewed[ids[4]]["human_votes"]["toxic"] == 1
     assert "## Human review" in (out / "README.md").read_text()
 
@@ -216,6 +226,35 @@ def test_push_review_and_pull_round_trip(
     by_margin = sorted(resolved, key=lambda pair: original[pair[0]]["score_margin"])
     buckets = [line for (group, _), line in table.items() if group == "score margin"]
     assert [reported(*line) for line in buckets] == [expected_line([pair]) for pair in by_margin]
+
+
+def test_a_published_dataset_is_pushed_by_its_hub_id(
+    argilla_server: ArgillaServer, workspace: str, run_dir: Path, tmp_path: Path
+) -> None:
+    """The README's `agfsync argilla push my-org/ds`: a dataset published to the
+    (loopback) Hub is downloaded and pushed, and the push records the repo id."""
+    hub = HubServer().start()
+    try:
+        env = hub_env(hub.url, tmp_path / "hf")
+        published = run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"],
+            tmp_path,
+            env,
+        )
+        assert published.returncode == 0, published.stderr[-3000:]
+        pushed = run_command(
+            ["agfsync", "argilla", "push", "org/pairs", "--name", "hub", "--workspace", workspace],
+            tmp_path,
+            env | argilla_env(argilla_server),
+        )
+    finally:
+        hub.stop()
+    assert pushed.returncode == 0, pushed.stderr[-3000:]
+    records = records_of(argilla_server, "hub", workspace)
+    assert sorted(records) == sorted(row["prompt_id"] for row in rows_of(run_dir))
+    client = rg.Argilla(api_url=argilla_server.url, api_key=argilla_server.api_key)
+    dataset = client.datasets(name="hub", workspace=workspace)
+    assert recorded_source(dataset.settings.guidelines) == "org/pairs"
 
 
 def test_sampled_push_is_stratified_by_category(

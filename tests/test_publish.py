@@ -375,30 +375,31 @@ class TestPublishFailures:
         assert "has no run.json" in result.stderr
 
 
-def test_distilabel_pipeline_run_pushes_the_pair_config_as_diffusers_reads_it(
-    hub: HubServer, tmp_path: Path
-) -> None:
-    """distilabel's own `--repo-id`: the default config has the Pick-a-Pic columns
-    (`jpg_0`/`jpg_1` the chosen and rejected candidates' bytes, read by diffusers' DPO
-    scripts unchanged), every score, the QA pairs, seeds and sigmas; the leaf step's rows
-    (every prompt, paths) are the `export_pairs` config; the candidates are under
-    artifacts/, with pipeline.yaml."""
+def distilabel_run_read_like_diffusers(
+    hub: HubServer, tmp_path: Path, repo_id: str, *, num_prompts: int, image_model: str = ""
+) -> tuple[list[dict], dict]:
+    """`distilabel pipeline run --repo-id` on the offline preset (its image model
+    replaced by `image_model` if given), then diffusers' scripts' reading of it: (the
+    leaf step's rows, what `read_like_diffusers` saw). The scripts' winner, `jpg_0` of
+    every labelled pair, is checked against the chosen candidate's file under artifacts/."""
     shutil.copy(REPO_ROOT / "pipelines" / "offline.yaml", tmp_path / "offline.yaml")
     env = {**hub_env(hub.url, tmp_path / "hf"), "DISTILABEL_CACHE_DIR": str(tmp_path / "cache")}
+    params = [f"load_prompts.num_prompts={num_prompts}"]
+    if image_model:
+        params.append(f"generate_images.model={image_model}")
     result = run_command(
         [
             "distilabel", "pipeline", "run", "--config", "offline.yaml",
-            "--param", "load_prompts.num_prompts=10", "--repo-id", "org/raw",
+            *(part for param in params for part in ("--param", param)), "--repo-id", repo_id,
         ],
         tmp_path,
         env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    files = hub.files("org/raw")
+    files = hub.files(repo_id)
     assert {"README.md", "pipeline.yaml"} <= set(files)
     raw_shards = [path for path in files if path.startswith("export_pairs/")]
     raw = pq.read_table(io.BytesIO(files[raw_shards[0]])).to_pylist()
-    assert len(raw) == 10
     chosen_sha = {}
     for row in raw:
         for index in (row["chosen_index"], row["rejected_index"]):
@@ -407,16 +408,30 @@ def test_distilabel_pipeline_run_pushes_the_pair_config_as_diffusers_reads_it(
         chosen_sha[row["prompt_id"]] = hashlib.sha256(chosen).hexdigest()
 
     loaded = run_command(
-        ["python", "-c", READ_LIKE_DIFFUSERS, "org/raw"],
+        ["python", "-c", READ_LIKE_DIFFUSERS, repo_id],
         cwd=REPO_ROOT,
         env=hub_env(hub.url, tmp_path / "hf-load"),
     )
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     read = json.loads(loaded.stdout.strip().splitlines()[-1])
-    assert read["rows"] == 10
     assert sorted(chosen_sha) == sorted(row["prompt_id"] for row in raw)
     batch_ids = read["prompt_ids"]
     assert read["jpg_0_sha"] == [chosen_sha[prompt_id] for prompt_id in batch_ids]
+    assert read["labels"] == [1.0] * len(batch_ids)
+    assert read["sd15_preferred"] == read["sdxl_preferred"] == ["jpg_0"] * len(batch_ids)
+    return raw, read
+
+
+def test_distilabel_pipeline_run_pushes_the_pair_config_as_diffusers_reads_it(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """distilabel's own `--repo-id`: the default config has the Pick-a-Pic columns
+    (`jpg_0`/`jpg_1` the chosen and rejected candidates' bytes, read by diffusers' DPO
+    scripts unchanged), every score, the QA pairs, seeds and sigmas; the leaf step's rows
+    (every prompt, paths) are the `export_pairs` config; the candidates are under
+    artifacts/, with pipeline.yaml."""
+    raw, read = distilabel_run_read_like_diffusers(hub, tmp_path, "org/raw", num_prompts=10)
+    assert len(raw) == read["rows"] == 10
     assert read["sd15_shapes"] == read["sdxl_shapes"] == [[6, 32, 32]] * 4
     for column in (
         *("caption", "label_0", "qa_pairs", "image_seeds", "noise_sigmas", "score_margin"),
@@ -424,6 +439,19 @@ def test_distilabel_pipeline_run_pushes_the_pair_config_as_diffusers_reads_it(
     ):
         assert column in read["columns"]
     assert "10 pairs, 0 ties removed" in train_by_repo_id("org/raw", hub, tmp_path)
+
+
+def test_an_sdxl_run_is_read_by_the_sdxl_script_at_its_original_size(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """The offline preset rendering with a tiny SDXL (64 px): train_diffusion_dpo_sdxl.py's
+    access pattern reads each pair's original size from jpg_0's bytes."""
+    raw, read = distilabel_run_read_like_diffusers(
+        hub, tmp_path, "org/raw-xl", num_prompts=4, image_model="tiny:stable-diffusion-xl"
+    )
+    assert len(raw) == read["rows"] == 4
+    assert read["sdxl_original_sizes"] == [[64, 64]] * 4
+    assert read["sd15_shapes"] == read["sdxl_shapes"] == [[6, 32, 32]] * 4
 
 
 class TestPublishBadInput:

@@ -55,6 +55,7 @@ from agfsync.review.verdicts import (
     sample_rows,
     shows_rejected_first,
 )
+from agfsync.safe_paths import inside
 
 PREFERENCE_QUESTION = "preference"
 COMMENT_QUESTION = "comment"
@@ -334,16 +335,24 @@ def request_batches(records: Iterator[Any], budget: int = REQUEST_BYTES) -> Iter
 
 
 def resolve_source(source: str) -> Path:
-    """A local run/dataset folder, or a Hub dataset repo downloaded to the cache."""
+    """A local run/dataset folder, or a Hub dataset repo downloaded to agfsync's cache:
+    `hub-datasets/<repo id>/<commit>/`, plain files (the Hub cache's snapshots are
+    symbolic links out of their folder, which a dataset folder may not have)."""
     if Path(source).is_dir():
         return Path(source)
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
+
+    from agfsync.models import cache_dir
 
     try:
+        commit = HfApi().dataset_info(source).sha or "main"
+        folder = inside(cache_dir() / "hub-datasets", f"{source}/{commit}")
         return Path(
             snapshot_download(
                 source,
                 repo_type="dataset",
+                revision=commit,
+                local_dir=folder,
                 allow_patterns=["data/*", "*.json", "*.yaml", "README.md"],
             )
         )
