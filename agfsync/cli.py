@@ -516,7 +516,7 @@ def argilla_pull(
         console.print(f"Published to {published.repo_id} ({published.commit_url}).")
 
 
-@app.command()
+@app.command(epilog=_reads(*HUB))
 def calibrate(
     source: Annotated[
         str,
@@ -583,7 +583,8 @@ def reselect(
         float, typer.Option(help="Refuse pairs whose weighted-score margin is below this.")
     ] = 0.0,
     keep_ties: Annotated[
-        bool, typer.Option("--keep-ties", help="Also export ties, with label_0 = 0.5.")
+        bool,
+        typer.Option("--keep-ties", help="Also export ties, with label_0 = 0.5 [default: off]."),
     ] = False,
     overwrite: Overwrite = False,
 ) -> None:

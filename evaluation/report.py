@@ -23,7 +23,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from agfsync.dataset.card import SCORE_NAMES, write_card_assets
+from agfsync.dataset.card import SCORE_NAMES, weights_line, write_card_assets
 from agfsync.dataset.folder import IMAGE_COLUMNS
 from agfsync.dataset.plots import save_bar_chart
 from agfsync.dataset.publish import load_run
@@ -230,6 +230,7 @@ def _write_dataset_report(
             ]
             for judge in run.judges
         ],
+        ["judge weights", html.escape(weights_line(run))],
     ]
     scores = []
     for column in stats.scores:

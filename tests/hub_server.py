@@ -87,6 +87,8 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: set[str] = set()
+        """Every `Authorization` header received (the tokens the client sent)."""
         self.unhandled: list[tuple[str, str]] = []
         self.failing_commits = 0
         """Answer this many next commit requests with HTTP 500 (fault injection)."""
@@ -138,6 +140,7 @@ class HubServer:
         request = Request(environ)
         path = unquote(request.path)
         self.requests.append((request.method, path))
+        self.authorizations.add(request.headers.get("Authorization", ""))
         for method, pattern, handler in self._routes:
             match = re.fullmatch(pattern, path)
             if match and request.method == method:

@@ -79,3 +79,8 @@ def test_reviews_calibrate_and_the_next_run_uses_the_fitted_weights(
     assert f"to {resolved} human-reviewed pairs of the local folder reviewed (weights.yaml)" in card
     agreement = run["weights"]["held_out_agreement"]
     assert f"held-out agreement with people {agreement:.1%}" in card
+    # The dataset report says the same, in its provenance table.
+    agfsync("report", str(tmp_path / "next"), "-o", str(tmp_path / "next-report"))
+    report_page = (tmp_path / "next-report" / "index.html").read_text()
+    assert "judge weights" in report_page
+    assert f"held-out agreement with people {agreement:.1%}" in report_page

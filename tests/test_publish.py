@@ -267,8 +267,23 @@ class TestPublishFailures:
         finally:
             hub.stop()
         assert result.returncode == 2
-        assert "set HF_TOKEN or pass --hub-token" in result.stderr
+        assert "set HF_TOKEN, pass --hub-token or run `hf auth login`" in result.stderr
         assert hub.requests == []
+
+    def test_the_token_hf_auth_login_stored_is_used(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        env = hub_env(hub.url, tmp_path / "hf") | {"HF_TOKEN": ""}
+        (tmp_path / "hf").mkdir()
+        (tmp_path / "hf" / "token").write_text(TOKEN)  # where `hf auth login` keeps it
+        result = run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", "org/pairs", "--retries", "0"],
+            tmp_path,
+            env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"Bearer {TOKEN}" in hub.authorizations
+        assert TOKEN not in result.stdout + result.stderr
 
     def test_unreachable_hub_gives_a_clear_message(self, run_dir: Path, tmp_path: Path) -> None:
         env = hub_env(f"http://127.0.0.1:{closed_port()}", tmp_path / "hf")

@@ -22,7 +22,7 @@ from pathlib import Path
 import datasets
 import httpx2
 import pyarrow.parquet as pq
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
@@ -185,11 +185,12 @@ def publish_run(
             overwrite=overwrite,
         )
         return PublishResult(repo_id=repo_id, files=files, deleted=[])
-    token = token or HF_TOKEN.get()
+    # huggingface_hub's own lookup after ours: the token `hf auth login` stored.
+    token = token or HF_TOKEN.get() or get_token()
     if not token:
         raise ConfigurationError(
-            "No Hugging Face token: set HF_TOKEN or pass --hub-token (a token with write access "
-            "to the repo)."
+            "No Hugging Face token: set HF_TOKEN, pass --hub-token or run `hf auth login` (a "
+            "token with write access to the repo)."
         )
     _use_timeout(timeout)
     return _with_retries(
