@@ -43,6 +43,10 @@ OPENAI_BASE_URL = Variable(
 )
 ARGILLA_API_URL = Variable("ARGILLA_API_URL", "Argilla server (or --api-url).")
 ARGILLA_API_KEY = Variable("ARGILLA_API_KEY", "Argilla API key (or --api-key).")
+AGFSYNC_ARGILLA_REQUEST_BYTES = Variable(
+    "AGFSYNC_ARGILLA_REQUEST_BYTES",
+    "Most bytes of records `argilla push` sends in one request [default: 16 MiB].",
+)
 ACCELERATE_MIXED_PRECISION = Variable(
     "ACCELERATE_MIXED_PRECISION",
     "Mixed precision when --mixed-precision is not given (`accelerate config` sets it).",

@@ -20,11 +20,11 @@ import pytest
 from PIL import Image
 
 from agfsync.dataset.folder import listed_shards
+from agfsync.environment import AGFSYNC_ARGILLA_REQUEST_BYTES
 from agfsync.errors import ConfigurationError
 from agfsync.review.argilla import (
     FIELD_CHARACTERS,
     REQUEST_BYTES,
-    REQUEST_BYTES_VARIABLE,
     REVIEW_IMAGE_SIZE,
     recorded_source,
     request_batches,
@@ -390,7 +390,7 @@ def test_full_size_images_are_sent_small_and_in_bounded_requests(
             {
                 "ARGILLA_API_URL": url,
                 "ARGILLA_API_KEY": argilla_server.api_key,
-                REQUEST_BYTES_VARIABLE: str(budget),
+                AGFSYNC_ARGILLA_REQUEST_BYTES.name: str(budget),
             },
         )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -427,10 +427,11 @@ def test_request_batches_keep_the_order_and_the_byte_budget() -> None:
 
 
 def test_the_request_budget_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(REQUEST_BYTES_VARIABLE, raising=False)
+    name = AGFSYNC_ARGILLA_REQUEST_BYTES.name
+    monkeypatch.delenv(name, raising=False)
     assert request_budget() == REQUEST_BYTES
-    monkeypatch.setenv(REQUEST_BYTES_VARIABLE, "123456")
+    monkeypatch.setenv(name, "123456")
     assert request_budget() == 123456
-    monkeypatch.setenv(REQUEST_BYTES_VARIABLE, "16MiB")
-    with pytest.raises(ConfigurationError, match=REQUEST_BYTES_VARIABLE):
+    monkeypatch.setenv(name, "16MiB")
+    with pytest.raises(ConfigurationError, match=name):
         request_budget()

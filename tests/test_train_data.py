@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from agfsync.errors import ConfigurationError
 from agfsync.train.config import DPOTrainingConfig
 from agfsync.train.data import (
     BatchPlan,
@@ -26,6 +27,8 @@ from agfsync.train.data import (
     epoch_batches,
     open_preference_pairs,
 )
+from agfsync.train.dpo import parse_config
+from tests.helpers import generate_offline_run
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 LABELLED_FEATURES = datasets.Features(
@@ -163,6 +166,22 @@ def test_chosen_rejected_dataset_with_prompt_and_binary_images(tmp_path: Path) -
     assert sorted(batch.captions) == ["red wins", "red wins again"]
     assert (_pixels(batch.pixel_values[0]) == RED).all()
     assert (_pixels(batch.pixel_values[2]) == BLUE).all()
+
+
+def test_either_config_of_an_agfsync_dataset_trains_on_the_same_pairs(tmp_path: Path) -> None:
+    """`--dataset-config`: the default config (image bytes) and the viewer's `images`
+    config (`datasets.Image`) of a dataset `agfsync generate` wrote give the same batches."""
+    folder = str(generate_offline_run(tmp_path / "run", 2))
+    by_default = _all_batches(open_preference_pairs(folder))
+    by_images = _all_batches(open_preference_pairs(folder, config="images"))
+    assert [batch.captions for batch in by_images] == [batch.captions for batch in by_default]
+    for ours, theirs in zip(by_images, by_default, strict=True):
+        assert torch.equal(ours.pixel_values, theirs.pixel_values)
+    with pytest.raises(ConfigurationError, match="config 'pairs'"):
+        open_preference_pairs(folder, config="pairs")
+    flags = ["--pretrained-model", "tiny:stable-diffusion", "--dataset", folder]
+    assert parse_config([*flags, "--dataset-config", "images"])[0].dataset_config == "images"
+    assert parse_config(flags)[0].dataset_config is None
 
 
 # -- ties, labels and bad images -----------------------------------------------------------

@@ -65,6 +65,9 @@ class DPOTrainingConfig(BaseModel):
     SDXL's own VAE then runs in float32 because it overflows in fp16."""
     dataset: str
     """Preference dataset: Hub id or local folder (e.g. one written by `agfsync generate`)."""
+    dataset_config: str | None = None
+    """Dataset configuration (`load_dataset(dataset, dataset_config)`). None: the
+    dataset's default; an agfsync dataset's `images` config trains the same."""
     split: str = "train"
     """Dataset split; `train` is the split agfsync publishes."""
     caption_column: str | None = None

@@ -148,6 +148,7 @@ class PreferencePairs:
 def open_preference_pairs(
     name: str,
     *,
+    config: str | None = None,
     split: str = "train",
     caption_column: str | None = None,
     streaming: bool = False,
@@ -156,13 +157,14 @@ def open_preference_pairs(
 ) -> PreferencePairs:
     """Open a Hub dataset or local folder and check its columns (no model involved)."""
     try:
-        dataset = datasets.load_dataset(name, split=split, streaming=streaming)
+        dataset = datasets.load_dataset(name, config, split=split, streaming=streaming)
     except (FileNotFoundError, ValueError, ConnectionError, DatasetGenerationError) as error:
         # A generation error says only that something failed; its cause says what.
         cause = error.__cause__ if isinstance(error, DatasetGenerationError) else None
         reason = " ".join(str(cause or error).split())
         raise ConfigurationError(
-            f"Cannot load split {split!r} of dataset {name!r}: {reason}"
+            f"Cannot load split {split!r} of dataset {name!r}"
+            f"{f' (config {config!r})' if config else ''}: {reason}"
         ) from None
     features = dataset.features
     if features is None:

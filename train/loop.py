@@ -181,6 +181,7 @@ class DPOTrainer:
         )
         self.pairs: PreferencePairs = open_preference_pairs(
             config.dataset,
+            config=config.dataset_config,
             split=config.split,
             caption_column=config.caption_column,
             streaming=config.streaming,

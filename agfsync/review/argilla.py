@@ -8,9 +8,9 @@ AI's choice nor the judges' scores, so that their agreement with the AI is a mea
 and not an echo; `show_ai_choice` adds both (recorded per record in `ai_choice_shown`,
 and `pull_reviews` reports agreement on blind records only). Images are re-encoded for
 review (longest side at most `REVIEW_IMAGE_SIZE`, WebP) and records are sent in
-requests of at most `REQUEST_BYTES` (environment variable `REQUEST_BYTES_VARIABLE` to
-change it). Record ids are the prompt ids, so a re-push updates records instead of
-duplicating them.
+requests of at most `REQUEST_BYTES` (`AGFSYNC_ARGILLA_REQUEST_BYTES` to change it,
+for a server or proxy that takes less). Record ids are the prompt ids, so a re-push
+updates records instead of duplicating them.
 
 `pull_reviews` reads the submitted answers, resolves them per record
 (`agfsync.review.verdicts.resolve_votes`), writes the reviewed dataset (human verdicts
@@ -41,6 +41,7 @@ from agfsync.dataset.card import card_writer
 from agfsync.dataset.folder import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
 from agfsync.dataset.publish import load_run
 from agfsync.dataset.statistics import SCORE_COLUMNS
+from agfsync.environment import AGFSYNC_ARGILLA_REQUEST_BYTES
 from agfsync.errors import ConfigurationError
 from agfsync.review.verdicts import (
     PREFERENCE_LABELS,
@@ -72,9 +73,6 @@ REVIEW_IMAGE_QUALITY = 90
 """WebP quality of the review copies."""
 REQUEST_BYTES = 16 * 2**20
 """Most bytes of record data (data URIs, texts) in one request to the server."""
-REQUEST_BYTES_VARIABLE = "AGFSYNC_ARGILLA_REQUEST_BYTES"
-"""Environment variable that replaces `REQUEST_BYTES` (a server or proxy that takes
-smaller requests)."""
 FIELD_CHARACTERS = 5_000_000
 """argilla-server's limit on an image field's data URI."""
 
@@ -306,14 +304,14 @@ def _record_bytes(record: Any) -> int:
 
 
 def request_budget() -> int:
-    """Most bytes of record data per request: `REQUEST_BYTES_VARIABLE` if set, else
+    """Most bytes of record data per request: `AGFSYNC_ARGILLA_REQUEST_BYTES` if set, else
     `REQUEST_BYTES`."""
-    value = os.environ.get(REQUEST_BYTES_VARIABLE)
+    value = AGFSYNC_ARGILLA_REQUEST_BYTES.get()
     if value is None:
         return REQUEST_BYTES
     if not value.isdigit() or int(value) == 0:
         raise ConfigurationError(
-            f"{REQUEST_BYTES_VARIABLE}={value!r}: expected a positive number of bytes."
+            f"{AGFSYNC_ARGILLA_REQUEST_BYTES.name}={value!r}: expected a positive number of bytes."
         )
     return int(value)
 
