@@ -17,6 +17,7 @@ from rich.text import Text
 
 from agfsync.config_options import renamed_notice
 from agfsync.environment import (
+    AGFSYNC_ARGILLA_REQUEST_BYTES,
     ARGILLA_API_KEY,
     ARGILLA_API_URL,
     DISTILABEL_CACHE_DIR,
@@ -371,7 +372,10 @@ ReviewSeed = Annotated[int, typer.Option(help="Seed of the per-record image orde
 ARGILLA_ENVIRONMENT = _reads(ARGILLA_API_URL, ARGILLA_API_KEY, *HUB)
 
 
-@argilla_app.command("push", epilog=ARGILLA_ENVIRONMENT)
+@argilla_app.command(
+    "push",
+    epilog=_reads(ARGILLA_API_URL, ARGILLA_API_KEY, AGFSYNC_ARGILLA_REQUEST_BYTES, *HUB),
+)
 @_rows_in_scratch
 def argilla_push(
     source: Annotated[str, typer.Argument(help="Dataset folder or Hub dataset repo id.")],

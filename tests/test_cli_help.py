@@ -93,7 +93,7 @@ def test_generate_names_the_environment_variables_the_code_reads() -> None:
     [
         ("publish", ["HF_TOKEN", "HF_ENDPOINT"]),
         ("calibrate", ["HF_TOKEN", "HF_ENDPOINT"]),
-        ("argilla push", ["ARGILLA_API_URL", "ARGILLA_API_KEY", "HF_TOKEN"]),
+        ("argilla push", ["ARGILLA_API_URL", "ARGILLA_API_KEY", "AGFSYNC_ARGILLA_REQUEST_BYTES"]),
         ("argilla pull", ["ARGILLA_API_URL", "ARGILLA_API_KEY", "HF_TOKEN"]),
         ("train", ["HF_TOKEN", "AGFSYNC_CACHE_DIR", "ACCELERATE_MIXED_PRECISION"]),
         ("evaluate", ["HF_TOKEN", "AGFSYNC_CACHE_DIR", "OPENAI_API_KEY", "GEMINI_API_KEY"]),

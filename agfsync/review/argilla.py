@@ -41,7 +41,7 @@ from agfsync.dataset.card import card_writer
 from agfsync.dataset.folder import IMAGE_COLUMNS, check_dataset_folder, write_dataset_folder
 from agfsync.dataset.publish import load_run
 from agfsync.dataset.statistics import SCORE_COLUMNS
-from agfsync.environment import AGFSYNC_ARGILLA_REQUEST_BYTES
+from agfsync.environment import AGFSYNC_ARGILLA_REQUEST_BYTES, ARGILLA_API_KEY, ARGILLA_API_URL
 from agfsync.errors import ConfigurationError
 from agfsync.review.verdicts import (
     PREFERENCE_LABELS,
@@ -201,13 +201,13 @@ def _talking_to(target: ArgillaTarget, action: str) -> Iterator[None]:
 
 
 def _url(target: ArgillaTarget) -> str:
-    return target.api_url or os.environ.get("ARGILLA_API_URL", "unset")
+    return target.api_url or ARGILLA_API_URL.get("unset") or "unset"
 
 
 def _client(target: ArgillaTarget) -> Any:
     rg = _argilla()
-    api_url = target.api_url or os.environ.get("ARGILLA_API_URL")
-    api_key = target.api_key or os.environ.get("ARGILLA_API_KEY")
+    api_url = target.api_url or ARGILLA_API_URL.get()
+    api_key = target.api_key or ARGILLA_API_KEY.get()
     if not api_url or not api_key:
         raise ConfigurationError(
             "Set ARGILLA_API_URL and ARGILLA_API_KEY (or pass --api-url / --api-key)."
