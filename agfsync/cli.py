@@ -9,15 +9,17 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperGroup
 
 from agfsync.config_options import renamed_notice
 from agfsync.environment import (
     AGFSYNC_ARGILLA_REQUEST_BYTES,
+    AGFSYNC_DEBUG,
     ARGILLA_API_KEY,
     ARGILLA_API_URL,
     DISTILABEL_CACHE_DIR,
@@ -28,7 +30,7 @@ from agfsync.environment import (
     environment_help,
     provider_keys,
 )
-from agfsync.errors import AgfsyncError, ConfigurationError
+from agfsync.errors import AgfsyncError, ConfigurationError, one_line, unexpected_line
 from agfsync.logs import configure_logging
 from agfsync.sampling import SAMPLING_PRESETS, sampling_settings
 
@@ -36,11 +38,38 @@ T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
+# click's own exceptions (usage errors, `typer.Exit`), wherever this typer takes click from.
+_CLICK_EXITS: tuple[type[BaseException], ...] = (
+    typer.Exit,
+    typer.Abort,
+    next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"),
+)
+
+
+class _Commands(TyperGroup):
+    """Every command ends an error with one line: `_fail` for agfsync's errors, and for an
+    exception nobody expected, `unexpected_line` instead of the traceback (distilabel's
+    rich handler would print boxes with local variables, which can hold secrets)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _CLICK_EXITS:
+            raise
+        except AgfsyncError as error:
+            raise _fail(error) from None
+        except Exception as error:
+            errors.print(Text.assemble(("error: ", "bold red"), unexpected_line(error)))
+            raise typer.Exit(code=1) from None
+
+
 # Plain help (click's formatter): rich markup would swallow every `[default: ...]` and
 # show a `<bool>` type beside each flag.
 app = typer.Typer(
     help="Build text-to-image preference datasets with AI feedback (AGFSync) on distilabel.",
     no_args_is_help=True,
+    cls=_Commands,
+    epilog="\b\n" + environment_help((AGFSYNC_DEBUG,)),
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -78,7 +107,7 @@ HubToken = Annotated[
     str | None,
     typer.Option(help="Hub token with write access [default: $HF_TOKEN, else the login]."),
 ]
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def _rows_in_scratch(command: Callable[P, R]) -> Callable[P, R]:
@@ -123,8 +152,7 @@ def _pick(new: T, old: T | None, old_flag: str, new_flag: str) -> T:
 def _fail(error: Exception) -> typer.Exit:
     """One line on standard error (no traceback) and the error's exit code: 2 for bad
     input or configuration, 1 for a run or publication that failed."""
-    message = " ".join(str(error).split())
-    errors.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True, highlight=False)
+    errors.print(Text.assemble(("error: ", "bold red"), one_line(error)))
     return typer.Exit(code=getattr(error, "exit_code", 2))
 
 
@@ -288,7 +316,7 @@ def generate(
             highlight=False,
         )
         for example, count in summary.failures.most_common():
-            errors.print(f"  {count} x {example}", soft_wrap=True, highlight=False)
+            errors.print(f"  {count} x {one_line(example)}", soft_wrap=True, highlight=False)
         errors.print(
             "Run the same command again to retry them; finished work is reused.",
             highlight=False,
@@ -714,12 +742,17 @@ def export(
         Path | None, OutputFolder("Where to write the YAML files [default: pipelines/].")
     ] = None,
     directory: Annotated[Path | None, _renamed("--directory")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Regenerate `<preset>.yaml` from the Python builders."""
     from agfsync.pipelines import PRESETS_DIR, export_presets
 
     folder = _pick(output, directory, "--directory", "--output")
-    for path in export_presets(folder or PRESETS_DIR):
+    try:
+        written = export_presets(folder or PRESETS_DIR, overwrite=overwrite)
+    except AgfsyncError as error:
+        raise _fail(error) from None
+    for path in written:
         console.print(f"wrote {path}")
 
 

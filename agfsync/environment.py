@@ -47,6 +47,11 @@ AGFSYNC_ARGILLA_REQUEST_BYTES = Variable(
     "AGFSYNC_ARGILLA_REQUEST_BYTES",
     "Most bytes of records `argilla push` sends in one request [default: 16 MiB].",
 )
+AGFSYNC_DEBUG = Variable(
+    "AGFSYNC_DEBUG",
+    "1: an unexpected error prints its plain traceback (no local variables) before its "
+    "one-line message.",
+)
 ACCELERATE_MIXED_PRECISION = Variable(
     "ACCELERATE_MIXED_PRECISION",
     "Mixed precision when --mixed-precision is not given (`accelerate config` sets it).",

@@ -10,7 +10,18 @@ its message on one line (no traceback) and exits with its `exit_code`:
   (a step that failed, every LLM call refused); finished work stays in the cache.
 - `PublishError` (exit 1): the Hub or Argilla refused or failed; nothing was changed
   there.
+
+Whatever a command prints of an error goes through `one_line` (credentials in URLs
+replaced by `***`); an exception agfsync did not expect ends the command with
+`unexpected_line` (its type, message and where it was raised), its plain traceback
+printed before it only when `AGFSYNC_DEBUG=1`: never rich's boxes, whose local
+variables can hold secrets.
 """
+
+from __future__ import annotations
+
+import sys
+import traceback
 
 
 class AgfsyncError(Exception):
@@ -55,3 +66,43 @@ def describe_validation_error(error: Exception, flags: dict[str, str] | None = N
         shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
         problems.append(f"{where}: {item.get('msg', 'invalid')}{shown}")
     return "; ".join(problems) or str(error)
+
+
+def one_line(error: BaseException | str) -> str:
+    """An error's message as a user reads it: one line, credentials in URLs as `***`."""
+    from agfsync.logs import redact
+
+    return redact(" ".join(str(error).split()))
+
+
+def _raised_at(error: BaseException) -> str:
+    """Where `error` was raised: the innermost frame in agfsync's modules, else the last
+    frame (`agfsync.run.processes:88 in __enter__`)."""
+    frames = [
+        (frame.f_globals.get("__name__", "?"), line, frame.f_code.co_name)
+        for frame, line in traceback.walk_tb(error.__traceback__)
+    ]
+    ours = [frame for frame in frames if frame[0].split(".")[0] == "agfsync"]
+    if not (ours or frames):
+        return "an unknown place"
+    module, line, function = (ours or frames)[-1]
+    return f"{module}:{line} in {function}"
+
+
+def unexpected_line(error: BaseException) -> str:
+    """The last line of a command that met an exception agfsync did not expect. With
+    `AGFSYNC_DEBUG=1`, the exception's plain traceback (no local variables, credentials
+    redacted) is written to standard error first."""
+    from agfsync.environment import AGFSYNC_DEBUG
+    from agfsync.logs import redact
+
+    if AGFSYNC_DEBUG.get("") not in ("", "0"):
+        sys.stderr.write(redact("".join(traceback.format_exception(error))))
+        where = "its traceback is above"
+    else:
+        where = f"set {AGFSYNC_DEBUG.name}=1 to print its traceback"
+    message = f": {one_line(error)}" if str(error).strip() else ""
+    return (
+        f"unexpected {type(error).__name__}{message} (at {_raised_at(error)}); {where}, "
+        "and please report it."
+    )

@@ -20,7 +20,12 @@ from pydantic.fields import FieldInfo
 
 from agfsync.config_options import add_field_option, field_default, nest, options_parser
 from agfsync.environment import MODELS, OPENAI_BASE_URL, provider_keys
-from agfsync.errors import AgfsyncError, ConfigurationError, describe_validation_error
+from agfsync.errors import (
+    AgfsyncError,
+    ConfigurationError,
+    describe_validation_error,
+    one_line,
+)
 from agfsync.evaluation.run import EvaluationConfig, evaluate, parse_scorer
 from agfsync.evaluation.suites import SUITE_NAMES
 from agfsync.scoring import ScorerSpec
@@ -163,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         config, output, overwrite = parse_config(sys.argv[1:] if argv is None else argv)
         result = evaluate(config, output, overwrite=overwrite)
     except AgfsyncError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
     except ValidationError as error:
-        print(f"error: {describe_validation_error(error, flags())}", file=sys.stderr)
+        print(f"error: {one_line(describe_validation_error(error, flags()))}", file=sys.stderr)
         return 2
     for comparison in result.comparisons:
         if comparison.group != ALL:

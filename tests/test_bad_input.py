@@ -206,3 +206,85 @@ class TestTrainAndPublishInputs:
         assert result.exit_code == 2
         assert "Cannot load split 'train' of dataset" in result.output
         assert "Traceback" not in result.output
+
+
+class TestErrorLines:
+    """Whatever ends a command: one line, credentials in URLs as `***`, no traceback."""
+
+    def test_argilla_url_credentials_are_redacted(self, tmp_path: Path) -> None:
+        from tests.helpers import closed_port
+
+        url = f"http://carol:argpw@127.0.0.1:{closed_port()}"
+        result = runner.invoke(
+            app,
+            ["argilla", "pull", "r", "-o", str(tmp_path / "out"), "--retries", "1"],
+            env={"ARGILLA_API_URL": url, "ARGILLA_API_KEY": "k"},
+        )
+        assert result.exit_code == 2 and "Argilla pull failed" in result.output
+        assert "http://***@127.0.0.1" in result.output and "argpw" not in result.output
+
+    def test_hub_url_credentials_are_redacted(self, tmp_path: Path) -> None:
+        from tests.helpers import closed_port
+
+        env = {
+            "HF_HUB_OFFLINE": "0",
+            "HF_ENDPOINT": f"http://bob:hubpw@127.0.0.1:{closed_port()}",
+            "OPENAI_API_KEY": "sk-test",
+        }
+        args = ["--preset", "text-openai", "--num-prompts", "2", "-o", str(tmp_path / "out")]
+        result = runner.invoke(app, ["generate", *args], env=env)
+        assert result.exit_code == 2 and "cannot be reached" in result.output
+        assert "http://***@127.0.0.1" in result.output and "hubpw" not in result.output
+
+    def test_an_agfsync_error_from_anywhere_is_redacted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from agfsync.errors import PublishError
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PublishError("http://dave:pubpw@hub.example is not the Hub's API")
+
+        monkeypatch.setattr("agfsync.evaluation.report.render_dataset_report", refuse)
+        result = runner.invoke(app, ["report", str(tmp_path)])
+        assert result.exit_code == 1
+        assert result.output == "error: http://***@hub.example is not the Hub's API\n"
+
+    def test_an_unexpected_error_is_one_line_without_locals(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def crash(*args: object, **kwargs: object) -> None:
+            password = "local" + "pw"  # a local variable, which rich would show
+            raise KeyError(f"http://erin:{password.replace('local', 'msg')}@example.org")
+
+        monkeypatch.setattr("agfsync.evaluation.report.render_dataset_report", crash)
+        result = runner.invoke(app, ["report", str(tmp_path)])
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: unexpected KeyError: ")
+        assert "(at agfsync.cli:" in lines[0] and "AGFSYNC_DEBUG=1" in lines[0]
+        assert "msgpw" not in result.output
+
+        result = runner.invoke(app, ["report", str(tmp_path)], env={"AGFSYNC_DEBUG": "1"})
+        assert result.output.startswith("Traceback (most recent call last):\n")
+        assert "its traceback is above" in result.output.splitlines()[-1]
+        assert "localpw" not in result.output and "msgpw" not in result.output
+        assert "╭" not in result.output
+
+    def test_the_installed_command_prints_no_rich_traceback(self, tmp_path: Path) -> None:
+        """distilabel installs rich's traceback hook at import; the command line's own
+        entry point still ends an unexpected error with one line."""
+        from tests.helpers import run_command
+
+        code = (
+            "import distilabel, sys\n"
+            "import agfsync.cli as cli\n"
+            "def crash(*args, **kwargs): raise RuntimeError('boom')\n"
+            "import agfsync.evaluation.report as report\n"
+            "report.render_dataset_report = crash\n"
+            "sys.argv = ['agfsync', 'report', '.']\n"
+            "cli.app()\n"
+        )
+        result = run_command(["python", "-c", code], tmp_path)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("error: unexpected RuntimeError: boom (at ")
+        assert len(result.stderr.strip().splitlines()) == 1

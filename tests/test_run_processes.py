@@ -199,3 +199,13 @@ class TestOneRunPerCache:
         run = start(["generate", "-o", "out", "--num-prompts", "2"], tmp_path, env)
         _, stderr = run.communicate(timeout=600)
         assert run.returncode == 0, stderr[-2000:]
+
+
+def test_a_lock_in_a_folder_nobody_can_create_is_a_configuration_error(tmp_path: Path) -> None:
+    from agfsync.errors import ConfigurationError
+    from agfsync.run.processes import RunLock
+
+    (tmp_path / "a-file").write_text("")
+    lock = RunLock(tmp_path / "a-file" / "cache", about={}, what="the cache of preset offline")
+    with pytest.raises(ConfigurationError, match="Cannot write to the cache of preset offline"):
+        lock.__enter__()

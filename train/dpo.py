@@ -24,7 +24,7 @@ from agfsync.config_options import (
     options_parser,
 )
 from agfsync.environment import ACCELERATE_MIXED_PRECISION, HF_TOKEN, MODELS
-from agfsync.errors import AgfsyncError
+from agfsync.errors import AgfsyncError, one_line, unexpected_line
 from agfsync.logs import configure_logging
 from agfsync.train.config import DPOTrainingConfig
 
@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         config, hub_token = parse_config(sys.argv[1:] if argv is None else argv)
         result = train(config, hub_token=hub_token)
     except AgfsyncError as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
+    except Exception as error:  # under `accelerate launch -m agfsync.train.dpo` too
+        print(f"error: {unexpected_line(error)}", file=sys.stderr)
+        return 1
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

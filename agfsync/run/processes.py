@@ -67,8 +67,14 @@ class RunLock:
         self._handle: IO[str] | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = self.path.open("a+", encoding="utf-8")
+        except OSError as error:
+            raise ConfigurationError(
+                f"Cannot write to {self.what}: {error.strerror or error}; set "
+                "DISTILABEL_CACHE_DIR to a folder you can write to."
+            ) from None
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
