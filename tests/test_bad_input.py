@@ -121,6 +121,51 @@ class TestPromptFiles:
         assert code == 2 and "is a folder; pass a JSONL file" in output
 
 
+LATIN_1 = "caf\u00e9".encode("latin-1")
+CATEGORY = b"- name: Animals\n  description: pets\n  examples: ['a fox']\n"
+
+
+class TestOtherInputFiles:
+    """Categories, judge weights and estimate tables: exit 2, one line naming the file,
+    its line and the fix, before any work."""
+
+    @pytest.mark.parametrize(
+        ("option", "content", "expected"),
+        [
+            ("--categories", b"# " + LATIN_1 + b"\n" + CATEGORY, "in.yaml:1 is not UTF-8 text"),
+            ("--categories", b"- name: [\n", "in.yaml:2 is not valid YAML"),
+            (
+                "--categories",
+                CATEGORY.replace(b"Animals", b"'   '"),
+                "in.yaml: category 1 is invalid (name: String should have at least 1 character",
+            ),
+            ("--weights", b"weights:\n  clip: 1  # " + LATIN_1 + b"\n", "in.yaml:2 is not UTF-8"),
+            ("--weights", b"weights: {clip: 1\n", "in.yaml:2 is not valid YAML"),
+        ],
+    )
+    def test_generate_refuses(
+        self, tmp_path: Path, option: str, content: bytes, expected: str
+    ) -> None:
+        path = _prompt_file(tmp_path, content, "in.yaml")
+        preset = "text-openai" if option == "--categories" else "offline"
+        result = runner.invoke(
+            app,
+            ["generate", "--preset", preset, "--num-prompts", "2", option, path,
+             "-o", str(tmp_path / "out")],
+            env={"OPENAI_API_KEY": "sk-test"},
+        )  # fmt: skip
+        assert result.exit_code == 2 and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+        assert not (tmp_path / "out").exists()
+
+    def test_estimate_tables_not_utf8(self, tmp_path: Path) -> None:
+        path = _prompt_file(tmp_path, b"# " + LATIN_1 + b"\nprofiles: {}\n", "tables.yaml")
+        result = runner.invoke(
+            app, ["estimate", "--preset", "offline", "--num-prompts", "10", "--tables", path]
+        )
+        assert result.exit_code == 2 and "tables.yaml:1 is not UTF-8 text" in result.output
+
+
 class TestOptions:
     @pytest.mark.parametrize(
         ("args", "expected"),
@@ -160,7 +205,7 @@ class TestOptions:
         ("content", "expected"),
         [
             ("profiles: 3\n", "profiles: Input should be a valid dictionary (got 3)"),
-            ("a: [\n", "not YAML"),
+            ("a: [\n", "tables.yaml:2 is not valid YAML"),
         ],
     )
     def test_estimate_tables(self, tmp_path: Path, content: str, expected: str) -> None:

@@ -35,6 +35,7 @@ import yaml
 from agfsync.dataset.run_info import WeightsInfo
 from agfsync.errors import ConfigurationError
 from agfsync.evaluation.metrics import bootstrap_mean_difference, wilson_interval
+from agfsync.input_files import decode_utf8, parse_yaml
 
 SCORES_SUFFIX = "_scores"
 NOT_JUDGES = {"weighted"}
@@ -451,17 +452,20 @@ class WeightPreset:
         return self.info.describe()
 
 
+WEIGHTS_FORMAT = "expected a YAML mapping with `weights: {judge: weight}`"
+
+
 def read_weight_preset(path: Path) -> WeightPreset:
     """A weight preset file (`agfsync calibrate` writes one): `weights: {judge: weight}`,
     and, when fitted, where from and how well the weights agree with people. Anything
     malformed is refused with the field it is about."""
     try:
         raw = path.read_bytes()
-        data = yaml.safe_load(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except OSError as error:
         raise ConfigurationError(f"--weights {path}: cannot be read ({error}).") from None
+    data = parse_yaml(decode_utf8(raw, path), path, WEIGHTS_FORMAT)
     if not isinstance(data, dict):
-        raise ConfigurationError(f"--weights {path}: expected a YAML mapping with `weights:`.")
+        raise ConfigurationError(f"--weights {path}: {WEIGHTS_FORMAT}.")
     weights = data.get("weights")
     if (
         not isinstance(weights, dict)

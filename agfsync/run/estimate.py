@@ -19,6 +19,7 @@ from distilabel.pipeline import Pipeline
 from pydantic import BaseModel, Field, ValidationError
 
 from agfsync.errors import ConfigurationError, describe_validation_error
+from agfsync.input_files import parse_yaml, read_text
 from agfsync.step_names import GENERATE_IMAGES_STEP, JUDGE_IMAGES_STEP, LOAD_PROMPTS_STEP
 from agfsync.text.prompt_files import load_prompt_records
 
@@ -65,6 +66,9 @@ class LLMPrice(BaseModel):
     output_per_million: float
 
 
+TABLES_FORMAT = "see agfsync/data/estimate.yaml for the format"
+
+
 class EstimateTables(BaseModel):
     profiles: dict[str, ThroughputProfile]
     preset_profiles: dict[str, str] = Field(description="Profile used by default for each preset.")
@@ -76,23 +80,18 @@ class EstimateTables(BaseModel):
     def load(cls, path: Path | None = None) -> EstimateTables:
         if path is not None and not path.is_file():
             raise ConfigurationError(
-                f"Estimate tables {path} do not exist; pass an existing YAML file (see "
-                "agfsync/data/estimate.yaml for the format)."
+                f"Estimate tables {path} do not exist; pass an existing YAML file "
+                f"({TABLES_FORMAT})."
             )
-        text = (
-            path.read_text(encoding="utf-8")
-            if path is not None
-            else resources.files("agfsync").joinpath("data/estimate.yaml").read_text("utf-8")
-        )
-        try:
+        if path is None:
+            text = resources.files("agfsync").joinpath("data/estimate.yaml").read_text("utf-8")
             return cls.model_validate(yaml.safe_load(text))
+        raw = parse_yaml(read_text(path), path, TABLES_FORMAT)
+        try:
+            return cls.model_validate(raw)
         except ValidationError as error:
             raise ConfigurationError(
                 f"Invalid estimate tables {path}: {describe_validation_error(error)}"
-            ) from None
-        except yaml.YAMLError as error:
-            raise ConfigurationError(
-                f"Invalid estimate tables {path}: not YAML ({' '.join(str(error).split())})"
             ) from None
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agfsync.errors import ConfigurationError
+from agfsync.errors import ConfigurationError, describe_validation_error
+from agfsync.input_files import parse_yaml, read_text
 
 AGFSYNC_CATEGORIES_PATH = Path(__file__).parents[1] / "data" / "agfsync_categories.yaml"
 """The 12 AGFSync categories with descriptions (from the official code) and 5 examples each."""
@@ -16,11 +16,16 @@ AGFSYNC_CATEGORIES_PATH = Path(__file__).parents[1] / "data" / "agfsync_categori
 class CategorySpec(BaseModel):
     """One category: its name, what it covers and in-context example prompts."""
 
+    model_config = ConfigDict(str_strip_whitespace=True)  # a blank name is no name
+
     name: str = Field(min_length=1)
     description: str = Field(min_length=1, description="What the category covers, one line.")
     examples: list[str] = Field(
         min_length=1, description="Example prompts shown to the LLM (it must not repeat them)."
     )
+
+
+CATEGORY_FILE_FORMAT = "it must hold a YAML or JSON list of {name, description, examples}"
 
 
 def load_categories(path: str | Path | None = None) -> list[CategorySpec]:
@@ -31,21 +36,25 @@ def load_categories(path: str | Path | None = None) -> list[CategorySpec]:
             f"Category file {source} does not exist; pass a YAML/JSON list of "
             "{name, description, examples}."
         )
-    raw = yaml.safe_load(source.read_text(encoding="utf-8"))  # JSON is YAML too
+    raw = parse_yaml(read_text(source), source, CATEGORY_FILE_FORMAT)
     if not isinstance(raw, list) or not raw:
         raise ConfigurationError(f"{source} must hold a non-empty list of categories.")
-    try:
-        categories = [CategorySpec.model_validate(item) for item in raw]
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ConfigurationError(
-            f"{source}: category {first['loc']} is invalid ({first['msg']}); each needs a "
-            "name, a description and a non-empty list of examples."
-        ) from error
+    categories = [_category(source, number, item) for number, item in enumerate(raw, start=1)]
     names = [category.name for category in categories]
     if len(set(names)) != len(names):
         raise ConfigurationError(f"{source} names a category twice; names must be unique.")
     return categories
+
+
+def _category(source: Path, number: int, item: object) -> CategorySpec:
+    """Category `number` (from 1) of `source`, refused with what is wrong with it."""
+    try:
+        return CategorySpec.model_validate(item)
+    except ValidationError as error:
+        raise ConfigurationError(
+            f"{source}: category {number} is invalid ({describe_validation_error(error)}); "
+            "each needs a non-blank name, a description and a non-empty list of examples."
+        ) from None
 
 
 IMAGE_PREFERENCES_STYLES_PATH = Path(__file__).parents[1] / "data" / "image_preferences_styles.yaml"
@@ -78,7 +87,8 @@ def load_style_scheme(path: str | Path | None = None) -> StyleScheme:
     if not source.is_file():
         raise ConfigurationError(f"Style file {source} does not exist.")
     try:
-        return StyleScheme.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))
+        raw = parse_yaml(read_text(source), source, "it must hold `styles` and `complexities`")
+        return StyleScheme.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
         raise ConfigurationError(

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agfsync.errors import ConfigurationError
+from agfsync.input_files import read_text
 from agfsync.safe_paths import path_component
 from agfsync.text.qa import QAPair
 
@@ -30,15 +31,7 @@ def prompt_id_for(category: str, prompt: str) -> str:
 
 def _read_rows(path: Path) -> list[tuple[str, Any]]:
     """(where, value) of every row: `path:line` for JSONL, `path item N` for JSON."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        bad_line = data[: error.start].count(b"\n") + 1
-        raise ConfigurationError(
-            f"{path}:{bad_line} is not UTF-8 text (byte {data[error.start]:#04x}); save the "
-            "file as UTF-8 (for Latin-1: iconv -f latin1 -t utf-8 IN > OUT)."
-        ) from None
+    text = read_text(path)
     if path.suffix == ".json":
         try:
             items = json.loads(text)
