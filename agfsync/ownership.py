@@ -11,6 +11,12 @@ put there. Before any work starts, an output folder must be:
 - with `--overwrite`: any other folder, whose files agfsync keeps; agfsync then writes
   its own files beside them and refuses when one of the names it writes is taken.
 
+A marker is read as untrusted data (a folder may come from someone else): an entry
+that is absolute, holds `..` or runs through a symbolic link makes the whole folder
+"not ours", never a partial delete; a file agfsync wrote and the user then edited
+(its recorded size, time and sha256 no longer match) is never replaced, even with
+`--overwrite`; deleting a link removes the link, not what it points to.
+
 Anything else stops the command with a one-line message naming the folder. Folders
 written in one go (`write_folder`) are staged beside the target under a hidden name
 of our own and moved into place once complete; folders that fill up as a command
@@ -21,6 +27,7 @@ add.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +39,7 @@ from pathlib import Path
 from agfsync.atomic import write_atomically
 from agfsync.errors import ConfigurationError
 from agfsync.run.processes import is_alive
+from agfsync.safe_paths import UnsafePathError, inside
 
 MARKER = ".agfsync-owned.json"
 """The file that says a folder (and which of its paths) was written by agfsync."""
@@ -48,6 +56,7 @@ class FolderKind:
     EVALUATION = "evaluation"
     TRAINING = "training"
     CALIBRATION = "calibration"
+    PRESETS = "presets"
 
 
 @dataclass
@@ -59,6 +68,9 @@ class Ownership:
     entries: list[str] = field(default_factory=list)
     pid: int | None = None
     """The process writing a staging folder (which is abandoned once it is gone)."""
+    files: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Fingerprints (`fingerprint`) of the files `write_folder` put there, to tell a
+    file the user edited since from one agfsync may replace."""
 
     def covers(self, relative: str) -> bool:
         return any(matches(relative, entry) for entry in self.entries)
@@ -71,12 +83,17 @@ class Ownership:
         }
         if self.pid is not None:
             record["pid"] = self.pid
+        if self.files:
+            record["files"] = {name: self.files[name] for name in sorted(self.files)}
         text = json.dumps(record, indent=1) + "\n"
         write_atomically(folder / MARKER, lambda partial: partial.write_text(text))
 
     @classmethod
     def read(cls, folder: Path) -> Ownership | None:
-        """The folder's marker; None when it has none (or one we cannot read as ours)."""
+        """The folder's marker; None when it has none, or one we cannot trust as ours
+        (see `_trusted_entry`): a folder with a bad marker is simply not ours."""
+        if (folder / MARKER).is_symlink():
+            return None
         try:
             record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -84,14 +101,103 @@ class Ownership:
         if not isinstance(record, dict) or record.get("written_by") != "agfsync":
             return None
         entries = record.get("entries")
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        if not isinstance(entries, list) or not all(_trusted_entry(e) for e in entries):
+            return None
+        files = record.get("files", {})
+        if not isinstance(files, dict) or not all(
+            _trusted_entry(name) and not name.endswith("/") and isinstance(recorded, dict)
+            for name, recorded in files.items()
+        ):
             return None
         pid = record.get("pid")
         return cls(
             kind=str(record.get("kind")),
             entries=entries,
             pid=pid if isinstance(pid, int) else None,
+            files=files,
         )
+
+
+def _trusted_entry(entry: object) -> bool:
+    """Whether a marker entry is a plain relative path: not absolute, no `..`, `.` or
+    empty part, no backslash or NUL (a folder entry ends in one "/")."""
+    if not isinstance(entry, str) or not entry or len(entry) > 4096:
+        return False
+    if entry.startswith("/") or "\\" in entry or "\x00" in entry:
+        return False
+    parts = (entry[:-1] if entry.endswith("/") else entry).split("/")
+    return all(part not in ("", ".", "..") for part in parts)
+
+
+def _read_trusted(folder: Path) -> Ownership | None:
+    """The folder's marker when every path it lists may be replaced or deleted there
+    (`owned_path`); None otherwise (the folder is then not ours)."""
+    ownership = Ownership.read(folder)
+    if ownership is None:
+        return None
+    try:
+        for entry in [*ownership.entries, *ownership.files]:
+            owned_path(folder, entry)
+    except UnsafePathError:
+        return None
+    return ownership
+
+
+def owned_path(folder: Path, relative: str) -> Path:
+    """`folder / relative`, for a path agfsync replaces or deletes there: no part of it
+    but the last is a symbolic link, and it stays inside `folder` once resolved
+    (`safe_paths.inside`). The last part is not resolved: a link is itself replaced or
+    removed, never what it points to."""
+    if not _trusted_entry(relative):
+        raise UnsafePathError(f"Path {relative!r} is not a plain path inside {folder}.")
+    base = folder.resolve()
+    path = base / relative.rstrip("/")
+    for ancestor in list(path.relative_to(base).parents)[:-1]:
+        if (base / ancestor).is_symlink():
+            raise UnsafePathError(
+                f"Path {relative!r} under {folder} runs through the symbolic link {ancestor}."
+            )
+    inside(base, path.parent.relative_to(base).as_posix() if path.parent != base else ".")
+    return path
+
+
+def fingerprint(path: Path) -> dict[str, object]:
+    """What tells, later, whether the file at `path` is still the one agfsync wrote."""
+    status = path.stat()
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _unchanged(path: Path, recorded: dict[str, object]) -> bool:
+    """Whether `path` is still the file agfsync wrote (same size and time, or same
+    content when the time changed, as a copy of the folder does); a missing file is
+    unchanged (nothing of the user's to keep)."""
+    if not path.exists() and not path.is_symlink():
+        return True
+    if path.is_symlink() or not path.is_file():
+        return False
+    status = path.stat()
+    if status.st_size != recorded.get("size"):
+        return False
+    return status.st_mtime_ns == recorded.get("mtime_ns") or _sha256(path) == recorded.get("sha256")
+
+
+def _edited(folder: Path, ownership: Ownership | None) -> list[str]:
+    """Files agfsync wrote in `folder` that have been changed since."""
+    if ownership is None:
+        return []
+    return sorted(
+        name
+        for name, recorded in ownership.files.items()
+        if not _unchanged(folder / name, recorded)
+    )
 
 
 def matches(relative: str, entry: str) -> bool:
@@ -106,7 +212,13 @@ def matches(relative: str, entry: str) -> bool:
 
 
 def _same(path: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(path, pattern) if "*" in pattern else path == pattern
+    """`*` matches within one name, never across a "/"."""
+    if "*" not in pattern:
+        return path == pattern
+    names, patterns = path.split("/"), pattern.split("/")
+    return len(names) == len(patterns) and all(
+        fnmatch.fnmatchcase(name, part) for name, part in zip(names, patterns, strict=True)
+    )
 
 
 def _files(folder: Path) -> Iterable[str]:
@@ -114,7 +226,7 @@ def _files(folder: Path) -> Iterable[str]:
     marker and any nested folder with a marker of its own (another agfsync folder)."""
     for root, dirs, files in os.walk(folder):
         here = Path(root)
-        dirs[:] = [name for name in dirs if not (here / name / MARKER).is_file()]
+        dirs[:] = [name for name in dirs if _read_trusted(here / name) is None]
         for name in files:
             path = here / name
             if path.parent == folder and name == MARKER:
@@ -163,13 +275,22 @@ def check_output_folder(
     if not target.is_dir() or not any(target.iterdir()):
         _check_writable(target, flag)
         return
-    ownership = Ownership.read(target)
+    ownership = _read_trusted(target)
     if ownership is not None and ownership.kind != kind:
         raise ConfigurationError(
             f"{flag} {folder} holds an agfsync {ownership.kind}, not a {kind}; choose another "
             "folder."
         )
+    edited = _edited(target, ownership)
+    if edited:
+        raise ConfigurationError(
+            f"{flag} {folder}: {_names(edited)} changed since agfsync wrote it and would be "
+            "replaced; move it out of the folder and run again (agfsync never replaces a "
+            "file it did not write, even with --overwrite)."
+        )
     foreign = _foreign(target, ownership)
+    if ownership is None and _has_marker(target):
+        foreign.append(MARKER)  # a marker we cannot trust is the user's file
     if foreign and not overwrite:
         what = (
             "holds files agfsync did not write"
@@ -184,7 +305,7 @@ def check_output_folder(
         {
             path
             for path in foreign
-            for name in reserved
+            for name in [*reserved, MARKER]
             if matches(path, name) or matches(path, name.rstrip("/"))
         }
     )
@@ -194,6 +315,10 @@ def check_output_folder(
             "have to replace; move them or choose another folder."
         )
     _check_writable(target, flag)
+
+
+def _has_marker(folder: Path) -> bool:
+    return (folder / MARKER).exists() or (folder / MARKER).is_symlink()
 
 
 def _check_writable(target: Path, flag: str) -> None:
@@ -235,6 +360,7 @@ def write_folder(
     staging = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=STAGING_SUFFIX, dir=target.parent)
     )
+    staging.chmod(folder_mode())  # it becomes the output: readable as any new folder
     Ownership(kind=STAGING, pid=os.getpid()).save(staging)
     try:
         write(staging)
@@ -260,37 +386,62 @@ def write_folder(
         ) from error
 
 
+def folder_mode() -> int:
+    """The mode `mkdir` gives a new folder under the current umask (`mkdtemp` gives
+    0700, which would hide an output folder from the other users of a machine)."""
+    umask = os.umask(0o077)  # read it by setting it (the most private value meanwhile)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 def _top_level(paths: Iterable[str]) -> list[str]:
     return sorted({path.split("/")[0] + ("/" if "/" in path else "") for path in paths})
 
 
 def _commit(staging: Path, target: Path, new: Ownership) -> None:
+    new.files = {
+        relative: fingerprint(staging / relative)
+        for relative in new.entries
+        if (staging / relative).is_file() and not (staging / relative).is_symlink()
+    }
     if not target.exists() or (target.is_dir() and not any(target.iterdir())):
         if target.exists():
             target.rmdir()
         new.save(staging)
         staging.rename(target)
         return
-    old = Ownership.read(target) or Ownership(kind=new.kind)
+    old = _read_trusted(target) or Ownership(kind=new.kind)
+    # Every path checked before anything changes: a bad one stops the whole commit.
+    destinations = {relative: owned_path(target, relative) for relative in new.entries}
+    stale = {
+        relative: owned_path(target, relative)
+        for relative in old.entries
+        if relative not in new.entries
+    }
     # Known first as the union, so that a crash half-way leaves every path accounted for.
-    Ownership(kind=new.kind, entries=sorted({*old.entries, *new.entries})).save(target)
-    for relative in new.entries:
-        destination = target / relative
+    Ownership(
+        kind=new.kind,
+        entries=sorted({*old.entries, *new.entries}),
+        files={**old.files, **new.files},
+    ).save(target)
+    for relative, destination in destinations.items():
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / relative, destination)
-    for relative in set(old.entries) - set(new.entries):
-        _remove_owned(target, relative)
+    for relative, path in stale.items():
+        _remove_owned(target, relative, path)
     new.save(target)
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _remove_owned(target: Path, relative: str) -> None:
-    """Delete a path agfsync wrote, and the folders it leaves empty (up to `target`)."""
-    path = target / relative
+def _remove_owned(target: Path, relative: str, path: Path) -> None:
+    """Delete the path agfsync wrote as `relative` (at `owned_path`: a link is removed,
+    not followed; a folder only where the entry is one), and the folders it leaves
+    empty (up to `target`)."""
     if relative.endswith("/"):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)  # unlinks the links inside, unfollowed
+    elif path.is_symlink() or path.is_file():
+        path.unlink()
     parent = path.parent
     while parent != target and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
@@ -343,6 +494,6 @@ def claim_folder(
     )
     target = folder.resolve()
     target.mkdir(parents=True, exist_ok=True)
-    ownership = Ownership.read(target) or Ownership(kind=kind)
+    ownership = _read_trusted(target) or Ownership(kind=kind)
     ownership.save(target)
     return OwnedFolder(target, ownership)

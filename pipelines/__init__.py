@@ -11,6 +11,7 @@ from pathlib import Path
 from distilabel.pipeline.base import BasePipeline
 
 from agfsync.errors import ConfigurationError
+from agfsync.ownership import FolderKind, check_output_folder, write_folder
 from agfsync.pipelines.full import (
     build_agfsync_sd15_pipeline,
     build_agfsync_sdxl_pipeline,
@@ -59,8 +60,28 @@ def preset_yaml_path(name: str) -> Path:
     return PRESETS_DIR / f"{name}.yaml"
 
 
-def export_presets(directory: Path = PRESETS_DIR) -> list[Path]:
-    """Write `<preset>.yaml` for every preset; returns the written paths."""
+def export_presets(directory: Path = PRESETS_DIR, *, overwrite: bool = False) -> list[Path]:
+    """Write `<preset>.yaml` for every preset; returns the written paths.
+
+    `PRESETS_DIR` (the builders' own folder) is written in place; any other folder is
+    an output folder like every command's (`agfsync.ownership`): new, empty or an
+    earlier export, checked before anything is built, a user's files never replaced.
+    """
+    if directory.resolve() == PRESETS_DIR.resolve():
+        return _write_presets(directory)
+    check_output_folder(directory, FolderKind.PRESETS, flag="--output", overwrite=overwrite)
+    write_folder(
+        directory,
+        FolderKind.PRESETS,
+        _write_presets,
+        flag="--output",
+        overwrite=overwrite,
+        what="the presets",
+    )
+    return [directory / f"{name}.yaml" for name in sorted(PRESETS)]
+
+
+def _write_presets(directory: Path) -> list[Path]:
     written = []
     for name in sorted(PRESETS):
         path = directory / f"{name}.yaml"

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import datasets
 import pyarrow.parquet as pq
@@ -542,3 +543,56 @@ class TestPublishBadInput:
         assert time.monotonic() - started < 60
         assert result.returncode == 1
         assert "no answer within 2 s" in result.stderr.strip().splitlines()[-1]
+
+
+class TestSomeoneElsesRepo:
+    """A Hub repo agfsync did not make (its card has no `agfsync` tag) keeps its card
+    and data unless --overwrite, which replaces only the paths agfsync writes."""
+
+    THEIRS: ClassVar[dict[str, bytes]] = {
+        ".gitattributes": b"*.parquet filter=lfs\n",
+        "README.md": b"---\ntags:\n- my-own\n---\n# My hand-made dataset\n",
+        "data/train-00000-of-00001-0123456789abcdef.parquet": b"their rows",
+        "notes.txt": b"mine",
+    }
+
+    @staticmethod
+    def seed(hub: HubServer, repo_id: str, files: dict[str, bytes]) -> None:
+        from tests.hub_server import Commit, Repo
+
+        repo = Repo(repo_id, private=False)
+        repo.commits.append(Commit(oid="1" * 40, summary="theirs", files=files, lfs_paths=set()))
+        hub.repos[repo_id] = repo
+
+    @staticmethod
+    def publish_to(
+        repo_id: str, run_dir: Path, hub: HubServer, tmp_path: Path, *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        return run_command(
+            ["agfsync", "publish", str(run_dir), "--repo-id", repo_id, "--retries", "0", *args],
+            cwd=tmp_path,
+            env=hub_env(hub.url, tmp_path / "hf"),
+        )
+
+    def test_refused_without_overwrite(self, run_dir: Path, hub: HubServer, tmp_path: Path) -> None:
+        self.seed(hub, "org/theirs", dict(self.THEIRS))
+        result = self.publish_to("org/theirs", run_dir, hub, tmp_path)
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert "has no 'agfsync' tag" in result.stderr and "--overwrite" in result.stderr
+        assert hub.files("org/theirs") == self.THEIRS and hub.commit_count("org/theirs") == 1
+
+    def test_overwrite_replaces_only_what_agfsync_writes(
+        self, run_dir: Path, hub: HubServer, tmp_path: Path
+    ) -> None:
+        self.seed(hub, "org/theirs", dict(self.THEIRS))
+        result = self.publish_to("org/theirs", run_dir, hub, tmp_path, "--overwrite")
+        assert result.returncode == 0, result.stderr[-3000:]
+        files = hub.files("org/theirs")
+        for kept in ("notes.txt", "data/train-00000-of-00001-0123456789abcdef.parquet"):
+            assert files[kept] == self.THEIRS[kept]
+        card = yaml.safe_load(files["README.md"].decode().split("---")[1])
+        assert "agfsync" in card["tags"]
+        listed = {path for entry in card["configs"][0]["data_files"] for path in entry["path"]}
+        assert "data/train-00000-of-00001-0123456789abcdef.parquet" not in listed
+        # now agfsync's: a plain re-publish is accepted
+        assert self.publish_to("org/theirs", run_dir, hub, tmp_path).returncode == 0

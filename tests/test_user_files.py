@@ -49,6 +49,7 @@ def agfsync(*args: str) -> tuple[int, str]:
 
 
 REFUSAL = "is not empty and was not written by agfsync"
+NOT_OURS = "was not written by agfsync|which agfsync did not write"
 
 
 class TestEveryCommandRefusesAUsersFolder:
@@ -299,3 +300,173 @@ class TestPairsScratch:
         with pytest.raises(ValueError, match="not an empty folder"):
             build_preference_dataset(rows, tmp_path, tmp_path)
         assert (tmp_path / "yours.txt").read_text() == "kept"
+
+
+class TestPresetsExport:
+    """`presets export -o` follows the same rule as every output folder."""
+
+    def test_a_users_yaml_is_kept(self, tmp_path: Path) -> None:
+        (tmp_path / "offline.yaml").write_text("mine")
+        code, output = agfsync("presets", "export", "-o", str(tmp_path))
+        assert code == 2 and REFUSAL in output
+        assert contents(tmp_path) == {"offline.yaml": b"mine"}
+
+    def test_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / "afile").write_text("mine")
+        code, output = agfsync("presets", "export", "-o", str(tmp_path / "afile"))
+        assert code == 2 and "is a file, not a folder" in output
+        assert (tmp_path / "afile").read_text() == "mine"
+
+    def test_an_earlier_export_is_replaced(self, tmp_path: Path) -> None:
+        out = tmp_path / "presets"
+        assert agfsync("presets", "export", "-o", str(out))[0] == 0
+        code, output = agfsync("presets", "export", "-o", str(out))
+        assert code == 0, output
+        assert (out / "offline.yaml").is_file()
+
+
+class TestRefusedBeforeThePipeline:
+    def test_a_refused_generate_starts_nothing(self, tmp_path: Path) -> None:
+        """The output folder is checked before the pipeline is built or run (not only
+        when the dataset is written): no distilabel cache, no log, within seconds."""
+        import time
+
+        project = tmp_path / "project"
+        project.mkdir()
+        files = make_project(project)
+        cache = tmp_path / "distilabel-cache"
+        started = time.monotonic()
+        result = run_command(
+            ["agfsync", "generate", "--num-prompts", "2", "-o", str(project)],
+            tmp_path,
+            env={"DISTILABEL_CACHE_DIR": str(cache)},
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 2 and REFUSAL in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "distilabel" not in (result.stdout + result.stderr).lower()
+        assert not list(cache.rglob("pipeline.log")) and not list(cache.rglob("*.parquet"))
+        assert elapsed < 30
+        assert contents(project) == files
+
+
+class TestUntrustedMarkers:
+    """A marker is data from whoever made the folder: paths it lists that leave the
+    folder (or run through a link) make the folder not ours, before anything changes."""
+
+    write = staticmethod(TestOwnership.write)
+
+    @staticmethod
+    def tamper(folder: Path, *entries: str) -> None:
+        marker = json.loads((folder / MARKER).read_text())
+        marker["entries"] += list(entries)
+        (folder / MARKER).write_text(json.dumps(marker))
+
+    @pytest.mark.parametrize(
+        "entry",
+        ["../victim/keep.txt", "../victim/", "a/../../victim/", "/ABS/keep.txt", "./x", "a//b"],
+    )
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_an_entry_outside_the_folder(self, tmp_path: Path, entry: str, overwrite: bool) -> None:
+        victim = tmp_path / "victim"
+        victim.mkdir()
+        (victim / "keep.txt").write_text("mine")
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1"})
+        self.tamper(out, entry.replace("/ABS", str(tmp_path / "victim")))
+        before = contents(out)
+        with pytest.raises(ConfigurationError, match=NOT_OURS):
+            self.write(out, {"README.md": "v2"}, overwrite=overwrite)
+        assert (victim / "keep.txt").read_text() == "mine"
+        assert contents(out) == before
+
+    def test_the_audits_report_repro(self, offline_run: Path, tmp_path: Path) -> None:
+        """A dataset folder received from someone, its report marker listing a path two
+        levels up: `agfsync report` refuses and deletes nothing."""
+        victim = tmp_path / "victim2"
+        victim.mkdir()
+        (victim / "keep.txt").write_text("mine")
+        received = tmp_path / "a" / "recv"
+        shutil.copytree(offline_run, received)
+        (received / "report").mkdir(exist_ok=True)
+        (received / "report" / "index.html").write_text("old report")
+        Ownership(kind=FolderKind.REPORT, entries=["index.html"]).save(received / "report")
+        self.tamper(received / "report", "../../victim2/keep.txt")
+        code, output = agfsync("report", str(received))
+        assert code == 2 and REFUSAL in output
+        assert (victim / "keep.txt").read_text() == "mine"
+
+    def test_an_entry_through_a_link(self, tmp_path: Path) -> None:
+        outside = tmp_path / "elsewhere"
+        outside.mkdir()
+        (outside / "a.parquet").write_text("mine")
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1", "data/a.parquet": "rows"})
+        shutil.rmtree(out / "data")
+        (out / "data").symlink_to(outside)
+        for overwrite in (False, True):
+            with pytest.raises(ConfigurationError, match=NOT_OURS):
+                self.write(out, {"README.md": "v2", "data/b.parquet": "b"}, overwrite=overwrite)
+        assert contents(outside) == {"a.parquet": b"mine"}
+
+    def test_removing_a_link_never_follows_it(self, tmp_path: Path) -> None:
+        outside = tmp_path / "elsewhere"
+        (outside / "sub").mkdir(parents=True)
+        (outside / "keep.txt").write_text("mine")
+        (outside / "sub" / "keep.txt").write_text("mine")
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1"})
+        (out / "images").mkdir()
+        (out / "images" / "file").symlink_to(outside / "keep.txt")
+        (out / "images" / "folder").symlink_to(outside / "sub")
+        (out / "old.txt").symlink_to(outside / "keep.txt")
+        self.tamper(out, "images/", "old.txt")
+        self.write(out, {"README.md": "v2"})
+        assert not (out / "images").exists() and not (out / "old.txt").is_symlink()
+        assert contents(outside) == {"keep.txt": b"mine", "sub/keep.txt": b"mine"}
+
+
+class TestEditedFiles:
+    """The marker records each written file's size, time and sha256: a file the user
+    edited since is never replaced (with or without --overwrite)."""
+
+    write = staticmethod(TestOwnership.write)
+
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_an_edited_card_stops_the_rerun(self, tmp_path: Path, overwrite: bool) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "card v1", "data/a": "1"})
+        (out / "README.md").write_text("card v1 + my notes")
+        with pytest.raises(ConfigurationError, match=r"README.md changed since agfsync wrote"):
+            self.write(out, {"README.md": "card v2", "data/a": "2"}, overwrite=overwrite)
+        assert (out / "README.md").read_text() == "card v1 + my notes"
+        assert (out / "data" / "a").read_text() == "1"
+
+    def test_a_copied_folder_is_still_ours(self, tmp_path: Path) -> None:
+        """A copy changes the files' times, not their content."""
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "card v1"})
+        copy = tmp_path / "copy"
+        shutil.copytree(out, copy, copy_function=shutil.copy)
+        os_utime_later(copy / "README.md")
+        self.write(copy, {"README.md": "card v2"})
+        assert (copy / "README.md").read_text() == "card v2"
+
+
+def os_utime_later(path: Path) -> None:
+    import os
+
+    status = path.stat()
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))
+
+
+def test_output_folders_get_the_umasks_mode(tmp_path: Path) -> None:
+    """Not `mkdtemp`'s 0700: other users of a shared machine may read a dataset."""
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        TestOwnership.write(tmp_path / "out", {"README.md": "card"})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755

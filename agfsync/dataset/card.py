@@ -589,7 +589,10 @@ prompts = load_dataset("{load_path}", split="train")
 """
 
 
-BASE_TAGS = ("agfsync", "rlaif", "preference", "dpo", "synthetic", "distilabel")
+AGFSYNC_TAG = "agfsync"
+"""The tag of every card agfsync writes: `publish` replaces a Hub repo's card and data
+only when its card carries it (or with --overwrite)."""
+BASE_TAGS = (AGFSYNC_TAG, "rlaif", "preference", "dpo", "synthetic", "distilabel")
 
 
 def _card_data(

@@ -5,7 +5,9 @@ embedded images, the card (README.md) with its figures and sample images under
 `assets/`, `pipeline.yaml` and `run.json`. Everything goes up in ONE commit, built
 against the repo's current head: a re-publish replaces this split's shards and the
 card's assets (stale files are deleted in the same commit), keeps other splits,
-and a failed publish leaves the repo as it was.
+and a failed publish leaves the repo as it was. A repo that holds files and whose card
+does not carry the `agfsync` tag was not made by agfsync: publishing to it is refused,
+or with --overwrite replaces only the paths agfsync writes and deletes nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +24,18 @@ from pathlib import Path
 import datasets
 import httpx2
 import pyarrow.parquet as pq
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+import yaml
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    DatasetCard,
+    HfApi,
+    get_token,
+)
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
-from agfsync.dataset.card import ASSETS_DIR, card_writer
+from agfsync.dataset.card import AGFSYNC_TAG, ASSETS_DIR, card_writer
 from agfsync.dataset.folder import (
     IMAGE_COLUMNS,
     check_dataset_folder,
@@ -202,11 +211,48 @@ def publish_run(
             split=split,
             include_artifacts=include_artifacts,
             commit_message=commit_message or f"Publish agfsync run ({split} split)",
+            overwrite=overwrite,
         ),
         repo_id=repo_id,
         retries=retries,
         timeout=timeout,
     )
+
+
+def _check_repo_is_ours(
+    api: HfApi, repo_id: str, existing: list[str], revision: str | None, overwrite: bool
+) -> bool:
+    """Whether `repo_id` is new, empty or made by agfsync (its card has the agfsync
+    tag). Raises ConfigurationError for another repo unless `overwrite`."""
+    if not [path for path in existing if path != ".gitattributes"]:
+        return True
+    if "README.md" in existing and _card_has_our_tag(api, repo_id, revision):
+        return True
+    if overwrite:
+        logger.warning(
+            "%s was not made by agfsync: --overwrite replaces only the files agfsync "
+            "writes there and deletes nothing.",
+            repo_id,
+        )
+        return False
+    raise ConfigurationError(
+        f"{repo_id} on the Hub holds files and its card (README.md) has no "
+        f"{AGFSYNC_TAG!r} tag, so agfsync did not make it: publishing would replace its "
+        "card and data. Choose a new --repo-id, or pass --overwrite to replace only the "
+        "files agfsync writes (deleting nothing)."
+    )
+
+
+def _card_has_our_tag(api: HfApi, repo_id: str, revision: str | None) -> bool:
+    with tempfile.TemporaryDirectory(prefix="agfsync-card-") as folder:
+        path = api.hf_hub_download(
+            repo_id, "README.md", repo_type="dataset", revision=revision, local_dir=folder
+        )
+        try:
+            tags = DatasetCard.load(path).data.tags or []
+        except (ValueError, TypeError, AttributeError, yaml.YAMLError):
+            return False
+    return isinstance(tags, list) and AGFSYNC_TAG in tags
 
 
 class _BoundedTransport(httpx2.HTTPTransport):
@@ -250,6 +296,7 @@ def _upload(
     split: str,
     include_artifacts: bool,
     commit_message: str,
+    overwrite: bool = False,
 ) -> PublishResult:
     api = HfApi(token=token)
     try:
@@ -257,6 +304,9 @@ def _upload(
     except RepositoryNotFoundError:
         info = None
     existing = [sibling.rfilename for sibling in (info.siblings if info else None) or []]
+    ours = _check_repo_is_ours(api, repo_id, existing, info.sha if info else None, overwrite)
+    if not ours:
+        existing = []  # nothing of theirs is listed in our card, or deleted
     other_splits: dict[str, list[str]] = {}
     for path in existing:
         match = SHARD_PATTERN.fullmatch(path)
