@@ -43,7 +43,7 @@ from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
 from agfsync.ownership import FolderKind, check_output_folder, claim_folder, write_folder
 from agfsync.progress import progress
-from agfsync.run.preflight import ModelNeed, check_models
+from agfsync.run.preflight import ModelNeed, check_disk, check_models, check_writable, png_bytes
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
 
@@ -157,6 +157,67 @@ def _models_to_load(
 
 EVALUATION_ENTRIES = (METRICS_FILE, OBSERVATIONS_FILE, "images/", "report/")
 """The names an evaluation folder of agfsync holds."""
+FALLBACK_IMAGE_SIDE = 1024
+"""Pixels per side assumed for the disk check when neither the sampling options nor
+the model's configuration give the image size (the largest supported default)."""
+
+
+def preflight(
+    config: EvaluationConfig,
+    out_dir: Path,
+    caches: dict[ModelRole, ImageCache],
+    prompts: list[PromptItem],
+    suites: int,
+) -> None:
+    """Before the output folder is claimed and any model loads: the image cache accepts
+    the images still to render (a read-only cache that holds them all is fine), and the
+    disk has room for them and the report (`evaluation_disk_needs`). The output folder's
+    own check is `check_output_folder`'s."""
+    for cache in caches.values():
+        if cache.missing(prompts):
+            check_writable(
+                cache.folder,
+                what="the image cache (--image-cache)" if config.image_cache else "--output",
+                fix="choose a folder you can write to with --image-cache",
+            )
+    check_disk(
+        evaluation_disk_needs(config, out_dir, caches, prompts, suites),
+        hint="free some space, choose another --output or --image-cache, or evaluate "
+        "fewer prompts (--prompts-per-suite)",
+    )
+
+
+def evaluation_disk_needs(
+    config: EvaluationConfig,
+    out_dir: Path,
+    caches: dict[ModelRole, ImageCache],
+    prompts: list[PromptItem],
+    suites: int,
+) -> dict[Path, int]:
+    """A rough bound of what `evaluate` writes: every image still missing from each
+    model's cache, and the report's grids (`grid_size` prompts per suite, both models),
+    at `PNG_BYTES_PER_PIXEL` of the sampling size (else the model's native one)."""
+    needs: dict[Path, int] = {}
+    for cache in caches.values():
+        width, height = _image_size(config.sampling, cache.model.model)
+        needs[cache.folder] = png_bytes(width, height, len(cache.missing(prompts)))
+        report = suites * min(config.grid_size, len(prompts)) * config.sampling.images_per_prompt
+        needs[out_dir] = needs.get(out_dir, 0) + png_bytes(width, height, report)
+    return needs
+
+
+def _image_size(sampling: Sampling, model: str) -> tuple[int, int]:
+    """(width, height) the images are rendered at: the sampling options, else the model's
+    native resolution read from its configuration (no weights), else a generous guess."""
+    if sampling.width and sampling.height:
+        return sampling.width, sampling.height
+    try:
+        from agfsync.train.models import inspect_base_model
+
+        side = inspect_base_model(model).native_resolution
+    except Exception:  # not an SD pipeline we can read: the bound, not the run, guesses
+        side = FALLBACK_IMAGE_SIDE
+    return sampling.width or side, sampling.height or side
 
 
 def evaluate(
@@ -187,6 +248,12 @@ def evaluate(
         "tuned": ModelUnderTest.tuned(config.tuned, config.base),
     }
     check_models(_models_to_load(config, models))
+    cache_root = config.image_cache or out_dir / "images"
+    caches = {
+        role: ImageCache(cache_root, model, config.sampling) for role, model in models.items()
+    }
+    prompts = list({item.id: item for suite in suites for item in suite.items}.values())
+    preflight(config, out_dir, caches, prompts, len(suites))
     claim_folder(
         out_dir,
         FolderKind.EVALUATION,
@@ -194,11 +261,6 @@ def evaluate(
         overwrite=overwrite,
         reserved=EVALUATION_ENTRIES,
     ).add(*EVALUATION_ENTRIES)
-    cache_root = config.image_cache or out_dir / "images"
-    caches = {
-        role: ImageCache(cache_root, model, config.sampling) for role, model in models.items()
-    }
-    prompts = list({item.id: item for suite in suites for item in suite.items}.values())
     for cache in caches.values():
         render_missing(
             cache, prompts, device=config.device, dtype=config.dtype, batch_size=config.batch_size

@@ -178,3 +178,209 @@ class TestTrainAndEvaluateCheckTheirModels:
         assert result.exit_code == 2
         assert "(--pretrained-model) does not exist" in result.output
         assert not (tmp_path / "t").exists()
+
+
+# -- train and evaluate: the same preflight, before any folder is claimed ----------------
+
+
+def _invoke(args: list[str]) -> Any:
+    from typer.testing import CliRunner
+
+    from agfsync.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def _last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def colour_pairs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.test_train_data import write_colour_preference_dataset
+
+    return str(write_colour_preference_dataset(tmp_path_factory.mktemp("pairs") / "ds", 2))
+
+
+@pytest.fixture
+def nearly_full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file system reports 1 kB free (to the disk check only)."""
+    import shutil
+
+    usage = shutil.disk_usage
+
+    def nearly_full(path: Any) -> Any:
+        total, used, _free = usage(path)
+        return type(usage(path))(total, used, 1000)
+
+    monkeypatch.setattr("agfsync.run.preflight.shutil.disk_usage", nearly_full)
+
+
+class TestTrainPreflight:
+    """Each refusal comes before a weight is loaded and leaves no output folder."""
+
+    def train(self, tiny_sd_path: str, colour_pairs: str, output: Path, *extra: str) -> Any:
+        return _invoke(
+            ["train", "--pretrained-model", tiny_sd_path, "--dataset", colour_pairs,
+             "--output", str(output), "--max-train-steps", "2", "--report-to", "none",
+             *extra],
+        )  # fmt: skip
+
+    def test_push_to_hub_without_a_token(
+        self, tiny_sd_path: str, colour_pairs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        result = self.train(tiny_sd_path, colour_pairs, tmp_path / "t", "--push-to-hub")
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert "--push-to-hub uploads to t but there is no Hugging Face token" in message
+        assert "HF_TOKEN" in message and "hf auth login" in message
+        assert not (tmp_path / "t").exists()
+
+    def test_push_to_hub_offline(
+        self, tiny_sd_path: str, colour_pairs: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("HF_TOKEN", "hf_test")
+        result = self.train(tiny_sd_path, colour_pairs, tmp_path / "t", "--push-to-hub")
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert "HF_HUB_OFFLINE is set" in message and "without --push-to-hub" in message
+        assert not (tmp_path / "t").exists()
+
+    def test_a_vae_that_does_not_exist(
+        self, tiny_sd_path: str, colour_pairs: str, tmp_path: Path
+    ) -> None:
+        result = self.train(
+            tiny_sd_path, colour_pairs, tmp_path / "t", "--vae-model", "nobody/novae"
+        )
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert "Model nobody/novae (--vae-model) is not in the Hugging Face cache" in message
+        assert "leave --vae-model out" in message
+        assert not (tmp_path / "t").exists()
+
+    def test_no_room_for_the_checkpoints(
+        self, tiny_sd_path: str, colour_pairs: str, tmp_path: Path, nearly_full_disk: None
+    ) -> None:
+        result = self.train(tiny_sd_path, colour_pairs, tmp_path / "t")
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert "Not enough disk space" in message and "--checkpoints-total-limit" in message
+        assert not (tmp_path / "t").exists()
+
+    def test_an_unwritable_latent_cache(
+        self, tiny_sd_path: str, colour_pairs: str, tmp_path: Path
+    ) -> None:
+        (tmp_path / "afile").write_text("")  # below a file: unwritable even for root
+        cache = tmp_path / "afile" / "latents"
+        result = self.train(
+            tiny_sd_path, colour_pairs, tmp_path / "t", "--cache-latents",
+            "--latents-cache-dir", str(cache),
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert f"Cannot write to --latents-cache-dir {cache}" in _last_line(result.output)
+        assert not (tmp_path / "t").exists()
+
+    def test_the_disk_estimate_bounds_the_checkpoints(self, tiny_sd_path: str) -> None:
+        from agfsync.train.config import DPOTrainingConfig
+        from agfsync.train.loop import CHECKPOINT_BYTES_PER_PARAMETER, training_disk_needs
+        from agfsync.train.models import inspect_base_model
+
+        info = inspect_base_model(tiny_sd_path)
+        config = DPOTrainingConfig(
+            pretrained_model=tiny_sd_path,
+            dataset="unused",
+            output_dir=Path("out"),
+            max_train_steps=1000,
+            checkpointing_steps=100,
+            checkpoints_total_limit=3,
+            validation_steps=0,
+        ).resolved(info.family, info.native_resolution)
+        needs = training_disk_needs(config, info, None)
+        lora = 19968  # the tiny UNet's attention projections at rank 8
+        assert needs == {Path("out"): 3 * CHECKPOINT_BYTES_PER_PARAMETER * lora + 4 * lora}
+
+
+class TestHubUpload:
+    """`check_hub_upload` before a run that ends by uploading."""
+
+    def test_an_unreachable_hub(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from huggingface_hub import constants
+
+        from agfsync.run.preflight import check_hub_upload
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+        with pytest.raises(ConfigurationError, match="cannot be reached") as error:
+            check_hub_upload("hf_test", repo="me/lora", flag="--push-to-hub", alternative="x")
+        assert str(error.value).startswith("--push-to-hub uploads to me/lora and the Hub")
+
+    @pytest.mark.parametrize(
+        ("status", "answer", "expected"),
+        [
+            (401, {"error": "Invalid"}, "The Hub rejected the Hugging Face token"),
+            (200, {"auth": {"accessToken": {"role": "read"}}}, "token is read-only"),
+            (200, {"auth": {"accessToken": {"role": "write"}}}, None),
+        ],
+    )
+    def test_the_hub_judges_the_token(
+        self,
+        httpserver: HTTPServer,
+        monkeypatch: pytest.MonkeyPatch,
+        status: int,
+        answer: dict[str, Any],
+        expected: str | None,
+    ) -> None:
+        from huggingface_hub import constants
+
+        from agfsync.run.preflight import check_hub_upload
+
+        httpserver.expect_request("/api/whoami-v2").respond_with_json(answer, status=status)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", httpserver.url_for("").rstrip("/"))
+        if expected is None:
+            check_hub_upload("hf_test", repo="me/lora", flag="--push-to-hub", alternative="x")
+            return
+        with pytest.raises(ConfigurationError, match=expected):
+            check_hub_upload("hf_test", repo="me/lora", flag="--push-to-hub", alternative="x")
+
+
+class TestEvaluatePreflight:
+    def evaluate(self, output: Path, *extra: str) -> Any:
+        return _invoke(
+            ["evaluate", "--base", "tiny:stable-diffusion", "--tuned", "tiny:stable-diffusion",
+             "--suite", "hpsv2", "--prompts-per-suite", "2", "--clip-model", "tiny:clip",
+             "--aesthetic-model", "tiny:clip-vit-large", "-o", str(output), *extra],
+        )  # fmt: skip
+
+    def test_an_unwritable_image_cache(self, tmp_path: Path) -> None:
+        (tmp_path / "afile").write_text("")  # below a file: unwritable even for root
+        cache = tmp_path / "afile" / "images"
+        result = self.evaluate(tmp_path / "e", "--image-cache", str(cache))
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert f"Cannot write to the image cache (--image-cache) {cache}" in message
+        assert not (tmp_path / "e").exists()
+
+    def test_no_room_for_the_images(self, tmp_path: Path, nearly_full_disk: None) -> None:
+        result = self.evaluate(tmp_path / "e")
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert "Not enough disk space" in message and "--prompts-per-suite" in message
+        assert not (tmp_path / "e").exists()
+
+
+class TestDistilabelCache:
+    def test_an_unwritable_cache_stops_generate_in_one_line(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "afile").write_text("")  # below a file: unwritable even for root
+        monkeypatch.setenv("DISTILABEL_CACHE_DIR", str(tmp_path / "afile" / "cache"))
+        result = _invoke(["generate", "--num-prompts", "2", "-o", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        message = _last_line(result.output)
+        assert "Cannot write to the distilabel cache (DISTILABEL_CACHE_DIR)" in message
+        assert "set DISTILABEL_CACHE_DIR to a folder you can write to" in message
+        assert "Traceback" not in result.output and not (tmp_path / "out").exists()

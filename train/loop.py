@@ -1,8 +1,11 @@
 """The Diffusion-DPO training loop on accelerate.
 
-Order of work: open the dataset and check its columns, read the base model's
-configuration, resolve the per-family defaults, then load weights and train. So a
-wrong dataset fails in seconds, not after minutes of model loading.
+Order of work: open the dataset and check its columns, check every model the run
+loads (base and VAE: `agfsync.run.preflight`), read the base model's configuration,
+resolve the per-family defaults, check the Hub upload, the folders written and the
+disk space (`preflight`), and only then claim the output folder, load weights and
+train. So a run that is certain to fail stops in seconds, before writing anything,
+not after minutes of model loading or hours of training.
 
 Reproducibility and resume: data order and augmentation are a function of (seed,
 epoch, pair); the VAE sample, noise and timesteps of a micro-batch are drawn from a
@@ -29,7 +32,14 @@ from PIL import Image
 from agfsync.errors import ConfigurationError
 from agfsync.ownership import FolderKind, check_output_folder, claim_folder
 from agfsync.progress import Progress, progress
-from agfsync.run.preflight import ModelNeed, check_model
+from agfsync.run.preflight import (
+    ModelNeed,
+    check_disk,
+    check_hub_upload,
+    check_models,
+    check_writable,
+    png_bytes,
+)
 from agfsync.train.config import DPOTrainingConfig
 from agfsync.train.data import (
     BatchPlan,
@@ -45,6 +55,7 @@ from agfsync.train.latents_cache import LatentsCache
 from agfsync.train.loss import diffusion_dpo_loss, sft_loss
 from agfsync.train.models import (
     AdapterDisabledReference,
+    BaseModelInfo,
     DiffusionComponents,
     FrozenCopyReference,
     add_lora,
@@ -65,6 +76,12 @@ CHECKPOINT_PREFIX = "checkpoint-"
 PROGRESS_METRICS = ("loss", "implicit_accuracy", "lr")
 """Metrics shown beside the progress bar (all of them go to the trackers)."""
 _WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHECKPOINT_BYTES_PER_PARAMETER = 12
+"""A checkpoint holds each trainable parameter in float32 and AdamW's two float32
+moments; the RNG, scheduler and data-position files are small."""
+FULL_PIPELINE_FACTOR = 1.5
+"""Full fine-tuning saves the whole pipeline: about the UNet's float32 weights times
+this (text encoders and VAE; SD 1.5: 1.24, SDXL: 1.34)."""
 
 
 @dataclass
@@ -139,6 +156,108 @@ def find_checkpoint(output_dir: Path, requested: str) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
+def models_to_load(config: DPOTrainingConfig) -> list[ModelNeed]:
+    """Every model training loads: the base pipeline (text encoders, UNet, scheduler, and
+    the pipeline that renders the validation images) and the VAE, when it is another."""
+    needs = [ModelNeed(config.pretrained_model, "--pretrained-model")]
+    if config.vae_model:
+        needs.append(
+            ModelNeed(
+                config.vae_model,
+                "--vae-model",
+                alternative="pass a local folder, or leave --vae-model out to use the base "
+                "model's VAE",
+            )
+        )
+    return needs
+
+
+def preflight(
+    config: DPOTrainingConfig,
+    info: BaseModelInfo,
+    num_pairs: int | None,
+    *,
+    hub_token: str | None,
+) -> None:
+    """What can be checked once the models are known, before the output folder is
+    claimed and any weight is loaded: the Hub upload at the end (token, offline, the Hub
+    answering), the folders written, and the disk space (`training_disk_needs`)."""
+    if config.push_to_hub:
+        check_hub_upload(
+            hub_token,
+            repo=config.hub_model_id or config.output_dir.resolve().name,
+            flag="--push-to-hub",
+            alternative="train without --push-to-hub and upload the folder later "
+            "(hf upload REPO FOLDER)",
+        )
+    assert config.latents_cache_dir is not None
+    if config.cache_latents:
+        check_writable(
+            config.latents_cache_dir,
+            what="--latents-cache-dir",
+            fix="choose a folder you can write to, or train without --cache-latents",
+        )
+    check_disk(
+        training_disk_needs(config, info, num_pairs),
+        hint="free some space, choose another --output, keep fewer checkpoints "
+        "(--checkpoints-total-limit) or validate less often (--validation-steps)",
+    )
+
+
+def trainable_parameters(config: DPOTrainingConfig, info: BaseModelInfo) -> tuple[int, int]:
+    """(trainable, UNet) parameter counts, from the UNet's configuration on the meta
+    device: no weight is read or allocated."""
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+
+    unet_config = UNet2DConditionModel.load_config(info.path, subfolder="unet")
+    with init_empty_weights():
+        unet: Any = UNet2DConditionModel.from_config(unet_config)
+        total = sum(parameter.numel() for parameter in unet.parameters())
+        if not config.use_lora:
+            return total, total
+        assert config.lora_alpha is not None
+        add_lora(
+            unet,
+            rank=config.lora_rank,
+            alpha=config.lora_alpha,
+            target_modules=config.lora_target_modules,
+        )
+        trainable = sum(p.numel() for p in unet.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def training_disk_needs(
+    config: DPOTrainingConfig, info: BaseModelInfo, num_pairs: int | None
+) -> dict[Path, int]:
+    """A rough upper bound of what a run writes, by folder: the checkpoints kept (the
+    trainable parameters and their AdamW state, `CHECKPOINT_BYTES_PER_PARAMETER`), the
+    saved LoRA or pipeline, the validation images (a grid and one file per prompt, at
+    `PNG_BYTES_PER_PIXEL`), and the latent cache (two latents per pair, flipped and
+    not)."""
+    trainable, unet = trainable_parameters(config, info)
+    written = config.max_train_steps // config.checkpointing_steps
+    kept = min(written, config.checkpoints_total_limit or written)
+    saved = 4 * trainable if config.use_lora else int(4 * unet * FULL_PIPELINE_FACTOR)
+    assert config.resolution is not None
+    prompts = len(config.validation_prompts)
+    validations = (
+        config.max_train_steps // config.validation_steps + 1
+        if config.validation_steps and prompts
+        else 0
+    )
+    images = png_bytes(config.resolution, config.resolution, 2 * prompts * validations)
+    needs = {config.output_dir: kept * CHECKPOINT_BYTES_PER_PARAMETER * trainable + saved + images}
+    if config.cache_latents and num_pairs:
+        assert config.latents_cache_dir is not None
+        # mean and log-variance, 4 channels at 1/8 of the resolution, float32
+        latent = 2 * 4 * (config.resolution // 8) ** 2 * 4
+        flips = 2 if config.random_flip else 1
+        cache = config.latents_cache_dir
+        needs[cache] = needs.get(cache, 0) + 2 * num_pairs * flips * latent
+    return needs
+
+
 def _optimizer_class(config: DPOTrainingConfig) -> Any:
     if not config.use_8bit_adam:
         return torch.optim.AdamW
@@ -193,10 +312,11 @@ class DPOTrainer:
                 f"Dataset {config.dataset!r} has no pairs left to train on "
                 f"({self.pairs.ties_removed} ties removed)."
             )
-        check_model(ModelNeed(config.pretrained_model, "--pretrained-model"))
+        check_models(models_to_load(config))
         info = inspect_base_model(config.pretrained_model)
         self.config = config = config.resolved(info.family, info.native_resolution)
         self.optimizer_class = _optimizer_class(config)
+        preflight(config, info, self.pairs.num_pairs, hub_token=hub_token)
 
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration, set_seed
@@ -404,6 +524,7 @@ class DPOTrainer:
             self.pairs.columns,
             PairedTransform(config.resolution, config.random_flip, config.random_crop),
             config.seed,
+            self.pairs.image_roots,
         )
         plan = BatchPlan(
             batch_size=config.train_batch_size,

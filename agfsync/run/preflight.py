@@ -7,13 +7,18 @@ what to do instead, not after it has spent money on LLM calls or hours on a GPU.
 - every model the run will load is available: a `tiny:` model, a local folder, a copy
   in the Hugging Face cache, or (unless `HF_HUB_OFFLINE` is set) a repository the Hub
   says exists and this user may download;
-- every API key the run needs is set (`agfsync.llm.providers`);
-- there is room on disk for what the run will write (`agfsync estimate`'s figures).
+- every API key the run needs is set (`agfsync.llm.providers`), and a run that uploads
+  to the Hub has a token, is not offline and reaches the Hub (`check_hub_upload`);
+- every folder the run writes accepts a new file (`check_writable`): the output, the
+  distilabel cache, the image and latent caches;
+- there is room on disk for what the run will write (`check_disk`, given `agfsync
+  estimate`'s figures for `generate`, and the rough bounds of `train` and `evaluate`).
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,10 @@ from agfsync.models import TINY_MODEL_PREFIX
 
 HUB_TIMEOUT_SECONDS = 10.0
 """How long the check waits for the Hub's answer about one model."""
+PNG_BYTES_PER_PIXEL = 1.5
+"""Rough size of a rendered PNG per pixel, from `agfsync/data/estimate.yaml`'s measured
+candidates (400 kB at 512 px, 1.5 MB at 1024 px): what `train`'s validation images
+and `evaluate`'s images are budgeted at."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +115,96 @@ def _check_hub_model(need: ModelNeed) -> None:
             f"repository needs HF_TOKEN), or {need.alternative}."
         ) from None
     except Exception as error:  # network, DNS, proxy, TLS: the download would fail too
-        endpoint = HF_ENDPOINT.get("https://huggingface.co")
-        raise ConfigurationError(
-            f"Model {reference} ({need.used_by}) is not in the Hugging Face cache and the Hub "
-            f"({endpoint}) cannot be reached ({type(error).__name__}); download it where the "
-            f"Hub is reachable, or {need.alternative}."
+        raise _unreachable(
+            f"Model {reference} ({need.used_by}) is not in the Hugging Face cache",
+            error,
+            f"download it where the Hub is reachable, or {need.alternative}",
         ) from None
+
+
+def _unreachable(what: str, error: BaseException, advice: str) -> ConfigurationError:
+    """The one message for "the Hub did not answer": the model check's and the upload's."""
+    endpoint = HF_ENDPOINT.get("https://huggingface.co")
+    return ConfigurationError(
+        f"{what} and the Hub ({endpoint}) cannot be reached ({type(error).__name__}); {advice}."
+    )
+
+
+def check_hub_upload(token: str | None, *, repo: str, flag: str, alternative: str) -> None:
+    """Raise ConfigurationError, before any work, when an upload to the Hub at the end of
+    the run is certain to fail: no token (`token` is what the command was given, else
+    HF_TOKEN or the login `hf auth login` stored), HF_HUB_OFFLINE set, the Hub not
+    answering, or the Hub refusing the token (or knowing it as read-only)."""
+    from huggingface_hub import constants, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    token = token or get_token()
+    if not token:
+        raise ConfigurationError(
+            f"{flag} uploads to {repo} but there is no Hugging Face token: set HF_TOKEN, pass "
+            f"--hub-token or run `hf auth login` (write access); or {alternative}."
+        )
+    if _hub_offline():
+        raise ConfigurationError(
+            f"{flag} uploads to {repo} but HF_HUB_OFFLINE is set; unset it, or {alternative}."
+        )
+    try:
+        response = get_session().get(
+            f"{constants.ENDPOINT}/api/whoami-v2",
+            headers=build_hf_headers(token=token),
+            timeout=HUB_TIMEOUT_SECONDS,
+        )
+        hf_raise_for_status(response)
+        account = response.json()
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status == 401:
+            raise ConfigurationError(
+                f"The Hub rejected the Hugging Face token that {flag} would upload to {repo} "
+                f"with (HF_TOKEN, --hub-token or `hf auth login`); set a valid token with "
+                f"write access, or {alternative}."
+            ) from None
+        raise _unreachable(f"{flag} uploads to {repo}", error, alternative) from None
+    except Exception as error:  # network, DNS, proxy, TLS, offline: the upload would fail too
+        raise _unreachable(f"{flag} uploads to {repo}", error, alternative) from None
+    role = ((account or {}).get("auth") or {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise ConfigurationError(
+            f"{flag} uploads to {repo} but the Hugging Face token is read-only; use a token "
+            f"with write access, or {alternative}."
+        )
+
+
+def check_writable(folder: Path, *, what: str, fix: str) -> None:
+    """Raise ConfigurationError unless `folder` accepts a new file: the folder itself, or,
+    while it does not exist, the nearest existing folder above it (where it will be
+    created). The probe file is removed at once."""
+    target = folder.expanduser().resolve()
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigurationError(
+            f"Cannot write to {what} {folder}: {existing} is a file, not a folder; {fix}."
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".agfsync-probe-"):
+            pass
+    except OSError as error:
+        raise ConfigurationError(
+            f"Cannot write to {what} {folder} ({error.strerror or error}); {fix}."
+        ) from None
+
+
+def check_distilabel_cache(folder: Path) -> None:
+    """distilabel's cache folder (where `generate` keeps its steps' data and its run lock)
+    accepts files."""
+    check_writable(
+        folder,
+        what="the distilabel cache (DISTILABEL_CACHE_DIR)",
+        fix="set DISTILABEL_CACHE_DIR to a folder you can write to",
+    )
 
 
 def check_models(needs: Iterable[ModelNeed]) -> None:
@@ -142,6 +235,11 @@ def check_disk(needs: Mapping[Path, int], *, hint: str) -> None:
                 f"Not enough disk space: this run writes about {_size(size)} on the file "
                 f"system of {folder}, which has {_size(free)} free; {hint}."
             )
+
+
+def png_bytes(width: int, height: int, images: int = 1) -> int:
+    """Rough bytes of `images` rendered PNGs of `width` x `height` (`PNG_BYTES_PER_PIXEL`)."""
+    return int(width * height * PNG_BYTES_PER_PIXEL * images)
 
 
 def _size(size: int) -> str:

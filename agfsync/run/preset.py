@@ -47,7 +47,7 @@ from agfsync.run.artifacts import carry_over_artifacts
 from agfsync.run.cache import remember_pipeline_dumps
 from agfsync.run.estimate import EstimateTables, estimate_run
 from agfsync.run.failures import row_failures
-from agfsync.run.preflight import check_disk, check_models
+from agfsync.run.preflight import check_disk, check_distilabel_cache, check_models
 from agfsync.run.processes import (
     RunLock,
     children_die_with_this_process,
@@ -278,6 +278,7 @@ def _preflight(pipeline: Pipeline, preset: str, output_dir: Path, options: RunOp
     the number of prompts the run expects."""
     prompts = _expected_prompts(pipeline, options)
     check_dataset_folder(output_dir, overwrite=options.overwrite)
+    check_distilabel_cache(pipeline._cache_dir)
     _check_api_keys(pipeline)
     check_models(
         need
