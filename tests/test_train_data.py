@@ -351,3 +351,35 @@ def test_processes_get_disjoint_equal_shares(tmp_path: Path) -> None:
     ]
     assert len(shares[0]) == len(shares[1]) == 3
     assert not set(shares[0]) & set(shares[1])
+
+
+def test_an_image_path_is_read_only_inside_the_dataset(tmp_path: Path) -> None:
+    """A row's image may be a path (no bytes): one leading out of the dataset's folder
+    (and the Hugging Face caches) is never opened, and stops the run."""
+    from agfsync.safe_paths import UnsafePathError
+    from agfsync.train.data import PairColumns
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for name, colour in (("red.png", RED), ("blue.png", BLUE)):
+        solid(colour).save(folder / name)
+    solid(RED).save(tmp_path / "outside.png")
+    reader = PairReader(
+        PairColumns("caption", "jpg_0", "jpg_1", "label_0"),
+        PairedTransform(32, False, False),
+        seed=0,
+        image_roots=(folder,),
+    )
+
+    def row(first: str, second: str) -> dict[str, Any]:
+        return {
+            "caption": "c",
+            "jpg_0": {"bytes": None, "path": first},
+            "jpg_1": {"bytes": None, "path": second},
+            "label_0": 1.0,
+        }
+
+    assert isinstance(reader(row(str(folder / "red.png"), "blue.png"), 0), PairExample)
+    for escaping in ("../outside.png", str(tmp_path / "outside.png"), "/etc/hostname"):
+        with pytest.raises(UnsafePathError, match="leads outside its folder"):
+            reader(row("red.png", escaping), 0)

@@ -24,15 +24,18 @@ import itertools
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import datasets
+import huggingface_hub.constants
 import numpy as np
 import torch
 from datasets.exceptions import DatasetGenerationError
 from PIL import Image
 
 from agfsync.errors import ConfigurationError
+from agfsync.safe_paths import UnsafePathError, inside
 
 CAPTION_COLUMNS = ("caption", "prompt")
 LABELLED_IMAGE_COLUMNS = ("jpg_0", "jpg_1")
@@ -143,6 +146,17 @@ class PreferencePairs:
     """Map-style datasets: ties dropped on opening (streaming ones skip them as read)."""
     num_pairs: int | None
     """Pairs left to train on; None when streaming a dataset of unknown size."""
+    image_roots: tuple[Path, ...] = ()
+    """Where its images stored as a path (no bytes) may be read (`image_roots`)."""
+
+
+def image_roots(name: str) -> tuple[Path, ...]:
+    """The folders an image stored as a path in dataset `name` may be read from: the
+    dataset's own folder (a local one) and the caches `datasets` and the Hub client
+    download to. A path is data: one that leads elsewhere is never opened."""
+    roots = [Path(name)] if Path(name).is_dir() else []
+    roots += [Path(datasets.config.HF_DATASETS_CACHE), Path(huggingface_hub.constants.HF_HUB_CACHE)]
+    return tuple(root.resolve() for root in roots)
 
 
 def open_preference_pairs(
@@ -188,6 +202,7 @@ def open_preference_pairs(
             columns=columns,
             ties_removed=0,
             num_pairs=split_info.num_examples if split_info else None,
+            image_roots=image_roots(name),
         )
     ties_removed = 0
     if columns.label:
@@ -196,7 +211,7 @@ def open_preference_pairs(
         ties_removed = len(labels) - len(decided)
         if ties_removed:
             dataset = dataset.select(decided)
-    return PreferencePairs(dataset, columns, ties_removed, len(dataset))
+    return PreferencePairs(dataset, columns, ties_removed, len(dataset), image_roots(name))
 
 
 @dataclass(frozen=True)
@@ -271,16 +286,31 @@ class SkippedPair:
     bad_images: int = 0
 
 
-def _image_bytes(value: Any) -> bytes:
-    """Bytes of an undecoded `datasets.Image` value ({bytes, path}) or a binary value."""
+def _image_bytes(value: Any, roots: Sequence[Path] = ()) -> bytes:
+    """Bytes of an undecoded `datasets.Image` value ({bytes, path}) or a binary value;
+    a path is read only inside one of `roots` (`image_roots`)."""
     if isinstance(value, dict):
         if value.get("bytes") is not None:
             return value["bytes"]
-        with open(value["path"], "rb") as file:
+        with open(_image_path(value["path"], roots), "rb") as file:
             return file.read()
     if isinstance(value, bytes):
         return value
     raise TypeError(f"not an encoded image: {type(value).__name__}")
+
+
+def _image_path(path: object, roots: Sequence[Path]) -> Path:
+    """`path` resolved, when it stays inside one of `roots` (`safe_paths.inside`)."""
+    if isinstance(path, str):
+        for root in roots:
+            try:
+                return inside(root, path)
+            except UnsafePathError:
+                continue
+    raise UnsafePathError(
+        f"Image path {path!r} in the dataset leads outside its folder and the Hugging Face "
+        "caches; agfsync does not open it (was the dataset edited by hand?)."
+    )
 
 
 def _decode(data: bytes) -> Image.Image:
@@ -296,6 +326,8 @@ class PairReader:
     columns: PairColumns
     transform: PairedTransform
     seed: int
+    image_roots: tuple[Path, ...] = ()
+    """Where images stored as a path may be read (`PreferencePairs.image_roots`)."""
 
     def __call__(self, row: Mapping[str, Any], epoch: int) -> PairExample | SkippedPair:
         first, second = row[self.columns.first_image], row[self.columns.second_image]
@@ -308,9 +340,11 @@ class PairReader:
         encoded, decoded = [], []
         for value in (first, second):
             try:
-                data = _image_bytes(value)
+                data = _image_bytes(value, self.image_roots)
                 decoded.append(_decode(data))
                 encoded.append(data)
+            except UnsafePathError:
+                raise  # a dataset pointing elsewhere is refused, not skipped
             except (OSError, ValueError, TypeError, KeyError, Image.DecompressionBombError):
                 continue
         if len(decoded) < 2:
