@@ -175,6 +175,42 @@ PAIRS_CACHE_DIR = "agfsync-pairs"
 Arrow file (a new folder per write, `pairs_scratch`) before the shards are cut from it."""
 
 
+OPTION_STEPS = (
+    ("--prompts", "prompts_file", LOAD_PROMPTS_STEP),
+    ("--num-prompts", "num_prompts", LOAD_PROMPTS_STEP),
+    ("--num-images", "num_images", GENERATE_IMAGES_STEP),
+    ("--seed", "seed", GENERATE_IMAGES_STEP),
+    ("--sampling", "sampling", GENERATE_IMAGES_STEP),
+    ("--resolution", "resolution", GENERATE_IMAGES_STEP),
+    ("--min-margin", "min_margin", SELECT_PAIRS_STEP),
+    ("--keep-ties", "keep_ties", SELECT_PAIRS_STEP),
+    ("--weights", "weights_file", JUDGE_IMAGES_STEP),
+    ("--categories", "categories_file", LOAD_CATEGORIES_STEP),
+    ("--prompts-per-category", "prompts_per_category", LOAD_CATEGORIES_STEP),
+    ("--dedup", "dedup_method", DEDUPLICATE_STEP),
+    ("--prompt-model", "prompt_model", WRITE_PROMPTS_STEP),
+    ("--qa-model", "qa_model", DECOMPOSE_STEP),
+)
+"""(flag, `RunOptions` field, the step it sets): a flag given for a preset without that
+step is refused (`_refuse_options_that_do_not_apply`), never dropped while the run goes
+ahead."""
+
+
+def _refuse_options_that_do_not_apply(pipeline: Pipeline, preset: str, options: RunOptions) -> None:
+    """Before any work: an option the preset has no step for is an error naming the
+    option, the preset and the presets that take it."""
+    from agfsync.pipelines import PRESETS, build_preset
+
+    for flag, option, step in OPTION_STEPS:
+        if getattr(options, option) in (None, False) or step in pipeline.dag:
+            continue
+        takers = [name for name in sorted(PRESETS) if step in build_preset(name).dag]
+        raise ConfigurationError(
+            f"{flag} does not apply to preset {preset!r} (it has no {step} step); the presets "
+            f"that take it: {', '.join(takers)}. Leave {flag} out or choose one of those."
+        )
+
+
 def _parameters(pipeline: Pipeline, options: RunOptions) -> dict[str, dict[str, Any]]:
     wanted: dict[str, dict[str, Any]] = {
         LOAD_PROMPTS_STEP: {
@@ -300,6 +336,7 @@ def run_preset(preset: str, output_dir: Path, options: RunOptions | None = None)
     options = options or RunOptions()
     started = time.perf_counter()
     pipeline = build_preset(preset)
+    _refuse_options_that_do_not_apply(pipeline, preset, options)
     weights = _apply_weights(pipeline, options.weights_file)
     _configure_llms(pipeline, options)
     keep_credentials_out_of_files(pipeline)
@@ -379,8 +416,6 @@ def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> WeightPrese
     """Set the judges' weights from `--weights`; returns them with where they came from."""
     if weights_file is None:
         return None
-    if JUDGE_IMAGES_STEP not in pipeline.dag:
-        raise ConfigurationError("--weights applies to image presets only (they judge images).")
     preset = read_weight_preset(weights_file)
     judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
     names = [spec.name for spec in judging.scorers]
