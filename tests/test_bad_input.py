@@ -150,8 +150,7 @@ class TestOtherInputFiles:
         preset = "text-openai" if option == "--categories" else "offline"
         result = runner.invoke(
             app,
-            ["generate", "--preset", preset, "--num-prompts", "2", option, path,
-             "-o", str(tmp_path / "out")],
+            ["generate", "--preset", preset, option, path, "-o", str(tmp_path / "out")],
             env={"OPENAI_API_KEY": "sk-test"},
         )  # fmt: skip
         assert result.exit_code == 2 and expected in result.output
@@ -224,6 +223,37 @@ class TestOptions:
         assert result.exit_code == 2 and "Estimate tables nope.yaml do not exist" in result.output
 
 
+class TestOptionsThePresetDoesNotTake:
+    """An option with no step to set in the preset: refused before any work, naming the
+    option, the preset and the presets that take it (never dropped while calls go on)."""
+
+    @pytest.mark.parametrize(
+        ("preset", "option", "taken_by"),
+        [
+            (
+                "text-openai",
+                ["--prompts", "p.jsonl"],
+                "offline, ray-offline, text-image-preferences",
+            ),
+            ("text-openai", ["--num-images", "3"], "agfsync-sd15"),
+            ("text-openai", ["--num-prompts", "3"], "text-image-preferences"),
+            ("offline", ["--categories", "c.yaml"], "text-openai"),
+            ("text-image-preferences", ["--categories", "c.yaml"], "agfsync-sd15"),
+            ("offline", ["--prompts-per-category", "3"], "text-gemini"),
+            ("text-gemini", ["--min-margin", "2"], "offline"),
+        ],
+    )
+    def test_refused(self, tmp_path: Path, preset: str, option: list[str], taken_by: str) -> None:
+        keys = {"OPENAI_API_KEY": "sk-test", "GEMINI_API_KEY": "g-test"}
+        result = runner.invoke(
+            app, ["generate", "--preset", preset, *option, "-o", str(tmp_path / "out")], env=keys
+        )
+        assert result.exit_code == 2
+        assert f"{option[0]} does not apply to preset {preset!r}" in result.output
+        assert taken_by in result.output and len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
 class TestRunsWithNothingUsable:
     def test_a_run_in_which_no_prompt_gets_a_pair(self, tmp_path: Path) -> None:
         from tests.helpers import run_command
@@ -276,7 +306,7 @@ class TestErrorLines:
             "HF_ENDPOINT": f"http://bob:hubpw@127.0.0.1:{closed_port()}",
             "OPENAI_API_KEY": "sk-test",
         }
-        args = ["--preset", "text-openai", "--num-prompts", "2", "-o", str(tmp_path / "out")]
+        args = ["--preset", "text-openai", "-o", str(tmp_path / "out")]
         result = runner.invoke(app, ["generate", *args], env=env)
         assert result.exit_code == 2 and "cannot be reached" in result.output
         assert "http://***@127.0.0.1" in result.output and "hubpw" not in result.output
