@@ -281,6 +281,16 @@ class TestTrainPreflight:
         assert f"Cannot write to --latents-cache-dir {cache}" in _last_line(result.output)
         assert not (tmp_path / "t").exists()
 
+    def test_lora_target_modules_the_unet_lacks(
+        self, tiny_sd_path: str, colour_pairs: str, tmp_path: Path
+    ) -> None:
+        result = self.train(
+            tiny_sd_path, colour_pairs, tmp_path / "t", "--lora-target-modules", "nope"
+        )
+        assert result.exit_code == 2, result.output
+        assert "--lora-target-modules nope: Target modules {'nope'} not found" in result.output
+        assert not (tmp_path / "t").exists()
+
     def test_the_disk_estimate_bounds_the_checkpoints(self, tiny_sd_path: str) -> None:
         from agfsync.train.config import DPOTrainingConfig
         from agfsync.train.loop import CHECKPOINT_BYTES_PER_PARAMETER, training_disk_needs

@@ -217,12 +217,17 @@ def trainable_parameters(config: DPOTrainingConfig, info: BaseModelInfo) -> tupl
         if not config.use_lora:
             return total, total
         assert config.lora_alpha is not None
-        add_lora(
-            unet,
-            rank=config.lora_rank,
-            alpha=config.lora_alpha,
-            target_modules=config.lora_target_modules,
-        )
+        try:
+            add_lora(
+                unet,
+                rank=config.lora_rank,
+                alpha=config.lora_alpha,
+                target_modules=config.lora_target_modules,
+            )
+        except ValueError as error:  # peft: no module of the UNet matches
+            raise ConfigurationError(
+                f"--lora-target-modules {','.join(config.lora_target_modules)}: {error}"
+            ) from None
         trainable = sum(p.numel() for p in unet.parameters() if p.requires_grad)
     return trainable, total
 
