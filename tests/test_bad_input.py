@@ -110,6 +110,19 @@ class TestPromptFiles:
         assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
         assert not (tmp_path / "out").exists()
 
+    def test_rows_without_the_qa_pairs_the_preset_needs(self, tmp_path: Path) -> None:
+        """The offline preset's VQA judge reads the file's QA pairs (no step writes any):
+        rows without are refused at load time, not after rendering and judging them."""
+        from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH, load_prompt_records
+
+        first = SAMPLE_PROMPTS_PATH.read_bytes().splitlines(keepends=True)[0]
+        rows = first + b'{"prompt": "a", "category": "c"}\n{"prompt": "b", "category": "c"}\n'
+        path = _prompt_file(tmp_path, rows)
+        code, output = _generate("--prompts", path, "-o", str(tmp_path / "out"))
+        assert code == 2 and "prompts.jsonl lines 2, 3: no qa_pairs" in output
+        assert not (tmp_path / "out").exists()
+        assert len(load_prompt_records(path, num_prompts=1, require_qa_pairs=True)) == 1
+
     def test_null_qa_pairs_read_as_none(self, tmp_path: Path) -> None:
         from agfsync.text.prompt_files import load_prompt_records
 

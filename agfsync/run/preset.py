@@ -284,8 +284,20 @@ def _expected_prompts(pipeline: Pipeline, options: RunOptions) -> int:
         loader = pipeline.dag.get_step(LOAD_CATEGORIES_STEP)["step"]
         per_category = options.prompts_per_category or loader.prompts_per_category
         return len(load_categories(options.categories_file)) * per_category
-    count = len(load_prompt_records(options.prompts_file))
-    return min(count, options.num_prompts) if options.num_prompts is not None else count
+    records = load_prompt_records(
+        options.prompts_file,
+        num_prompts=options.num_prompts,
+        require_qa_pairs=_qa_pairs_from_the_file(pipeline),
+    )
+    return len(records)
+
+
+def _qa_pairs_from_the_file(pipeline: Pipeline) -> bool:
+    """Whether the judges need QA pairs (VQA) that no step writes: the prompt file's."""
+    if JUDGE_IMAGES_STEP not in pipeline.dag or DECOMPOSE_STEP in pipeline.dag:
+        return False
+    judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
+    return any("qa_pairs" in spec.scorer_class().required_context for spec in judging.scorers)
 
 
 def _check_disk(pipeline: Pipeline, preset: str, prompts: int, output_dir: Path) -> None:

@@ -102,8 +102,16 @@ def _prompt_id(where: str, row: dict[str, Any]) -> str:
     return text
 
 
-def load_prompt_records(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """Read and validate a prompt file (JSONL, or `.json` holding a list).
+def load_prompt_records(
+    path: str | Path | None = None,
+    *,
+    num_prompts: int | None = None,
+    require_qa_pairs: bool = False,
+) -> list[dict[str, Any]]:
+    """Read and validate a prompt file (JSONL, or `.json` holding a list); with
+    `num_prompts`, return its first ones only. With `require_qa_pairs` (a preset whose
+    judges need QA pairs and that writes none itself), a returned row without them is
+    refused with its line.
 
     Each row is an object with `prompt` and `category` (non-empty text); `prompt_id`
     (text or an integer) is derived when absent, `prompt_model` defaults to `human`,
@@ -130,6 +138,7 @@ def load_prompt_records(path: str | Path | None = None) -> list[dict[str, Any]]:
             'such as {"prompt": "...", "category": "..."}.'
         )
     records = []
+    wheres = []
     first_seen: dict[str, str] = {}
     for where, row in rows:
         if not isinstance(row, dict):
@@ -169,4 +178,25 @@ def load_prompt_records(path: str | Path | None = None) -> list[dict[str, Any]]:
                 "qa_pairs": qa_pairs,
             }
         )
+        wheres.append(where)
+    records, wheres = records[:num_prompts], wheres[:num_prompts]
+    if require_qa_pairs:
+        _check_qa_pairs(source, records, wheres)
     return records
+
+
+def _check_qa_pairs(source: Path, records: list[dict[str, Any]], wheres: list[str]) -> None:
+    """Every row has QA pairs, else the lines (or items) of those without are named."""
+    missing = [w for record, w in zip(records, wheres, strict=True) if not record["qa_pairs"]]
+    if not missing:
+        return
+    numbers = [where.rsplit(":" if source.suffix != ".json" else " ", 1)[1] for where in missing]
+    noun = "item" if source.suffix == ".json" else "line"
+    shown = ", ".join(numbers[:10]) + (
+        f" and {len(numbers) - 10} more" if len(numbers) > 10 else ""
+    )
+    raise ConfigurationError(
+        f"{source} {noun}{'s' if len(numbers) > 1 else ''} {shown}: no qa_pairs, which this "
+        "preset's VQA judge needs and none of its steps writes; add qa_pairs to those rows "
+        "(`agfsync generate --preset text-image-preferences --prompts FILE` writes them)."
+    )
