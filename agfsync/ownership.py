@@ -278,7 +278,8 @@ def check_output_folder(
     ownership = _read_trusted(target)
     if ownership is not None and ownership.kind != kind:
         raise ConfigurationError(
-            f"{flag} {folder} holds an agfsync {ownership.kind}, not a {kind}; choose another "
+            f"{flag} {folder} holds an agfsync {ownership.kind}, not "
+            f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}; choose another "
             "folder."
         )
     edited = _edited(target, ownership)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,3 +75,26 @@ def select_preference_pair(
             f"score margin {pair.score_margin:.4g} is below the minimum of {min_margin:g}"
         )
     return pair
+
+
+_ROW_VALUES = (
+    (
+        re.compile(r"^score margin \S+ is below the minimum of (\S+)$"),
+        r"score margin below --min-margin \1",
+    ),
+    (re.compile(rf"^{re.escape(TIE)} \(\S+\)$"), TIE),
+    (
+        re.compile(r"^only \d+ of (\d+) candidates have a score; a pair needs 2$"),
+        r"fewer than 2 of \1 candidates have a score",
+    ),
+)
+"""The reasons of `select_preference_pair` that carry a row's own values, and their kind."""
+
+
+def reason_kind(reason: str) -> str:
+    """A reason for no pair without the row's own values (its margin, its score), so that
+    the reasons of many prompts count together: `24 x score margin below --min-margin 5`."""
+    for pattern, kind in _ROW_VALUES:
+        if pattern.match(reason):
+            return pattern.sub(kind, reason)
+    return reason

@@ -277,8 +277,9 @@ class TestRunsWithNothingUsable:
         )
         assert result.returncode == 1
         message = result.stderr.strip().splitlines()[-1]
-        assert "No prompt got a preference pair (2 prompts: " in message
-        assert "is below the minimum of 1000" in message
+        # counted by kind, not once per margin value
+        assert "No prompt got a preference pair (2 prompts: 2 x score margin below " in message
+        assert "--min-margin 1000); nothing was written" in message
         assert "nothing was written" in message and not (tmp_path / "out").exists()
         assert "Keys mismatch" not in result.stderr
 
@@ -298,6 +299,14 @@ class TestTrainAndPublishInputs:
 
 class TestErrorLines:
     """Whatever ends a command: one line, credentials in URLs as `***`, no traceback."""
+
+    def test_a_folder_of_another_kind_is_named_with_its_article(self, tmp_path: Path) -> None:
+        from agfsync.errors import ConfigurationError
+        from agfsync.ownership import FolderKind, check_output_folder, write_folder
+
+        write_folder(tmp_path / "out", FolderKind.DATASET, lambda staging: None, flag="-o")
+        with pytest.raises(ConfigurationError, match="dataset, not an evaluation; choose"):
+            check_output_folder(tmp_path / "out", FolderKind.EVALUATION, flag="-o")
 
     def test_argilla_url_credentials_are_redacted(self, tmp_path: Path) -> None:
         from tests.helpers import closed_port

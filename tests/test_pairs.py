@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from agfsync.pairs import DREAMSYNC_THRESHOLDS, NoPairError, select_preference_pair
+from agfsync.pairs import DREAMSYNC_THRESHOLDS, NoPairError, reason_kind, select_preference_pair
 from agfsync.scoring import weighted_scores
 from agfsync.steps import PreferencePairSelection
 
@@ -110,3 +110,20 @@ class TestPreferencePairSelectionStep:
     def test_declares_the_score_columns_its_thresholds_read(self) -> None:
         step = PreferencePairSelection(name="select_pairs", chosen_thresholds={"vqa": 90.0})
         assert step.inputs == ["weighted_scores", "vqa_scores"]
+
+
+def test_reasons_count_together_by_kind() -> None:
+    """A summary counts `24 x score margin below --min-margin 1000`, not one line per
+    margin; other reasons are kept as they are."""
+    reasons = []
+    for scores in ([0.0, 3.208], [1.0, 8.423], [2.0, 2.0], [math.nan, 1.0]):
+        with pytest.raises(NoPairError) as error:
+            select_preference_pair(scores, min_margin=1000)
+        reasons.append(reason_kind(str(error.value)))
+    assert reasons == [
+        "score margin below --min-margin 1000",
+        "score margin below --min-margin 1000",
+        "tie: the best and worst candidates scored the same",
+        "fewer than 2 of 2 candidates have a score",
+    ]
+    assert reason_kind("no candidate passes the thresholds") == "no candidate passes the thresholds"

@@ -41,6 +41,7 @@ from agfsync.dataset.run_info import (
 from agfsync.errors import ConfigurationError, RunFailedError
 from agfsync.llm.providers import api_key_from_env, key_variables_text, provider_of_llm
 from agfsync.logs import keep_credentials_out_of_files, plain_distilabel_lines_off_a_terminal
+from agfsync.pairs import reason_kind
 from agfsync.progress import live_stage_counts
 from agfsync.review.calibration import WeightPreset, read_weight_preset
 from agfsync.run.artifacts import carry_over_artifacts
@@ -586,12 +587,12 @@ def _write_preference_dataset(outcome: RunOutcome) -> RunSummary:
             record_steps_to_redo(pipeline, [GENERATE_IMAGES_STEP])
             raise
         if len(dataset) == 0:
-            reasons = Counter(str(row["pair_error"]) for row in unpaired)
+            reasons = Counter(reason_kind(str(row["pair_error"])) for row in unpaired)
             listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
             raise RunFailedError(
                 f"No prompt got a preference pair ({len(unpaired)} prompts: {listed}); "
                 "nothing was written. Each reason is the pair step's; see the README's "
-                "bad-input table."
+                '"Bad input" table.'
             )
         run = _run_info(outcome, unpaired)
         write_dataset_folder(
