@@ -273,14 +273,13 @@ def check_output_folder(
     if target.exists() and not target.is_dir():
         raise ConfigurationError(f"{flag} {folder} is a file, not a folder; choose a folder.")
     if not target.is_dir() or not any(target.iterdir()):
-        _check_writable(target, flag)
+        check_writable(target, what=flag, fix="choose a folder you can write to")
         return
     ownership = _read_trusted(target)
     if ownership is not None and ownership.kind != kind:
         raise ConfigurationError(
-            f"{flag} {folder} holds an agfsync {ownership.kind}, not "
-            f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}; choose another "
-            "folder."
+            f"{flag} {folder} is an agfsync folder of kind {ownership.kind!r}, and this "
+            f"command writes kind {kind!r}; choose another folder."
         )
     edited = _edited(target, ownership)
     if edited:
@@ -315,26 +314,32 @@ def check_output_folder(
             f"{flag} {folder} holds {_names(taken)}, which agfsync did not write and would "
             "have to replace; move them or choose another folder."
         )
-    _check_writable(target, flag)
+    check_writable(target, what=flag, fix="choose a folder you can write to")
 
 
 def _has_marker(folder: Path) -> bool:
     return (folder / MARKER).exists() or (folder / MARKER).is_symlink()
 
 
-def _check_writable(target: Path, flag: str) -> None:
-    """The folder (or its nearest existing parent) accepts a new file."""
+def check_writable(folder: Path, *, what: str, fix: str) -> None:
+    """Raise ConfigurationError unless `folder` accepts a new file: the folder itself, or,
+    while it does not exist, the nearest existing folder above it (where it will be
+    created). The probe file is removed at once."""
+    target = folder.expanduser().resolve()
     existing = target
-    while not existing.exists():
+    while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigurationError(
+            f"Cannot write to {what} {folder}: {existing} is a file, not a folder; {fix}."
+        )
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".agfsync-probe-"):
             pass
     except OSError as error:
         raise ConfigurationError(
-            f"Cannot write to {flag} {target} ({error.strerror or error}); choose a folder "
-            "you can write to."
-        ) from error
+            f"Cannot write to {what} {folder} ({error.strerror or error}); {fix}."
+        ) from None
 
 
 def write_folder(

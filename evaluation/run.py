@@ -41,9 +41,15 @@ from agfsync.evaluation.metrics import (
 from agfsync.evaluation.report import write_report
 from agfsync.evaluation.suites import PromptItem, Suite, SuiteName, load_suite
 from agfsync.evaluation.vlm_judge import JUDGE_QUESTIONS, PairJudge, VLMJudgeConfig, judge_pairs
-from agfsync.ownership import FolderKind, check_output_folder, claim_folder, write_folder
+from agfsync.ownership import (
+    FolderKind,
+    check_output_folder,
+    check_writable,
+    claim_folder,
+    write_folder,
+)
 from agfsync.progress import progress
-from agfsync.run.preflight import ModelNeed, check_disk, check_models, check_writable, png_bytes
+from agfsync.run.preflight import ModelNeed, check_disk, check_models, png_bytes
 from agfsync.scoring import ImageScorer, ScorerSpec, VQAScorer
 from agfsync.scoring.aesthetic import DEFAULT_AESTHETIC_BACKBONE
 

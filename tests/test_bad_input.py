@@ -300,12 +300,15 @@ class TestTrainAndPublishInputs:
 class TestErrorLines:
     """Whatever ends a command: one line, credentials in URLs as `***`, no traceback."""
 
-    def test_a_folder_of_another_kind_is_named_with_its_article(self, tmp_path: Path) -> None:
+    def test_a_folder_of_another_kind_is_named(self, tmp_path: Path) -> None:
         from agfsync.errors import ConfigurationError
         from agfsync.ownership import FolderKind, check_output_folder, write_folder
 
         write_folder(tmp_path / "out", FolderKind.DATASET, lambda staging: None, flag="-o")
-        with pytest.raises(ConfigurationError, match="dataset, not an evaluation; choose"):
+        with pytest.raises(
+            ConfigurationError,
+            match="kind 'dataset', and this command writes kind 'evaluation'; choose",
+        ):
             check_output_folder(tmp_path / "out", FolderKind.EVALUATION, flag="-o")
 
     def test_argilla_url_credentials_are_redacted(self, tmp_path: Path) -> None:

@@ -205,7 +205,9 @@ class TestOwnership:
     def test_another_kind_is_never_replaced(self, tmp_path: Path) -> None:
         out = tmp_path / "out"
         self.write(out, {"README.md": "card"})
-        with pytest.raises(ConfigurationError, match="holds an agfsync dataset, not a report"):
+        with pytest.raises(
+            ConfigurationError, match="of kind 'dataset', and this command writes kind 'report'"
+        ):
             check_output_folder(out, FolderKind.REPORT, flag="-o")
 
     def test_a_users_partial_folder_is_left_alone(self, tmp_path: Path) -> None:

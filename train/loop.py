@@ -30,14 +30,13 @@ from accelerate.logging import get_logger
 from PIL import Image
 
 from agfsync.errors import ConfigurationError
-from agfsync.ownership import FolderKind, check_output_folder, claim_folder
+from agfsync.ownership import FolderKind, check_output_folder, check_writable, claim_folder
 from agfsync.progress import Progress, progress
 from agfsync.run.preflight import (
     ModelNeed,
     check_disk,
     check_hub_upload,
     check_models,
-    check_writable,
     png_bytes,
 )
 from agfsync.train.config import DPOTrainingConfig

@@ -18,7 +18,6 @@ what to do instead, not after it has spent money on LLM calls or hours on a GPU.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 from agfsync.environment import HF_ENDPOINT, HF_HUB_OFFLINE
 from agfsync.errors import ConfigurationError
 from agfsync.models import TINY_MODEL_PREFIX
+from agfsync.ownership import check_writable
 
 HUB_TIMEOUT_SECONDS = 10.0
 """How long the check waits for the Hub's answer about one model."""
@@ -174,27 +174,6 @@ def check_hub_upload(token: str | None, *, repo: str, flag: str, alternative: st
             f"{flag} uploads to {repo} but the Hugging Face token is read-only; use a token "
             f"with write access, or {alternative}."
         )
-
-
-def check_writable(folder: Path, *, what: str, fix: str) -> None:
-    """Raise ConfigurationError unless `folder` accepts a new file: the folder itself, or,
-    while it does not exist, the nearest existing folder above it (where it will be
-    created). The probe file is removed at once."""
-    target = folder.expanduser().resolve()
-    existing = target
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigurationError(
-            f"Cannot write to {what} {folder}: {existing} is a file, not a folder; {fix}."
-        )
-    try:
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".agfsync-probe-"):
-            pass
-    except OSError as error:
-        raise ConfigurationError(
-            f"Cannot write to {what} {folder} ({error.strerror or error}); {fix}."
-        ) from None
 
 
 def check_distilabel_cache(folder: Path) -> None:
