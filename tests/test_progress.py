@@ -71,18 +71,16 @@ def test_the_bar_shows_the_rate_and_log_lines_go_above_it(
     monkeypatch.setattr("agfsync.progress.bar_console", lambda: console)
     handler = logging.StreamHandler(screen)  # as `agfsync.logs` sets it up, on that screen
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
+    # Only this handler on the root logger, as in a command (handlers earlier tests of
+    # this process left there, their streams closed since, are not the code under test).
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
     logger = logging.getLogger("agfsync.train")
     monkeypatch.setattr(logger, "level", logging.INFO)
-    try:
-        with progress("training", total=3, unit="steps", terminal=True) as bar:
-            bar.advance(1, loss=0.5, lr=5.392e-06)
-            logger.info("Saved checkpoint checkpoint-1")
-            bar.advance(2, loss=0.25)
-        assert handler.stream is screen  # given back after the bar
-    finally:
-        root.removeHandler(handler)
+    with progress("training", total=3, unit="steps", terminal=True) as bar:
+        bar.advance(1, loss=0.5, lr=5.392e-06)
+        logger.info("Saved checkpoint checkpoint-1")
+        bar.advance(2, loss=0.25)
+    assert handler.stream is screen  # given back after the bar
     lines = screen_lines(screen.getvalue())
     logged = [line for line in lines if "Saved checkpoint" in line]
     assert logged == ["INFO agfsync.train: Saved checkpoint checkpoint-1"], lines
