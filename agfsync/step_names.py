@@ -12,3 +12,7 @@ GENERATE_IMAGES_STEP = "generate_images"
 JUDGE_IMAGES_STEP = "judge_images"
 SELECT_PAIRS_STEP = "select_pairs"
 EXPORT_PAIRS_STEP = "export_pairs"
+
+IMAGES_ARTIFACT = "images"
+"""Name of the distilabel artifact folder the image step writes the candidates to
+(`artifacts/<GENERATE_IMAGES_STEP>/<IMAGES_ARTIFACT>/<prompt>/<index>.<format>`)."""

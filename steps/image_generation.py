@@ -32,13 +32,11 @@ from agfsync.run.failures import RecordsFailures
 from agfsync.run.preflight import ModelNeed
 from agfsync.safe_paths import path_component
 from agfsync.safety import SafetyChecker
+from agfsync.step_names import IMAGES_ARTIFACT
 from agfsync.text.prompt_files import prompt_id_for
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
-
-IMAGES_ARTIFACT = "images"
-"""Name of the distilabel artifact folder the images are written to."""
 
 
 def image_is_readable(path: Path) -> bool:

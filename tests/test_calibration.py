@@ -12,10 +12,13 @@ import pytest
 from agfsync.errors import ConfigurationError
 from agfsync.review.calibration import (
     SHOWN_AI_CHOICE,
+    Agreement,
+    Difference,
     ReviewedPair,
     calibrate,
     fit_standardized,
     folds_by_prompt,
+    outcome_of,
     read_reviewed_pairs,
     read_weight_preset,
     write_weight_preset,
@@ -143,6 +146,33 @@ def test_folds_keep_each_prompt_whole() -> None:
     for index, row in enumerate(rows):
         row["prompt_id"] = f"p{index % 3}"
     assert calibrate(read_reviewed_pairs(rows, JUDGES), folds=5).folds == 3
+
+
+def test_each_gain_lies_in_its_interval_when_prompts_have_several_pairs() -> None:
+    rows = simulated_rows(300, seed=8)
+    for index, row in enumerate(rows):
+        row["prompt_id"] = f"p{index % 40}"  # 40 prompts, 7-8 pairs each
+    result = calibrate(read_reviewed_pairs(rows, JUDGES), current={j: 1 / 3 for j in JUDGES})
+    for difference in result.differences.values():
+        assert difference.low <= difference.points <= difference.high
+
+
+@pytest.mark.parametrize(
+    ("difference", "fitted", "outcome"),
+    [
+        (Difference(0.05, 0.02, 0.08), Agreement(500, 0.80, 0.76, 0.83), "better"),
+        # Paired test above zero, Wilson intervals overlapping: not told apart.
+        (Difference(0.03, 0.01, 0.05), Agreement(500, 0.73, 0.69, 0.77), "unclear"),
+        # Paired test below zero though the intervals overlap: worse, no preset.
+        (Difference(-0.03, -0.05, -0.01), Agreement(500, 0.67, 0.63, 0.71), "worse"),
+        (Difference(-0.01, -0.04, 0.02), Agreement(500, 0.69, 0.65, 0.73), "unclear"),
+    ],
+)
+def test_the_verdict_needs_both_comparisons_to_call_the_fit_better(
+    difference: Difference, fitted: Agreement, outcome: str
+) -> None:
+    rival = Agreement(500, 0.70, 0.66, 0.74)
+    assert outcome_of(fitted, rival, difference) == outcome
 
 
 def test_the_fit_does_not_depend_on_a_judges_scale() -> None:

@@ -58,6 +58,14 @@ class TestApplyVerdict:
         row = apply_verdict(ROW, resolve_votes(["image_b"]), rejected_first=True)
         assert (row["label_0"], row["jpg_0"], row["label_source"]) == (1.0, "C", "human")
 
+    def test_a_kept_tie_gets_the_human_choice_either_way(self) -> None:
+        tie = ROW | {"label_0": 0.5}
+        for shown, expected in (("image_a", 1.0), ("image_b", 0.0)):
+            row = apply_verdict(tie, resolve_votes([shown]), rejected_first=False)
+            assert (row["label_0"], row["label_source"]) == (expected, "human")
+        unresolved = apply_verdict(tie, resolve_votes([]), rejected_first=False)
+        assert (unresolved["label_0"], unresolved["label_source"]) == (0.5, "ai")
+
     def test_unresolved_pairs_keep_the_ai_label(self) -> None:
         row = apply_verdict(ROW, resolve_votes(["image_a", "image_b"]), rejected_first=False)
         assert (row["label_0"], row["label_source"]) == (1.0, "ai")

@@ -274,7 +274,7 @@ class Calibration:
     differences: dict[str, Difference]
     """Fitted minus each other mix, by mix name."""
     distinguishable: bool
-    """Whether the fitted mix's Wilson interval is clear of the rival's."""
+    """Whether the data tells the fitted mix from the rival (see `outcome_of`)."""
     recommended: bool
     """Whether the fitted weights are worth using: not all zero and not clearly worse
     than the rival (only then is a weight preset written)."""
@@ -331,9 +331,8 @@ def calibrate(
     }
     rival = mixes[-2] if current else max(mixes[:-1], key=lambda mix: mix.overall.agreement)
     fitted_mix = mixes[-1].overall
-    distinguishable = fitted_mix.low > rival.overall.high or fitted_mix.high < rival.overall.low
-    worse = distinguishable and fitted_mix.agreement < rival.overall.agreement
-    recommended = any(fitted.values()) and not worse
+    outcome = outcome_of(fitted_mix, rival.overall, differences[rival.name])
+    recommended = any(fitted.values()) and outcome != "worse"
     return Calibration(
         judges=judges,
         scales=scales,
@@ -346,7 +345,7 @@ def calibrate(
         current=current,
         rival=rival.name,
         differences=differences,
-        distinguishable=distinguishable and any(fitted.values()),
+        distinguishable=outcome != "unclear" and any(fitted.values()),
         recommended=recommended,
         verdict=_verdict(fitted, fitted_mix, rival, differences[rival.name], len(pairs)),
     )
@@ -375,16 +374,29 @@ def _check_settings(read: ReadPairs, folds: int, l2: float) -> None:
 def paired_difference(
     pairs: Sequence[ReviewedPair], hits: Sequence[float], other: Sequence[float], *, seed: int
 ) -> Difference:
-    """Mean of `hits - other` with a paired bootstrap interval over prompts (each prompt's
-    pairs averaged into one unit, so a prompt is never split across resamples)."""
+    """Mean over prompts of `hits - other` (each prompt's pairs averaged into one unit, so
+    a prompt is never split across resamples; with one pair per prompt, the difference
+    of the agreements), with its paired bootstrap 95% interval."""
     units: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for pair, mine, theirs in zip(pairs, hits, other, strict=True):
         units[pair.prompt_id].append((mine, theirs))
     tuned = [sum(m for m, _ in unit) / len(unit) for unit in units.values()]
     base = [sum(t for _, t in unit) / len(unit) for unit in units.values()]
     interval = bootstrap_mean_difference(base, tuned, seed=seed)
-    points = (sum(hits) - sum(other)) / len(hits)
+    points = (sum(tuned) - sum(base)) / len(tuned)  # the statistic the bootstrap resamples
     return Difference(points, interval.low, interval.high)
+
+
+def outcome_of(fitted: Agreement, rival: Agreement, difference: Difference) -> str:
+    """ "better", "worse" or "unclear". Worse as soon as either comparison says so (a
+    preset that may lose agreement is not written); better only when both do: the
+    paired difference is above zero and the two agreements' Wilson intervals are clear
+    of each other (the issue's "intervals overlap" rule, and the stricter of the two)."""
+    if difference.high < 0 or fitted.high < rival.low:
+        return "worse"
+    if difference.low > 0 and fitted.low > rival.high:
+        return "better"
+    return "unclear"
 
 
 def _verdict(
@@ -407,12 +419,16 @@ def _verdict(
         f"{difference.points * 100:+.1f} points (paired bootstrap 95% interval "
         f"{difference.low * 100:+.1f} to {difference.high * 100:+.1f}). "
     )
-    if fitted_mix.high < other.low:
+    outcome = outcome_of(fitted_mix, other, difference)
+    if outcome == "worse":
         return (
             head + f"The fitted weights are worse: keep {rival.name}; no weight preset was written."
         )
-    if fitted_mix.low > other.high:
-        return head + "The fitted weights are better: the intervals are clear of each other."
+    if outcome == "better":
+        return head + (
+            "The fitted weights are better: the paired difference is above zero and the "
+            "intervals are clear of each other."
+        )
     return head + (
         f"The intervals overlap, so {pairs} pairs cannot tell these mixes apart; review more "
         "pairs before trusting the fitted weights."

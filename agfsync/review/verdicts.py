@@ -107,8 +107,9 @@ def apply_verdict(row: dict[str, Any], verdict: Verdict, rejected_first: bool) -
     """The row with the human verdict applied.
 
     `jpg_0` stays the AI's chosen image; `label_0` becomes 0 when the reviewers
-    prefer the other image. `label_source` says whose label it is: "human" when the
-    reviewers resolved the pair, else "ai".
+    prefer the other image and 1 when they prefer it (a kept tie, 0.5, included).
+    `label_source` says whose label it is: "human" when the reviewers resolved the
+    pair, else "ai".
     """
     reviewed = {
         **row,
@@ -118,8 +119,8 @@ def apply_verdict(row: dict[str, Any], verdict: Verdict, rejected_first: bool) -
     if verdict.preferred is None:
         return reviewed
     reviewed["label_source"] = "human"
-    if verdict.preferred != ai_side(rejected_first):
-        reviewed["label_0"] = 0.0
+    # A human choice either way: also on a tie the AI exported with label_0 = 0.5.
+    reviewed["label_0"] = 1.0 if verdict.preferred == ai_side(rejected_first) else 0.0
     return reviewed
 
 

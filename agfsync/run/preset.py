@@ -68,13 +68,13 @@ from agfsync.step_names import (
     DECOMPOSE_STEP,
     DEDUPLICATE_STEP,
     GENERATE_IMAGES_STEP,
+    IMAGES_ARTIFACT,
     JUDGE_IMAGES_STEP,
     LOAD_CATEGORIES_STEP,
     LOAD_PROMPTS_STEP,
     SELECT_PAIRS_STEP,
     WRITE_PROMPTS_STEP,
 )
-from agfsync.steps.image_generation import IMAGES_ARTIFACT
 from agfsync.text.categories import load_categories
 from agfsync.text.prompt_files import SAMPLE_PROMPTS_PATH, load_prompt_records
 from agfsync.text.qa import qa_statistics
