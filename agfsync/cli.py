@@ -31,7 +31,7 @@ from agfsync.environment import (
     provider_keys,
 )
 from agfsync.errors import AgfsyncError, ConfigurationError, one_line, unexpected_line
-from agfsync.logs import configure_logging
+from agfsync.logs import configure_logging, redact
 from agfsync.sampling import SAMPLING_PRESETS, sampling_settings
 
 T = TypeVar("T")
@@ -316,7 +316,9 @@ def generate(
             highlight=False,
         )
         for example, count in summary.failures.most_common():
-            errors.print(f"  {count} x {one_line(example)}", soft_wrap=True, highlight=False)
+            errors.print(
+                f"  {count} x {one_line(example)}", soft_wrap=True, highlight=False, markup=False
+            )
         errors.print(
             "Run the same command again to retry them; finished work is reused.",
             highlight=False,
@@ -384,7 +386,8 @@ def publish(
         return
     console.print(
         f"[bold green]Published[/] {result.repo_id}: {len(result.files)} files uploaded, "
-        f"{len(result.deleted)} stale files deleted, in one commit ({result.commit_url})."
+        f"{len(result.deleted)} stale files deleted, in one commit "
+        f"({redact(result.commit_url or '')})."
     )
 
 
@@ -545,7 +548,7 @@ def argilla_pull(
             highlight=False,
         )
     if published is not None:
-        console.print(f"Published to {published.repo_id} ({published.commit_url}).")
+        console.print(f"Published to {published.repo_id} ({redact(published.commit_url or '')}).")
 
 
 @app.command(epilog=_reads(*HUB))

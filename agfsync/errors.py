@@ -96,7 +96,7 @@ def unexpected_line(error: BaseException) -> str:
     from agfsync.environment import AGFSYNC_DEBUG
     from agfsync.logs import redact
 
-    if AGFSYNC_DEBUG.get("") not in ("", "0"):
+    if (AGFSYNC_DEBUG.get("") or "").strip().lower() not in ("", "0", "false", "no", "off"):
         sys.stderr.write(redact("".join(traceback.format_exception(error))))
         where = "its traceback is above"
     else:

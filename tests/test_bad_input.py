@@ -369,6 +369,9 @@ class TestErrorLines:
         assert "its traceback is above" in result.output.splitlines()[-1]
         assert "localpw" not in result.output and "msgpw" not in result.output
         assert "╭" not in result.output
+        for off in ("0", "false", "off"):
+            quiet = runner.invoke(app, ["report", str(tmp_path)], env={"AGFSYNC_DEBUG": off})
+            assert "Traceback" not in quiet.output, off
 
     def test_the_installed_command_prints_no_rich_traceback(self, tmp_path: Path) -> None:
         """distilabel installs rich's traceback hook at import; the command line's own

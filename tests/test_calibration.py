@@ -21,6 +21,7 @@ from agfsync.review.calibration import (
     outcome_of,
     read_reviewed_pairs,
     read_weight_preset,
+    read_weights_for,
     write_weight_preset,
 )
 from tests.helpers import run_command
@@ -247,6 +248,13 @@ def test_the_weight_preset_round_trips_with_its_provenance(tmp_path: Path) -> No
     assert hand.description == "from hand.yaml, written by hand (not fitted to human reviews)"
 
 
+def test_weights_for_other_judges_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "w.yaml").write_text("weights: {vqa: 1, clip: 1}\n")
+    assert read_weights_for(tmp_path / "w.yaml", ["clip", "vqa"], "judged by").weights
+    with pytest.raises(ConfigurationError, match=r"weighs \['clip', 'vqa'\], judged by \["):
+        read_weights_for(tmp_path / "w.yaml", ["vqa", "clip", "aesthetic"], "judged by")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -329,6 +337,7 @@ def test_reselect_picks_pairs_from_recorded_scores_without_rendering_or_judging(
     assert [judge["weight"] for judge in run["judges"]] == [0.0, 1.0, 0.0]
     card = (tmp_path / "clip" / "README.md").read_text()
     assert "**Weights**: from clip-only.yaml, written by hand (not fitted" in card
+    assert f"re-selected with them from the recorded scores of {offline_run.name}" in card
     assert run["weights"]["file"] == "clip-only.yaml" and run["weights"]["fitted"] is False
 
 

@@ -63,9 +63,10 @@ class WeightsInfo(BaseModel):
         """One line for the card, the report and the command's output."""
         if not self.fitted:
             return f"from {self.file}, written by hand (not fitted to human reviews)"
+        of = f" of {self.source}" if self.source else ""
         line = (
-            f"fitted with `agfsync calibrate` to {self.pairs} human-reviewed pairs of "
-            f"{self.source} ({self.file})"
+            f"fitted with `agfsync calibrate` to {self.pairs} human-reviewed pairs{of} "
+            f"({self.file})"
         )
         if self.held_out_agreement is not None and self.interval_95 is not None:
             low, high = self.interval_95
@@ -150,6 +151,11 @@ class RunInfo(BaseModel):
     )
     weights: WeightsInfo | None = Field(
         default=None, description="The `--weights` file's provenance (None: the preset's)."
+    )
+    reselected_from: str | None = Field(
+        default=None,
+        description="The dataset folder whose recorded scores `agfsync reselect` picked these "
+        "pairs from (nothing rendered or judged again).",
     )
     unpaired: list[UnpairedPrompt] = Field(default_factory=list)
     min_margin: float = Field(

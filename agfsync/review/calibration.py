@@ -514,6 +514,18 @@ def read_weight_preset(path: Path) -> WeightPreset:
     return WeightPreset({k: float(v) for k, v in weights.items()}, info)
 
 
+def read_weights_for(path: Path, judges: Sequence[str], whose: str) -> WeightPreset:
+    """`read_weight_preset`, refused unless it weighs exactly `judges` (`whose`: who has
+    them, for the message, e.g. "the preset's judges are")."""
+    preset = read_weight_preset(path)
+    if set(preset.weights) != set(judges):
+        raise ConfigurationError(
+            f"--weights {path} weighs {sorted(preset.weights)}, {whose} {sorted(judges)}; "
+            "calibrate on a dataset judged by the same judges."
+        )
+    return preset
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -32,7 +32,7 @@ from agfsync.dataset.publish import load_run
 from agfsync.dataset.run_info import JudgeInfo, UnpairedPrompt
 from agfsync.errors import ConfigurationError
 from agfsync.pairs import NoPairError, select_preference_pair
-from agfsync.review.calibration import read_weight_preset
+from agfsync.review.calibration import read_weights_for
 from agfsync.scoring import weighted_scores
 
 STALE_COLUMNS = (
@@ -75,13 +75,8 @@ def reselect_pairs(
             f"{run_dir} has no artifacts/ folder with the candidate images; re-selection "
             "needs every candidate (publish keeps them only with --include-artifacts)."
         )
-    preset = read_weight_preset(weights_file)
     judges = [judge.name for judge in run.judges]
-    if set(preset.weights) != set(judges):
-        raise ConfigurationError(
-            f"--weights {weights_file} weighs {sorted(preset.weights)}, {run_dir} was judged "
-            f"by {sorted(judges)}."
-        )
+    preset = read_weights_for(weights_file, judges, f"{run_dir} was judged by")
     rows = dataset.remove_columns([c for c in STALE_COLUMNS if c in dataset.column_names])
     changed = 0
 
@@ -136,6 +131,7 @@ def reselect_pairs(
                     for j in run.judges
                 ],
                 "weights_source": preset.description + f"; pairs re-selected from {run_dir.name}",
+                "reselected_from": run_dir.name,
                 "weights": preset.info,
                 "unpaired": [*run.unpaired, *(UnpairedPrompt.of(row) for row in unpaired)],
                 "min_margin": min_margin,

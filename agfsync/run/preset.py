@@ -43,7 +43,7 @@ from agfsync.llm.providers import api_key_from_env, key_variables_text, provider
 from agfsync.logs import keep_credentials_out_of_files, plain_distilabel_lines_off_a_terminal
 from agfsync.pairs import reason_kind
 from agfsync.progress import live_stage_counts
-from agfsync.review.calibration import WeightPreset, read_weight_preset
+from agfsync.review.calibration import WeightPreset, read_weights_for
 from agfsync.run.artifacts import carry_over_artifacts
 from agfsync.run.cache import remember_pipeline_dumps
 from agfsync.run.estimate import EstimateTables, estimate_run
@@ -429,14 +429,9 @@ def _apply_weights(pipeline: Pipeline, weights_file: Path | None) -> WeightPrese
     """Set the judges' weights from `--weights`; returns them with where they came from."""
     if weights_file is None:
         return None
-    preset = read_weight_preset(weights_file)
     judging = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"]
     names = [spec.name for spec in judging.scorers]
-    if set(preset.weights) != set(names):
-        raise ConfigurationError(
-            f"--weights {weights_file} weighs {sorted(preset.weights)}, the preset's judges are "
-            f"{sorted(names)}; calibrate on a dataset judged by the same judges."
-        )
+    preset = read_weights_for(weights_file, names, "the preset's judges are")
     judging.scorers = [
         spec.model_copy(update={"weight": preset.weights[spec.name]}) for spec in judging.scorers
     ]
