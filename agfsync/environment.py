@@ -57,6 +57,18 @@ ACCELERATE_MIXED_PRECISION = Variable(
     "Mixed precision when --mixed-precision is not given (`accelerate config` sets it).",
 )
 
+
+def hub_token(given: str | None = None) -> str | None:
+    """The Hugging Face token a command uses: `given` (its --hub-token), else HF_TOKEN,
+    else the login `hf auth login` stored; None when there is none. Read for the
+    request only: agfsync never writes it anywhere."""
+    if given:
+        return given
+    from huggingface_hub import get_token
+
+    return HF_TOKEN.get() or get_token()
+
+
 HUB = (HF_TOKEN, HF_ENDPOINT)
 """What every command reading from or writing to the Hub reads."""
 MODELS = (HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE, AGFSYNC_CACHE_DIR)

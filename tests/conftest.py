@@ -173,3 +173,22 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     for variables, count in sorted(new.items(), key=lambda item: -item[1]):
         write(f"  {count} for {variables}")
+
+
+@pytest.fixture
+def loopback_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The loopback Hub (`tests.hub_server`) for huggingface_hub in this process, which
+    read HF_ENDPOINT and HF_HUB_OFFLINE at import (a fresh process takes HF_ENDPOINT)."""
+    from huggingface_hub import constants
+
+    from tests.hub_server import HubServer
+
+    server = HubServer().start()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    yield server
+    server.stop()

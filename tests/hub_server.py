@@ -1,6 +1,6 @@
 """A loopback server speaking the part of the Hugging Face Hub API that
-`huggingface_hub` and `datasets` use to create a dataset repo, upload to it and
-read it back, for tests.
+`huggingface_hub` and `datasets` use to create a dataset or model repo, upload to it
+and read it back, for tests.
 
 It keeps every repo in memory as a list of commits (each a full `path -> bytes`
 snapshot), stores LFS objects by sha256, and records every request, so tests can
@@ -78,6 +78,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 REPO = r"(?P<repo>[^/]+/[^/]+)"
 REV = r"(?P<rev>[^/]+)"
+API = r"/api/(?P<kind>datasets|models)"
+"""The API prefix of a dataset or a model repo."""
+GIT = r"/(?:(?P<kind>datasets)/)?"
+"""The prefix of a repo's files and git paths: `datasets/` or none (a model)."""
+USER = "test-user"
+"""Whom every token belongs to (`whoami`): the namespace of an id without one."""
+
+
+def repo_key(repo_id: str, repo_type: str = "dataset") -> str:
+    """Where `HubServer.repos` keeps a repo: a dataset by its id, a model as `models/<id>`."""
+    return repo_id if repo_type == "dataset" else f"{repo_type}s/{repo_id}"
 
 
 class HubServer:
@@ -101,17 +112,18 @@ class HubServer:
         self._routes: list[tuple[str, str, Callable[..., Response]]] = [
             ("GET", r"/api/agent-harnesses", self._agent_harnesses),
             ("POST", r"/api/repos/create", self._create_repo),
+            ("GET", r"/api/whoami-v2", self._whoami),
             ("POST", r"/api/validate-yaml", self._validate_yaml),
-            ("GET", rf"/api/datasets/{REPO}/revision/{REV}", self._repo_info),
-            ("GET", rf"/api/datasets/{REPO}", self._repo_info),
-            ("POST", rf"/api/datasets/{REPO}/preupload/{REV}", self._preupload),
-            ("POST", rf"/api/datasets/{REPO}/commit/{REV}", self._commit),
-            ("GET", rf"/api/datasets/{REPO}/tree/{REV}(?:/(?P<path>.*))?", self._tree),
-            ("POST", rf"/api/datasets/{REPO}/paths-info/{REV}", self._paths_info),
-            ("POST", rf"/datasets/{REPO}\.git/info/lfs/objects/batch", self._lfs_batch),
+            ("GET", rf"{API}/{REPO}/revision/{REV}", self._repo_info),
+            ("GET", rf"{API}/{REPO}", self._repo_info),
+            ("POST", rf"{API}/{REPO}/preupload/{REV}", self._preupload),
+            ("POST", rf"{API}/{REPO}/commit/{REV}", self._commit),
+            ("GET", rf"{API}/{REPO}/tree/{REV}(?:/(?P<path>.*))?", self._tree),
+            ("POST", rf"{API}/{REPO}/paths-info/{REV}", self._paths_info),
+            ("POST", rf"{GIT}{REPO}\.git/info/lfs/objects/batch", self._lfs_batch),
             ("PUT", r"/lfs-upload/(?P<oid>[0-9a-f]{64})", self._lfs_upload),
-            ("GET", rf"/datasets/{REPO}/resolve/{REV}/(?P<path>.+)", self._resolve),
-            ("HEAD", rf"/datasets/{REPO}/resolve/{REV}/(?P<path>.+)", self._resolve),
+            ("GET", rf"{GIT}{REPO}/resolve/{REV}/(?P<path>.+)", self._resolve),
+            ("HEAD", rf"{GIT}{REPO}/resolve/{REV}/(?P<path>.+)", self._resolve),
         ]
         self._server: BaseWSGIServer = make_server(
             "127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler
@@ -128,11 +140,17 @@ class HubServer:
 
     # -- what tests look at -------------------------------------------------------
 
-    def files(self, repo_id: str) -> dict[str, bytes]:
-        return dict(self.repos[repo_id].head.files)
+    def files(self, repo_id: str, repo_type: str = "dataset") -> dict[str, bytes]:
+        return dict(self.repos[repo_key(repo_id, repo_type)].head.files)
 
-    def commit_count(self, repo_id: str) -> int:
-        return len(self.repos[repo_id].commits)
+    def commit_count(self, repo_id: str, repo_type: str = "dataset") -> int:
+        return len(self.repos[repo_key(repo_id, repo_type)].commits)
+
+    def seed(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset") -> None:
+        """A repo someone made: one commit holding `files`."""
+        repo = Repo(repo_id, private=False)
+        repo.commits.append(Commit(oid="1" * 40, summary="theirs", files=files, lfs_paths=set()))
+        self.repos[repo_key(repo_id, repo_type)] = repo
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -151,10 +169,12 @@ class HubServer:
         response = _error(404, "EntryNotFound", f"not served by the test Hub: {path}")
         return response(environ, start_response)
 
-    def _repo(self, repo: str) -> Repo | Response:
-        if repo not in self.repos:
+    def _repo(self, repo: str, kind: str | None) -> Repo | Response:
+        """The repo of a route's `repo` and `kind` (`datasets`, `models`, or None: a model)."""
+        key = repo_key(repo, "dataset" if kind == "datasets" else "model")
+        if key not in self.repos:
             return _error(404, "RepoNotFound", f"Repository {repo} not found")
-        return self.repos[repo]
+        return self.repos[key]
 
     def _commit_at(self, repo: Repo, rev: str) -> Commit | Response:
         if rev in ("main", repo.head.oid):
@@ -185,16 +205,20 @@ class HubServer:
             f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
         )
         if "/" not in repo_id:
-            repo_id = f"test-user/{repo_id}"
-        url = f"{self.url}/datasets/{repo_id}"
-        if repo_id in self.repos:
-            return _json({"error": "You already created this dataset repo", "url": url}, 409)
+            repo_id = f"{USER}/{repo_id}"
+        repo_type = body.get("type") or "model"
+        url = f"{self.url}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+        if repo_key(repo_id, repo_type) in self.repos:
+            return _json({"error": f"You already created this {repo_type} repo", "url": url}, 409)
         repo = Repo(repo_id, private=bool(body.get("private")))
         repo.commits.append(
             Commit(oid="0" * 40, summary="initial commit", files={}, lfs_paths=set())
         )
-        self.repos[repo_id] = repo
+        self.repos[repo_key(repo_id, repo_type)] = repo
         return _json({"url": url, "name": repo_id})
+
+    def _whoami(self, request: Request) -> Response:
+        return _json({"type": "user", "name": USER, "auth": {"accessToken": {"role": "write"}}})
 
     def _agent_harnesses(self, request: Request) -> Response:
         """huggingface_hub asks which AI-agent environments to recognise; none here."""
@@ -203,8 +227,10 @@ class HubServer:
     def _validate_yaml(self, request: Request) -> Response:
         return _json({"errors": [], "warnings": []})
 
-    def _repo_info(self, request: Request, repo: str, rev: str = "main") -> Response:
-        found = self._repo(repo)
+    def _repo_info(
+        self, request: Request, repo: str, kind: str | None, rev: str = "main"
+    ) -> Response:
+        found = self._repo(repo, kind)
         if isinstance(found, Response):
             return found
         commit = self._commit_at(found, rev)
@@ -224,8 +250,8 @@ class HubServer:
             }
         )
 
-    def _preupload(self, request: Request, repo: str, rev: str) -> Response:
-        found = self._repo(repo)
+    def _preupload(self, request: Request, repo: str, kind: str | None, rev: str) -> Response:
+        found = self._repo(repo, kind)
         if isinstance(found, Response):
             return found
         files = request.get_json()["files"]
@@ -243,7 +269,7 @@ class HubServer:
             }
         )
 
-    def _lfs_batch(self, request: Request, repo: str) -> Response:
+    def _lfs_batch(self, request: Request, repo: str, kind: str | None) -> Response:
         body = request.get_json()
         objects = []
         for item in body["objects"]:
@@ -260,8 +286,8 @@ class HubServer:
         self.lfs_objects[oid] = data
         return Response(status=200)
 
-    def _commit(self, request: Request, repo: str, rev: str) -> Response:
-        found = self._repo(repo)
+    def _commit(self, request: Request, repo: str, kind: str | None, rev: str) -> Response:
+        found = self._repo(repo, kind)
         if isinstance(found, Response):
             return found
         self.commit_attempts.append(time.monotonic())
@@ -305,11 +331,17 @@ class HubServer:
         ).hexdigest()
         found.commits.append(Commit(digest, header.get("summary", ""), files, lfs_paths))
         return _json(
-            {"commitUrl": f"{self.url}/datasets/{repo}/commit/{digest}", "commitOid": digest}
+            {
+                "commitUrl": f"{self.url}/{'datasets/' if kind == 'datasets' else ''}{repo}"
+                f"/commit/{digest}",
+                "commitOid": digest,
+            }
         )
 
-    def _tree(self, request: Request, repo: str, rev: str, path: str | None = None) -> Response:
-        found = self._repo(repo)
+    def _tree(
+        self, request: Request, repo: str, kind: str | None, rev: str, path: str | None = None
+    ) -> Response:
+        found = self._repo(repo, kind)
         if isinstance(found, Response):
             return found
         commit = self._commit_at(found, rev)
@@ -336,8 +368,8 @@ class HubServer:
                 entries[folder] = {"type": "directory", "path": folder, "size": 0, "oid": "0"}
         return _json(list(entries.values()))
 
-    def _paths_info(self, request: Request, repo: str, rev: str) -> Response:
-        found = self._repo(repo)
+    def _paths_info(self, request: Request, repo: str, kind: str | None, rev: str) -> Response:
+        found = self._repo(repo, kind)
         if isinstance(found, Response):
             return found
         commit = self._commit_at(found, rev)
@@ -354,8 +386,10 @@ class HubServer:
                 entries.append({"type": "directory", "path": path, "size": 0, "oid": "0"})
         return _json(entries)
 
-    def _resolve(self, request: Request, repo: str, rev: str, path: str) -> Response:
-        found = self._repo(repo)
+    def _resolve(
+        self, request: Request, repo: str, kind: str | None, rev: str, path: str
+    ) -> Response:
+        found = self._repo(repo, kind)
         if isinstance(found, Response):
             return found
         commit = self._commit_at(found, rev)

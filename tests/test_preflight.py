@@ -8,7 +8,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from agfsync.errors import ConfigurationError
-from agfsync.run.preflight import ModelNeed, check_disk, check_model
+from agfsync.run.preflight import ModelNeed, check_disk, check_model, png_bytes
 from agfsync.testing.openai_server import ScriptedChatCompletions
 from tests.helpers import REPO_ROOT, closed_port, run_command
 
@@ -309,6 +309,48 @@ class TestTrainPreflight:
         needs = training_disk_needs(config, info, None)
         lora = 19968  # the tiny UNet's attention projections at rank 8
         assert needs == {Path("out"): 3 * CHECKPOINT_BYTES_PER_PARAMETER * lora + 4 * lora}
+
+    def test_a_resumed_run_counts_only_what_it_still_writes(
+        self, tiny_sd_path: str, tmp_path: Path
+    ) -> None:
+        """Resumed at step 800 of 1000 (checkpoints 600 to 800 and 30 of 40 latents on
+        disk): 2 checkpoints, 3 validations and 10 latents are still to come."""
+        from agfsync.train.config import DPOTrainingConfig
+        from agfsync.train.loop import CHECKPOINT_BYTES_PER_PARAMETER, training_disk_needs
+        from agfsync.train.models import inspect_base_model
+
+        output = tmp_path / "out"
+        for step in (600, 700, 800):
+            (output / f"checkpoint-{step}").mkdir(parents=True)
+        (output / "checkpoint-best").mkdir()  # not one of ours: neither counted nor a crash
+        for index in range(30):
+            entry = output / "latents-cache" / "0123456789abcdef" / f"{index:02d}"[:2]
+            entry.mkdir(parents=True, exist_ok=True)
+            (entry / f"{index:02d}.safetensors").write_bytes(b"")
+        info = inspect_base_model(tiny_sd_path)
+        config = DPOTrainingConfig(
+            pretrained_model=tiny_sd_path,
+            dataset="unused",
+            output_dir=output,
+            max_train_steps=1000,
+            checkpointing_steps=100,
+            resume_from_checkpoint="latest",
+            validation_steps=100,
+            validation_prompts=["a", "b"],
+            cache_latents=True,
+            random_flip=False,
+        ).resolved(info.family, info.native_resolution)
+        assert config.resolution is not None
+        lora, checkpoint = 19968, CHECKPOINT_BYTES_PER_PARAMETER * 19968
+        images = png_bytes(config.resolution, config.resolution, 2 * 2 * 3)
+        latent = 2 * 4 * (config.resolution // 8) ** 2 * 4
+        needs = training_disk_needs(config, info, 20)  # 20 pairs: 40 latents
+        cache = {output / "latents-cache": 10 * latent}
+        assert needs == {output: 2 * checkpoint + 4 * lora + images} | cache
+        for limit, new in ((3, 0), (4, 1), (10, 2)):  # the oldest make room for new ones
+            limited = config.model_copy(update={"checkpoints_total_limit": limit})
+            written = training_disk_needs(limited, info, 20)[output]
+            assert written == new * checkpoint + 4 * lora + images, limit
 
 
 class TestHubUpload:

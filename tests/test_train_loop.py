@@ -19,7 +19,7 @@ from agfsync.train.config import DPOTrainingConfig, ModelFamily
 from agfsync.train.data import BatchPlan, PairedTransform, PairReader, epoch_batches
 from agfsync.train.data import open_preference_pairs as open_pairs
 from agfsync.train.dpo import FLAGS, build_parser, main, parse_config
-from agfsync.train.loop import TrainingResult, train
+from agfsync.train.loop import TrainingResult, find_checkpoint, train
 from agfsync.train.models import (
     AdapterDisabledReference,
     add_lora,
@@ -29,6 +29,7 @@ from agfsync.train.models import (
 )
 from agfsync.train.outputs import write_model_card
 from tests.helpers import run_command
+from tests.hub_server import HubServer
 from tests.test_train_data import (
     LABELLED_FEATURES,
     RED,
@@ -38,6 +39,7 @@ from tests.test_train_data import (
 
 pytestmark = pytest.mark.slow  # `make test-fast` skips this module
 
+TOKEN = "hf_test_secret_token_4242"
 LN2 = math.log(2.0)
 CPU = torch.device("cpu")
 
@@ -323,6 +325,62 @@ def test_resume_latest_and_checkpoint_limit(
     assert [m["step"] for m in again.history] == [4]
 
 
+def _checkpoint_folders(output: Path, *names: str) -> None:
+    for name in names:
+        (output / name).mkdir(parents=True)
+        (output / name / "state").write_text(name)
+
+
+def _save_checkpoint(output: Path, step: int, limit: int) -> None:
+    """`DPOTrainer._save_checkpoint`'s housekeeping, with a stand-in for accelerate's save."""
+    from types import SimpleNamespace
+
+    from accelerate import PartialState
+
+    from agfsync.train.loop import DPOTrainer
+
+    PartialState()  # the trainer's logger needs it
+    trainer = SimpleNamespace(
+        config=SimpleNamespace(output_dir=output, checkpoints_total_limit=limit),
+        accelerator=SimpleNamespace(
+            is_main_process=True, save_state=lambda path: Path(path).mkdir()
+        ),
+    )
+    DPOTrainer._save_checkpoint(trainer, step)
+
+
+def test_a_checkpoint_folder_of_another_name_is_left_alone(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    _checkpoint_folders(output, "checkpoint-2", "checkpoint-10", "checkpoint-best", "checkpoint-1")
+    (output / "checkpoint-notes.txt").write_text("mine")
+    assert find_checkpoint(output, "latest") == output / "checkpoint-10"  # not 2 (by number)
+    _save_checkpoint(output, 11, limit=2)
+    assert sorted(path.name for path in output.iterdir()) == [
+        "checkpoint-10",
+        "checkpoint-11",
+        "checkpoint-best",
+        "checkpoint-notes.txt",
+    ]
+
+
+def test_a_symlinked_checkpoint_is_neither_followed_nor_deleted(tmp_path: Path) -> None:
+    output, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    _checkpoint_folders(output, "checkpoint-2", "checkpoint-3")
+    _checkpoint_folders(elsewhere, "checkpoint-1", "checkpoint-9")
+    (output / "checkpoint-1").symlink_to(elsewhere / "checkpoint-1", target_is_directory=True)
+    (output / "checkpoint-9").symlink_to(elsewhere / "checkpoint-9", target_is_directory=True)
+    assert find_checkpoint(output, "latest") == output / "checkpoint-3"
+    _save_checkpoint(output, 4, limit=2)
+    assert sorted(path.name for path in output.iterdir()) == [
+        "checkpoint-1",
+        "checkpoint-3",
+        "checkpoint-4",
+        "checkpoint-9",
+    ]
+    assert (elsewhere / "checkpoint-1" / "state").read_text() == "checkpoint-1"
+    assert (output / "checkpoint-1").is_symlink()
+
+
 # -- SDXL, SFT, latent cache ---------------------------------------------------------------
 
 
@@ -508,36 +566,55 @@ def test_yaml_config_with_command_line_overrides(tmp_path: Path) -> None:
     assert build_parser().parse_args([]) is not None
 
 
-def test_push_to_hub_uploads_without_writing_the_token(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_push_to_hub_from_a_project_folder_uploads_the_model_only(
+    loopback_hub: HubServer, tiny_sd_path: str, colour_dataset: str, tmp_path: Path
 ) -> None:
-    import huggingface_hub
-
-    from agfsync.train.outputs import push_to_hub
-
-    calls: list[tuple[str, dict[str, Any]]] = []
-
-    class RecordingApi:
-        def __init__(self, token: str | None = None) -> None:
-            calls.append(("init", {"token": token}))
-
-        def create_repo(self, repo_id: str, **kwargs: Any) -> Any:
-            calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
-
-        def upload_folder(self, **kwargs: Any) -> None:
-            calls.append(("upload_folder", kwargs))
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    (tmp_path / "README.md").write_text("card")
-    url = push_to_hub(tmp_path, "me/dpo", token="hf_secret")
-    assert url == "https://huggingface.co/me/dpo"
-    assert calls[0] == ("init", {"token": "hf_secret"})
-    upload = dict(calls)["upload_folder"]
-    assert upload["repo_id"] == "me/dpo" and "checkpoint-*" in upload["ignore_patterns"]
-    assert not any(
-        "hf_secret" in path.read_text() for path in tmp_path.rglob("*") if path.is_file()
+    """`-o . --overwrite` in a project: the user's files (`.env`, source) stay local, as
+    do the marker, logs, checkpoints and latent cache; the token is written nowhere."""
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / ".env").write_text("OPENAI_API_KEY=sk-mine")
+    (project / "src" / "app.py").write_text("print('mine')")
+    config = _config(
+        tiny_sd_path,
+        colour_dataset,
+        project,
+        overwrite=True,
+        push_to_hub=True,
+        hub_model_id="me/dpo",
+        report_to="tensorboard",
+        checkpointing_steps=1,
+        cache_latents=True,
+        validation_steps=1,
+        validation_prompts=["a red square"],
     )
+    result = train(config, hub_token=TOKEN)
+    assert result.hub_url == f"{loopback_hub.url}/me/dpo"
+    assert sorted(loopback_hub.files("me/dpo", "model")) == [
+        "README.md",
+        "pytorch_lora_weights.safetensors",
+        "validation/step-000001-0.png",
+        "validation/step-000001.png",
+    ]
+    assert (project / "checkpoint-1").is_dir() and (project / "logs").is_dir()
+    assert not any(
+        TOKEN in path.read_bytes().decode("latin-1")
+        for path in project.rglob("*")
+        if path.is_file()
+    )
+
+
+def test_push_to_hub_into_someone_elses_repo_stops_before_training(
+    loopback_hub: HubServer, tiny_sd_path: str, colour_dataset: str, tmp_path: Path
+) -> None:
+    loopback_hub.seed("org/theirs", {"README.md": b"# mine", "model.bin": b"mine"}, "model")
+    config = _config(
+        tiny_sd_path, colour_dataset, tmp_path / "out", push_to_hub=True, hub_model_id="org/theirs"
+    )
+    with pytest.raises(ConfigurationError, match=r"has no 'agfsync' tag.*--hub-model-id"):
+        train(config, hub_token=TOKEN)
+    assert not (tmp_path / "out").exists()
+    assert loopback_hub.commit_count("org/theirs", "model") == 1
 
 
 def test_eight_bit_adam_without_bitsandbytes_is_a_clear_error() -> None:

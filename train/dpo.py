@@ -23,7 +23,7 @@ from agfsync.config_options import (
     option_kind,
     options_parser,
 )
-from agfsync.environment import ACCELERATE_MIXED_PRECISION, HF_TOKEN, MODELS
+from agfsync.environment import ACCELERATE_MIXED_PRECISION, MODELS, hub_token
 from agfsync.errors import AgfsyncError, one_line, unexpected_line
 from agfsync.logs import configure_logging
 from agfsync.train.config import DPOTrainingConfig
@@ -85,10 +85,10 @@ def parse_config(argv: list[str]) -> tuple[DPOTrainingConfig, str | None]:
     """The configuration and Hub token that these command-line arguments describe."""
     values = vars(build_parser().parse_args(argv))
     config_file = values.pop("config", None)
-    hub_token = values.pop("hub_token", None) or HF_TOKEN.get()
+    token = hub_token(values.pop("hub_token", None))
     if config_file is not None:
-        return DPOTrainingConfig.from_yaml(config_file, **values), hub_token
-    return DPOTrainingConfig.validated(values), hub_token
+        return DPOTrainingConfig.from_yaml(config_file, **values), token
+    return DPOTrainingConfig.validated(values), token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from agfsync.train.loop import train
 
     try:
-        config, hub_token = parse_config(sys.argv[1:] if argv is None else argv)
-        result = train(config, hub_token=hub_token)
+        config, token = parse_config(sys.argv[1:] if argv is None else argv)
+        result = train(config, hub_token=token)
     except AgfsyncError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code

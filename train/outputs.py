@@ -3,18 +3,49 @@
 LoRA runs save `pytorch_lora_weights.safetensors` in diffusers' format, so
 `pipe.load_lora_weights(output_dir)` loads it; full fine-tuning saves a complete
 pipeline folder (`DiffusionPipeline.from_pretrained(output_dir)`).
+
+`--push-to-hub` uploads only the model (`model_repo_files`): the card, the weights and
+the validation images the card shows; never the checkpoints, the latent cache, the
+logs, the ownership marker or a file agfsync did not write. A Hub repo that holds files
+and whose card lacks the `agfsync` tag is not replaced unless --overwrite
+(`agfsync.hub`, the rule `agfsync publish` follows).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agfsync.environment import hub_token
+from agfsync.hub import AGFSYNC_TAG, check_repo_is_ours
 from agfsync.model_facts import is_hub_id, model_facts
 from agfsync.train.config import DPOTrainingConfig, ModelFamily
 
-PUSH_IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "latents-cache/**"]
-"""Resumable checkpoints and the latent cache are local working files, not the model."""
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import ModelInfo
+
+MODEL_CARD = "README.md"
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+"""What `save_lora` writes (diffusers' name, which `load_lora_weights` looks for)."""
+PIPELINE_INDEX = "model_index.json"
+PIPELINE_FOLDERS = (
+    "unet",
+    "vae",
+    "text_encoder",
+    "text_encoder_2",
+    "tokenizer",
+    "tokenizer_2",
+    "scheduler",
+    "feature_extractor",
+    "safety_checker",
+    "image_encoder",
+)
+"""The component folders a fully fine-tuned pipeline may be saved with (`save_pretrained`
+writes those its `model_index.json` lists)."""
 
 
 def save_lora(unet: Any, family: ModelFamily, directory: Path) -> None:
@@ -109,7 +140,7 @@ def write_model_card(
             "diffusers",
             "diffusers-training",
             "diffusion-dpo",
-            "agfsync",
+            AGFSYNC_TAG,
             *(["lora"] if config.use_lora else []),
             *([facts.family] if facts else []),
         ],
@@ -145,25 +176,105 @@ def write_model_card(
             f"![validation grid]({validation_grid.relative_to(directory).as_posix()})"
         )
     card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
-    path = directory / "README.md"
+    path = directory / MODEL_CARD
     card.save(path)
     return path
 
 
-def push_to_hub(directory: Path, repo_id: str, token: str | None) -> str:
-    """Upload the output folder (not checkpoints or cached latents) to a model repo.
+def model_repo_files(
+    directory: Path, *, use_lora: bool, card_images: Sequence[Path] = ()
+) -> list[str]:
+    """The files of a training folder its model repo gets, relative to it: the model card,
+    the weights (LoRA: `LORA_WEIGHTS`; full fine-tuning: `model_index.json` and the files
+    of the component folders it lists) and `card_images`, the validation images the card
+    shows (the last grid and the widget's images). Nothing else: not the checkpoints,
+    latent cache, logs, earlier validation images or ownership marker, nor any file of a
+    user's beside them (a folder trained into with --overwrite). Symbolic links are
+    neither listed nor followed."""
+    files = [MODEL_CARD]
+    if use_lora:
+        files.append(LORA_WEIGHTS)
+    else:
+        files.append(PIPELINE_INDEX)
+        index = json.loads((directory / PIPELINE_INDEX).read_text())
+        for name in PIPELINE_FOLDERS:
+            component = index.get(name)  # ["diffusers", "UNet2DConditionModel"]; [null, null]: none
+            if not isinstance(component, list) or not any(component):
+                continue
+            for root, folders, names in os.walk(directory / name):
+                folders[:] = sorted(f for f in folders if not Path(root, f).is_symlink())
+                files += [
+                    Path(root, file).relative_to(directory).as_posix() for file in sorted(names)
+                ]
+    files += [image.relative_to(directory).as_posix() for image in card_images]
+    return [
+        file
+        for file in dict.fromkeys(files)
+        if (directory / file).is_file() and not (directory / file).is_symlink()
+    ]
 
-    `token` (else HF_TOKEN / the cached login) is used for the request only, never written.
-    """
+
+def _model_repo(api: HfApi, repo_id: str, *, overwrite: bool) -> tuple[str, ModelInfo | None]:
+    """The full id of model repo `repo_id` (without a namespace: the token's user's) and
+    its information when it exists. Refuses a repo agfsync did not make unless
+    `overwrite` (`agfsync.hub.check_repo_is_ours`)."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if "/" not in repo_id:
+        repo_id = f"{api.whoami()['name']}/{repo_id}"
+    try:
+        info: ModelInfo | None = api.model_info(repo_id)
+    except RepositoryNotFoundError:
+        info = None
+    check_repo_is_ours(
+        api,
+        repo_id,
+        repo_type="model",
+        existing=[sibling.rfilename for sibling in (info.siblings if info else None) or []],
+        revision=info.sha if info else None,
+        overwrite=overwrite,
+        replaced="--push-to-hub would replace its card and weights",
+        new_repo_flag="--hub-model-id",
+    )
+    return repo_id, info
+
+
+def check_model_repo(repo_id: str, token: str | None, *, overwrite: bool) -> None:
+    """Before training: refuse an upload to a Hub repo agfsync did not make (`_model_repo`)."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="model", exist_ok=True)
-    api.upload_folder(
-        repo_id=url.repo_id,
-        folder_path=directory,
-        repo_type="model",
-        ignore_patterns=PUSH_IGNORE_PATTERNS,
+    _model_repo(HfApi(token=hub_token(token)), repo_id, overwrite=overwrite)
+
+
+def push_to_hub(
+    directory: Path,
+    repo_id: str,
+    token: str | None,
+    *,
+    files: Sequence[str],
+    overwrite: bool = False,
+) -> str:
+    """Upload `files` of the output folder (`model_repo_files`) to the model repo
+    `repo_id` in one commit, creating the repo when it does not exist; return its URL.
+
+    A repo agfsync did not make is refused unless `overwrite` (then only these files are
+    replaced, nothing is deleted). `token` (else HF_TOKEN / the cached login) is used for
+    the request only, never written.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(token=hub_token(token))
+    repo_id, info = _model_repo(api, repo_id, overwrite=overwrite)
+    if info is None:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+    api.create_commit(
+        repo_id,
+        operations=[
+            CommitOperationAdd(path_in_repo=file, path_or_fileobj=directory / file)
+            for file in files
+        ],
         commit_message="Diffusion-DPO training run (agfsync)",
+        repo_type="model",
+        parent_commit=info.sha if info else None,
     )
-    return str(url)
+    return f"{api.endpoint}/{repo_id}"

@@ -23,6 +23,7 @@ from agfsync.dataset.folder import IMAGE_COLUMNS, IMAGES_CONFIG, card_configs
 from agfsync.dataset.plots import save_bar_chart, save_histograms
 from agfsync.dataset.run_info import RunInfo
 from agfsync.dataset.statistics import DatasetStatistics, counts_text, dataset_statistics
+from agfsync.hub import AGFSYNC_TAG
 from agfsync.model_facts import model_facts
 from agfsync.step_names import DECOMPOSE_STEP
 
@@ -589,9 +590,6 @@ prompts = load_dataset("{load_path}", split="train")
 """
 
 
-AGFSYNC_TAG = "agfsync"
-"""The tag of every card agfsync writes: `publish` replaces a Hub repo's card and data
-only when its card carries it (or with --overwrite)."""
 BASE_TAGS = (AGFSYNC_TAG, "rlaif", "preference", "dpo", "synthetic", "distilabel")
 
 

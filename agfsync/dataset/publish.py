@@ -24,18 +24,15 @@ from pathlib import Path
 import datasets
 import httpx2
 import pyarrow.parquet as pq
-import yaml
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
-    DatasetCard,
     HfApi,
-    get_token,
 )
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
-from agfsync.dataset.card import AGFSYNC_TAG, ASSETS_DIR, card_writer
+from agfsync.dataset.card import ASSETS_DIR, card_writer
 from agfsync.dataset.folder import (
     IMAGE_COLUMNS,
     check_dataset_folder,
@@ -43,8 +40,9 @@ from agfsync.dataset.folder import (
     write_dataset_folder,
 )
 from agfsync.dataset.run_info import RunInfo
-from agfsync.environment import HF_ENDPOINT, HF_TOKEN
+from agfsync.environment import HF_ENDPOINT, hub_token
 from agfsync.errors import AgfsyncError, ConfigurationError, PublishError
+from agfsync.hub import check_repo_is_ours
 from agfsync.ownership import MARKER, FolderKind
 from agfsync.retry import RETRYABLE_STATUS_CODES, Backoff, call_with_retries, http_status
 from agfsync.safe_paths import inside
@@ -194,8 +192,7 @@ def publish_run(
             overwrite=overwrite,
         )
         return PublishResult(repo_id=repo_id, files=files, deleted=[])
-    # huggingface_hub's own lookup after ours: the token `hf auth login` stored.
-    token = token or HF_TOKEN.get() or get_token()
+    token = hub_token(token)
     if not token:
         raise ConfigurationError(
             "No Hugging Face token: set HF_TOKEN, pass --hub-token or run `hf auth login` (a "
@@ -217,42 +214,6 @@ def publish_run(
         retries=retries,
         timeout=timeout,
     )
-
-
-def _check_repo_is_ours(
-    api: HfApi, repo_id: str, existing: list[str], revision: str | None, overwrite: bool
-) -> bool:
-    """Whether `repo_id` is new, empty or made by agfsync (its card has the agfsync
-    tag). Raises ConfigurationError for another repo unless `overwrite`."""
-    if not [path for path in existing if path != ".gitattributes"]:
-        return True
-    if "README.md" in existing and _card_has_our_tag(api, repo_id, revision):
-        return True
-    if overwrite:
-        logger.warning(
-            "%s was not made by agfsync: --overwrite replaces only the files agfsync "
-            "writes there and deletes nothing.",
-            repo_id,
-        )
-        return False
-    raise ConfigurationError(
-        f"{repo_id} on the Hub holds files and its card (README.md) has no "
-        f"{AGFSYNC_TAG!r} tag, so agfsync did not make it: publishing would replace its "
-        "card and data. Choose a new --repo-id, or pass --overwrite to replace only the "
-        "files agfsync writes (deleting nothing)."
-    )
-
-
-def _card_has_our_tag(api: HfApi, repo_id: str, revision: str | None) -> bool:
-    with tempfile.TemporaryDirectory(prefix="agfsync-card-") as folder:
-        path = api.hf_hub_download(
-            repo_id, "README.md", repo_type="dataset", revision=revision, local_dir=folder
-        )
-        try:
-            tags = DatasetCard.load(path).data.tags or []
-        except (ValueError, TypeError, AttributeError, yaml.YAMLError):
-            return False
-    return isinstance(tags, list) and AGFSYNC_TAG in tags
 
 
 class _BoundedTransport(httpx2.HTTPTransport):
@@ -304,7 +265,16 @@ def _upload(
     except RepositoryNotFoundError:
         info = None
     existing = [sibling.rfilename for sibling in (info.siblings if info else None) or []]
-    ours = _check_repo_is_ours(api, repo_id, existing, info.sha if info else None, overwrite)
+    ours = check_repo_is_ours(
+        api,
+        repo_id,
+        repo_type="dataset",
+        existing=existing,
+        revision=info.sha if info else None,
+        overwrite=overwrite,
+        replaced="publishing would replace its card and data",
+        new_repo_flag="--repo-id",
+    )
     if not ours:
         existing = []  # nothing of theirs is listed in our card, or deleted
     other_splits: dict[str, list[str]] = {}

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agfsync.environment import HF_ENDPOINT, HF_HUB_OFFLINE
+from agfsync.environment import HF_ENDPOINT, HF_HUB_OFFLINE, hub_token
 from agfsync.errors import ConfigurationError
 from agfsync.models import TINY_MODEL_PREFIX
 from agfsync.ownership import check_writable
@@ -132,14 +132,15 @@ def _unreachable(what: str, error: BaseException, advice: str) -> ConfigurationE
 
 def check_hub_upload(token: str | None, *, repo: str, flag: str, alternative: str) -> None:
     """Raise ConfigurationError, before any work, when an upload to the Hub at the end of
-    the run is certain to fail: no token (`token` is what the command was given, else
-    HF_TOKEN or the login `hf auth login` stored), HF_HUB_OFFLINE set, the Hub not
-    answering, or the Hub refusing the token (or knowing it as read-only)."""
-    from huggingface_hub import constants, get_token
+    the run is certain to fail: no token (`agfsync.environment.hub_token`: what the
+    command was given, else HF_TOKEN or the login `hf auth login` stored), HF_HUB_OFFLINE
+    set, the Hub not answering, or the Hub refusing the token (or knowing it as
+    read-only)."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    token = token or get_token()
+    token = hub_token(token)
     if not token:
         raise ConfigurationError(
             f"{flag} uploads to {repo} but there is no Hugging Face token: set HF_TOKEN, pass "
