@@ -594,5 +594,9 @@ class TestSomeoneElsesRepo:
         assert "agfsync" in card["tags"]
         listed = {path for entry in card["configs"][0]["data_files"] for path in entry["path"]}
         assert "data/train-00000-of-00001-0123456789abcdef.parquet" not in listed
-        # now agfsync's: a plain re-publish is accepted
+        # now agfsync's: a plain re-publish is accepted, and still deletes nothing of
+        # theirs, though their shard is named as agfsync names its own
         assert self.publish_to("org/theirs", run_dir, hub, tmp_path).returncode == 0
+        files = hub.files("org/theirs")
+        for kept in ("notes.txt", "data/train-00000-of-00001-0123456789abcdef.parquet"):
+            assert files[kept] == self.THEIRS[kept]

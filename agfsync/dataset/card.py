@@ -400,6 +400,11 @@ def weights_line(run: RunInfo) -> str:
     well they agree with people (the card's and the report's words)."""
     if run.weights is not None:
         line = run.weights.describe()
+        if run.reselected_from:
+            line += (
+                f"; the pairs were re-selected with them from the recorded scores of "
+                f"{run.reselected_from} (nothing rendered or judged again)"
+            )
         if run.weights.verdict:
             line += f". Calibration's verdict: {run.weights.verdict.rstrip('.')}"
         return line

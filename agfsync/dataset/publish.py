@@ -29,7 +29,7 @@ from huggingface_hub import (
     CommitOperationDelete,
     HfApi,
 )
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
 from agfsync.dataset.card import ASSETS_DIR, card_writer
@@ -46,6 +46,7 @@ from agfsync.hub import check_repo_is_ours
 from agfsync.ownership import MARKER, FolderKind
 from agfsync.retry import RETRYABLE_STATUS_CODES, Backoff, call_with_retries, http_status
 from agfsync.safe_paths import inside
+from agfsync.step_names import GENERATE_IMAGES_STEP, IMAGES_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,42 @@ def publish_run(
     )
 
 
+ASSET_PATTERN = re.compile(
+    rf"{ASSETS_DIR}/(score_distributions|score_margins|categories)\.png"
+    rf"|{ASSETS_DIR}/samples/pair-\d+-(chosen|rejected)\.(png|webp|jpg|jpeg)"
+)
+"""The card's figures and sample images, as `write_card_assets` names them."""
+ARTIFACT_PATTERN = re.compile(
+    rf"artifacts/{GENERATE_IMAGES_STEP}/{IMAGES_ARTIFACT}/(metadata\.json|[^/]+/\d+\.(png|webp|jpg|jpeg))"
+)
+"""The candidate images `--include-artifacts` uploads, as the image step names them."""
+
+
+def _written_by_agfsync(path: str, split: str, include_artifacts: bool, card: str) -> bool:
+    """Whether a file of a repo agfsync made is one agfsync writes there: named as agfsync
+    names it (never a whole folder) and, for shards and card figures, listed on the card
+    agfsync wrote last (`card`, its text); candidates only with --include-artifacts."""
+    shard = SHARD_PATTERN.fullmatch(path)
+    listed = path in card
+    return bool(
+        (shard and shard["split"] == split and listed)
+        or (ASSET_PATTERN.fullmatch(path) and listed)
+        or (include_artifacts and ARTIFACT_PATTERN.fullmatch(path))
+    )
+
+
+def _card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
+    """The text of the repo's card at `revision` ("" when it has none)."""
+    with tempfile.TemporaryDirectory(prefix="agfsync-card-") as folder:
+        try:
+            path = api.hf_hub_download(
+                repo_id, "README.md", repo_type="dataset", revision=revision, local_dir=folder
+            )
+        except EntryNotFoundError:
+            return ""
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
 class _BoundedTransport(httpx2.HTTPTransport):
     """Gives every request a timeout: huggingface_hub passes `timeout=None` (wait
     forever) explicitly, which overrides a client's own timeout."""
@@ -307,11 +344,14 @@ def _upload(
             # leaves no empty repository behind.
             api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
             info = api.dataset_info(repo_id)
-        managed = (f"data/{split}-", f"{ASSETS_DIR}/", "artifacts/" if include_artifacts else None)
+        # Deleted: what agfsync wrote there before and writes no more, by its exact names
+        # and, for shards and figures, listed on the card agfsync wrote (a file someone
+        # else added, even under a name like ours, is kept).
+        card = _card_text(api, repo_id, info.sha) if existing else ""
         stale = [
             path
             for path in existing
-            if path not in files and any(prefix and path.startswith(prefix) for prefix in managed)
+            if path not in files and _written_by_agfsync(path, split, include_artifacts, card)
         ]
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(path_in_repo=path, path_or_fileobj=staging / path) for path in files
