@@ -260,13 +260,14 @@ def evaluate(
     }
     prompts = list({item.id: item for suite in suites for item in suite.items}.values())
     preflight(config, out_dir, caches, prompts, len(suites))
-    claim_folder(
+    owned = claim_folder(
         out_dir,
         FolderKind.EVALUATION,
         flag="--output",
         overwrite=overwrite,
         reserved=EVALUATION_ENTRIES,
-    ).add(*EVALUATION_ENTRIES)
+    )
+    owned.add(*EVALUATION_ENTRIES)
     for cache in caches.values():
         render_missing(
             cache, prompts, device=config.device, dtype=config.dtype, batch_size=config.batch_size
@@ -317,10 +318,19 @@ def evaluate(
         "comparisons": [comparison.as_dict() for comparison in comparisons],
     }
     metrics_path = out_dir / METRICS_FILE
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    with (out_dir / OBSERVATIONS_FILE).open("w", encoding="utf-8") as handle:
-        for observation in observations:
-            handle.write(json.dumps(asdict(observation)) + "\n")
+    # Written aside and recorded (`OwnedFolder.write_file`): a later run replaces them
+    # only while they are unchanged.
+    owned.write_file(
+        METRICS_FILE,
+        lambda path: path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8"),
+    )
+
+    def write_observations(path: Path) -> None:
+        with path.open("w", encoding="utf-8") as handle:
+            for observation in observations:
+                handle.write(json.dumps(asdict(observation)) + "\n")
+
+    owned.write_file(OBSERVATIONS_FILE, write_observations)
     report = out_dir / "report"  # an agfsync report folder: only an earlier one is replaced
     write_folder(
         report,

@@ -16,7 +16,14 @@ from typer.testing import CliRunner
 
 from agfsync.cli import app
 from agfsync.errors import ConfigurationError
-from agfsync.ownership import MARKER, FolderKind, Ownership, check_output_folder, write_folder
+from agfsync.ownership import (
+    MARKER,
+    STAGING_SUFFIX,
+    FolderKind,
+    Ownership,
+    check_output_folder,
+    write_folder,
+)
 from tests.helpers import run_command
 
 runner = CliRunner()
@@ -412,19 +419,22 @@ class TestUntrustedMarkers:
         assert contents(outside) == {"a.parquet": b"mine"}
 
     def test_removing_a_link_never_follows_it(self, tmp_path: Path) -> None:
+        """Links agfsync wrote (recorded by where they point) are removed as links."""
         outside = tmp_path / "elsewhere"
         (outside / "sub").mkdir(parents=True)
         (outside / "keep.txt").write_text("mine")
         (outside / "sub" / "keep.txt").write_text("mine")
         out = tmp_path / "out"
-        self.write(out, {"README.md": "v1"})
-        (out / "images").mkdir()
-        (out / "images" / "file").symlink_to(outside / "keep.txt")
-        (out / "images" / "folder").symlink_to(outside / "sub")
-        (out / "old.txt").symlink_to(outside / "keep.txt")
-        self.tamper(out, "images/", "old.txt")
+
+        def with_links(staging: Path) -> None:
+            (staging / "README.md").write_text("v1")
+            (staging / "artifacts").mkdir()
+            (staging / "artifacts" / "file").symlink_to(outside / "keep.txt")
+            (staging / "artifacts" / "folder").symlink_to(outside / "sub")
+
+        write_folder(out, FolderKind.DATASET, with_links, flag="-o")
         self.write(out, {"README.md": "v2"})
-        assert not (out / "images").exists() and not (out / "old.txt").is_symlink()
+        assert not (out / "artifacts").exists()
         assert contents(outside) == {"keep.txt": b"mine", "sub/keep.txt": b"mine"}
 
 
@@ -472,3 +482,399 @@ def test_output_folders_get_the_umasks_mode(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def forge(folder: Path, **record: object) -> None:
+    """A marker written by someone else (or edited by hand)."""
+    (folder / MARKER).write_text(json.dumps({"written_by": "agfsync", **record}))
+
+
+class TestForgedMarkers:
+    """A marker can only ever make agfsync replace what its kind writes, and a listed
+    file only while it is the file agfsync recorded."""
+
+    write = staticmethod(TestOwnership.write)
+
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_a_folder_entry_of_the_users(self, tmp_path: Path, overwrite: bool) -> None:
+        """The review's repro: a dataset marker listing `thesis/` deleted it."""
+        out = tmp_path / "out"
+        (out / "thesis").mkdir(parents=True)
+        (out / "thesis" / "chapter1.tex").write_text("mine")
+        forge(out, kind="dataset", entries=["thesis/"])
+        before = contents(out)
+        with pytest.raises(ConfigurationError, match=NOT_OURS):
+            self.write(out, {"README.md": "card"}, overwrite=overwrite)
+        assert contents(out) == before
+
+    @pytest.mark.parametrize("entry", ["data/", "artifacts/", "assets/"])
+    def test_a_folder_entry_in_a_kind_written_whole(self, tmp_path: Path, entry: str) -> None:
+        """write_folder lists files only: even a declared folder is no entry of its."""
+        out = tmp_path / "out"
+        (out / entry).mkdir(parents=True)
+        (out / entry / "mine.bin").write_text("mine")
+        forge(out, kind="dataset", entries=[entry])
+        with pytest.raises(ConfigurationError, match=NOT_OURS):
+            self.write(out, {"README.md": "card"})
+        assert (out / entry / "mine.bin").read_text() == "mine"
+
+    def test_a_file_outside_the_kinds_names(self, tmp_path: Path) -> None:
+        from agfsync.ownership import fingerprint
+
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "thesis.tex").write_text("mine")
+        forge(
+            out,
+            kind="dataset",
+            entries=["thesis.tex"],
+            files={"thesis.tex": fingerprint(out / "thesis.tex")},
+        )
+        with pytest.raises(ConfigurationError, match=NOT_OURS):
+            self.write(out, {"README.md": "card"})
+        assert (out / "thesis.tex").read_text() == "mine"
+
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_a_listed_file_without_a_fingerprint(self, tmp_path: Path, overwrite: bool) -> None:
+        """Nothing tells it is agfsync's: never replaced, named in the refusal."""
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / "README.md").write_text("my own card")
+        (out / "run.json").write_text("{}")
+        forge(out, kind="dataset", entries=["README.md", "run.json"])
+        with pytest.raises(ConfigurationError, match=r"README.md, run.json is listed .* without"):
+            self.write(out, {"README.md": "card"}, overwrite=overwrite)
+        assert (out / "README.md").read_text() == "my own card"
+        assert (out / "run.json").read_text() == "{}"
+
+    def test_a_stale_file_without_a_fingerprint_is_not_deleted(self, tmp_path: Path) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1"})
+        (out / "pipeline.log").write_text("my notes")
+        marker = json.loads((out / MARKER).read_text())
+        marker["entries"].append("pipeline.log")
+        (out / MARKER).write_text(json.dumps(marker))
+        with pytest.raises(ConfigurationError, match=r"pipeline.log is listed"):
+            self.write(out, {"README.md": "v2"})
+        assert (out / "pipeline.log").read_text() == "my notes"
+
+    def test_a_training_marker_may_list_only_training_folders(self, tmp_path: Path) -> None:
+        from agfsync.ownership import claim_folder
+
+        out = tmp_path / "out"
+        (out / "thesis").mkdir(parents=True)
+        (out / "thesis" / "chapter1.tex").write_text("mine")
+        forge(out, kind="training", entries=["thesis/", "checkpoint-*/"])
+        with pytest.raises(ConfigurationError, match=NOT_OURS):
+            claim_folder(out, FolderKind.TRAINING, flag="--output")
+        forge(out, kind="training", entries=["checkpoint-*/", "logs/"])
+        with pytest.raises(ConfigurationError, match="holds files agfsync did not write"):
+            claim_folder(out, FolderKind.TRAINING, flag="--output")
+
+    def test_every_kinds_names_are_its_commands_names(self) -> None:
+        from agfsync.dataset.folder import DATASET_ENTRIES
+        from agfsync.evaluation.report import REPORT_ENTRIES
+        from agfsync.evaluation.run import EVALUATION_ENTRIES
+        from agfsync.ownership import KINDS
+        from agfsync.review.calibration import CALIBRATION_FILE, REPORT_FILE, WEIGHTS_FILE
+        from agfsync.train.loop import TRAINING_ENTRIES
+
+        assert set(KINDS[FolderKind.DATASET].entries) == set(DATASET_ENTRIES)
+        assert set(KINDS[FolderKind.PUBLICATION].entries) == set(DATASET_ENTRIES)
+        assert set(KINDS[FolderKind.REPORT].entries) == set(REPORT_ENTRIES)
+        assert set(KINDS[FolderKind.EVALUATION].entries) == set(EVALUATION_ENTRIES)
+        assert set(KINDS[FolderKind.TRAINING].entries) == set(TRAINING_ENTRIES)
+        assert set(KINDS[FolderKind.CALIBRATION].entries) == {
+            CALIBRATION_FILE,
+            WEIGHTS_FILE,
+            REPORT_FILE,
+        }
+
+
+class TestInterruptedCommit:
+    """A stop while the files are moved into place: the next run finishes the folder."""
+
+    write = staticmethod(TestOwnership.write)
+
+    @staticmethod
+    def stop_at(monkeypatch: pytest.MonkeyPatch, name: str, error: BaseException) -> None:
+        import agfsync.ownership as ownership
+
+        real = ownership.os.replace
+
+        def replace(source: object, destination: object) -> None:
+            if Path(str(destination)).name == name:
+                raise error
+            real(source, destination)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(ownership.os, "replace", replace)
+
+    @pytest.mark.parametrize("at", ["README.md", "a.parquet"])
+    def test_ctrl_c_while_moving(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: str
+    ) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1", "data/a.parquet": "1", "run.json": "old"})
+        with monkeypatch.context() as patch:
+            self.stop_at(patch, at, KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                self.write(out, {"README.md": "v2", "data/a.parquet": "2"})
+        self.write(out, {"README.md": "v2", "data/a.parquet": "2"})
+        assert contents(out) == {
+            MARKER: (out / MARKER).read_bytes(),
+            "README.md": b"v2",
+            "data/a.parquet": b"2",
+        }
+        assert "previous" not in json.loads((out / MARKER).read_text())
+
+    def test_an_edit_after_the_stop_is_still_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1", "data/a.parquet": "1"})
+        with monkeypatch.context() as patch:
+            self.stop_at(patch, "a.parquet", KeyboardInterrupt())
+            with pytest.raises(KeyboardInterrupt):
+                self.write(out, {"README.md": "v2", "data/a.parquet": "2"})
+        (out / "data" / "a.parquet").write_text("my edit")
+        with pytest.raises(ConfigurationError, match=r"a.parquet changed since agfsync wrote"):
+            self.write(out, {"README.md": "v3", "data/a.parquet": "3"})
+        assert (out / "data" / "a.parquet").read_text() == "my edit"
+
+    def test_an_os_error_while_moving_says_what_state_the_folder_is_in(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        out = tmp_path / "out"
+        self.write(out, {"README.md": "v1", "data/a.parquet": "1"})
+        with monkeypatch.context() as patch:
+            self.stop_at(patch, "a.parquet", OSError(28, "No space left on device"))
+            with pytest.raises(ConfigurationError) as raised:
+                self.write(out, {"README.md": "v2", "data/a.parquet": "2"})
+        message = str(raised.value)
+        assert "nothing was changed" not in message
+        assert "No space left on device" in message and "run the same command again" in message
+        assert "finishes" in message
+        self.write(out, {"README.md": "v2", "data/a.parquet": "2"})
+        assert (out / "data" / "a.parquet").read_text() == "2"
+
+
+class TestStagingPlace:
+    """A folder written whole is staged beside the target: checked before any work."""
+
+    def test_a_mount_point_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import os
+
+        volume = tmp_path / "volume"
+        volume.mkdir()
+        real = os.path.ismount
+        monkeypatch.setattr(os.path, "ismount", lambda path: Path(path) == volume or real(path))
+        with pytest.raises(ConfigurationError, match="is a mount point") as raised:
+            check_output_folder(volume, FolderKind.DATASET, flag="--output")
+        assert str(volume / "dataset") in str(raised.value)
+        # Filled in place: a mount point is fine.
+        check_output_folder(volume, FolderKind.EVALUATION, flag="--output")
+
+    def test_another_device_than_the_parent_is_refused(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import os
+
+        out = tmp_path / "out"
+        TestOwnership.write(out, {"README.md": "v1"})
+        real_stat = Path.stat
+
+        class Other:
+            def __init__(self, status: os.stat_result) -> None:
+                self._status = status
+
+            def __getattr__(self, name: str) -> object:
+                return self._status.st_dev + 1 if name == "st_dev" else getattr(self._status, name)
+
+        def stat(path: Path, **kwargs: object) -> object:
+            status = real_stat(path, **kwargs)  # type: ignore[arg-type]
+            return Other(status) if path == out else status
+
+        monkeypatch.setattr(Path, "stat", stat)
+        with pytest.raises(ConfigurationError, match="is a mount point"):
+            TestOwnership.write(out, {"README.md": "v2"})
+        monkeypatch.undo()
+        assert (out / "README.md").read_text() == "v1"
+
+    def test_a_parent_that_does_not_accept_files(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`-o /scratch/$USER` where only $USER is writable (root ignores modes: the probe
+        is made to fail there)."""
+        import agfsync.ownership as ownership
+
+        mine = tmp_path / "scratch" / "me"
+        mine.mkdir(parents=True)
+        real = ownership._probe
+
+        def probe(folder: Path) -> OSError | None:
+            if folder == mine.parent:
+                return PermissionError(13, "Permission denied")
+            return real(folder)
+
+        monkeypatch.setattr(ownership, "_probe", probe)
+        with pytest.raises(ConfigurationError) as raised:
+            check_output_folder(mine, FolderKind.DATASET, flag="--output")
+        message = str(raised.value)
+        assert message.startswith(f"Cannot write to --output {mine}: agfsync writes the dataset")
+        assert "Permission denied" in message and str(mine / "dataset") in message
+        assert "\n" not in message
+
+    def test_a_staging_folder_that_cannot_be_made_is_a_one_line_refusal(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import tempfile
+
+        def refuse(*args: object, **kwargs: object) -> str:
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+        with pytest.raises(ConfigurationError, match=r"Permission denied.*nothing was changed"):
+            TestOwnership.write(tmp_path / "out", {"README.md": "card"})
+        assert not (tmp_path / "out").exists()
+
+
+class TestFoldersFilledInPlace:
+    """Evaluation and training folders record their files' fingerprints once written."""
+
+    def test_an_edited_metrics_file_is_never_replaced(self, tmp_path: Path) -> None:
+        from agfsync.ownership import claim_folder
+
+        out = tmp_path / "eval"
+        owned = claim_folder(out, FolderKind.EVALUATION, flag="--output")
+        owned.add("images/", "report/")
+        owned.write_file("metrics.json", lambda path: path.write_text("{}"))
+        claim_folder(out, FolderKind.EVALUATION, flag="--output")  # unchanged: ours
+        (out / "metrics.json").write_text('{"my": "notes"}')
+        for overwrite in (False, True):
+            with pytest.raises(ConfigurationError, match=r"metrics.json changed since agfsync"):
+                claim_folder(out, FolderKind.EVALUATION, flag="--output", overwrite=overwrite)
+        assert (out / "metrics.json").read_text() == '{"my": "notes"}'
+
+    def test_a_claimed_file_name_is_the_users_until_written(self, tmp_path: Path) -> None:
+        """Claimed up front, a file agfsync has not recorded yet is not taken for its own."""
+        from agfsync.ownership import claim_folder
+
+        out = tmp_path / "eval"
+        claim_folder(out, FolderKind.EVALUATION, flag="--output").add("metrics.json", "images/")
+        (out / "metrics.json").write_text("mine")
+        with pytest.raises(ConfigurationError, match=r"metrics.json is listed"):
+            claim_folder(out, FolderKind.EVALUATION, flag="--output")
+
+    def test_a_stop_while_replacing_a_file_keeps_the_folder_ours(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import agfsync.ownership as ownership
+        from agfsync.ownership import claim_folder
+
+        out = tmp_path / "eval"
+        owned = claim_folder(out, FolderKind.EVALUATION, flag="--output")
+        owned.write_file("metrics.json", lambda path: path.write_text("v1"))
+
+        def stop(*args: object) -> None:
+            raise KeyboardInterrupt
+
+        owned = claim_folder(out, FolderKind.EVALUATION, flag="--output")
+        with monkeypatch.context() as patch:
+            patch.setattr(ownership.os, "replace", stop)
+            with pytest.raises(KeyboardInterrupt):
+                owned.write_file("metrics.json", lambda path: path.write_text("v2"))
+        assert (out / "metrics.json").read_text() == "v1"
+        claim_folder(out, FolderKind.EVALUATION, flag="--output").write_file(
+            "metrics.json", lambda path: path.write_text("v3")
+        )
+        assert sorted(path.name for path in out.iterdir()) == [MARKER, "metrics.json"]
+
+    def test_an_undeclared_name_is_a_bug(self, tmp_path: Path) -> None:
+        from agfsync.ownership import claim_folder
+
+        owned = claim_folder(tmp_path / "eval", FolderKind.EVALUATION, flag="--output")
+        with pytest.raises(ValueError, match=r"may not hold notes.txt"):
+            owned.add("notes.txt")
+
+
+class TestPatternsAndUmask:
+    def test_only_star_is_a_wildcard_in_an_entry(self) -> None:
+        from agfsync.ownership import matches
+
+        assert matches("checkpoint-12/optimizer.bin", "checkpoint-*/")
+        assert not matches("logs-a/x", "logs-?*/")
+        assert matches("logs-?a/x", "logs-?*/")
+        assert not matches("a1", "[a]*")
+        assert matches("[a]1", "[a]*")
+
+    def test_abandoned_staging_of_a_name_with_brackets_is_removed(self, tmp_path: Path) -> None:
+        import subprocess
+
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        target = tmp_path / "out[1]"
+        abandoned = tmp_path / f".out[1].abc{STAGING_SUFFIX}"
+        other = tmp_path / f".out1.abc{STAGING_SUFFIX}"
+        for folder in (abandoned, other):
+            folder.mkdir()
+            Ownership(kind="staging", pid=gone.pid).save(folder)
+        TestOwnership.write(target, {"README.md": "card"})
+        assert not abandoned.exists()
+        assert other.exists()  # another target's
+
+    def test_folder_mode_leaves_the_umask_alone(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import os
+
+        from agfsync.ownership import folder_mode
+
+        current = os.umask(0o022)
+        os.umask(current)
+
+        def forbidden(mask: int) -> int:
+            raise AssertionError("os.umask changed")
+
+        monkeypatch.setattr(os, "umask", forbidden)
+        assert folder_mode() == 0o777 & ~current
+
+
+class TestTrainingFolders:
+    """A real (tiny) training run records its model card and weights: a re-run into the
+    folder (resuming, training longer) replaces them only while unchanged."""
+
+    def test_an_edited_model_card_stops_the_next_run_into_the_folder(
+        self, tiny_sd_path: str, tmp_path: Path
+    ) -> None:
+        from agfsync.train.config import DPOTrainingConfig
+        from agfsync.train.loop import train
+        from tests.test_train_data import write_colour_preference_dataset
+
+        dataset = str(write_colour_preference_dataset(tmp_path / "ds"))
+        out = tmp_path / "run"
+
+        def config(steps: int) -> DPOTrainingConfig:
+            return DPOTrainingConfig(
+                pretrained_model=tiny_sd_path,
+                dataset=dataset,
+                output_dir=out,
+                train_batch_size=4,
+                effective_batch_size=4,
+                max_train_steps=steps,
+                report_to="none",
+                validation_steps=0,
+                lr_scheduler="constant",
+                checkpointing_steps=1,
+                resume_from_checkpoint="latest",
+            )
+
+        train(config(1))
+        marker = json.loads((out / MARKER).read_text())
+        assert {"README.md", "pytorch_lora_weights.safetensors"} <= set(marker["files"])
+        train(config(2))  # unchanged: replaced
+        card = (out / "README.md").read_text()
+        (out / "README.md").write_text(card + "\nmy notes\n")
+        for overwrite in (False, True):
+            with pytest.raises(ConfigurationError, match=r"README.md changed since agfsync"):
+                train(config(3).model_copy(update={"overwrite": overwrite}))
+        assert (out / "README.md").read_text() == card + "\nmy notes\n"

@@ -31,7 +31,7 @@ from datasets.exceptions import DatasetGenerationError
 from datasets.info import DatasetInfo, DatasetInfosDict
 
 from agfsync.errors import ConfigurationError
-from agfsync.ownership import FolderKind, check_output_folder, write_folder
+from agfsync.ownership import KINDS, FolderKind, check_output_folder, write_folder
 from agfsync.safe_paths import inside
 
 IMAGE_COLUMNS = ("jpg_0", "jpg_1")
@@ -287,15 +287,7 @@ def build_preference_dataset(
     return dataset, unpaired
 
 
-DATASET_ENTRIES = (
-    "README.md",
-    "data/",
-    "assets/",
-    "artifacts/",
-    "run.json",
-    "pipeline.yaml",
-    "pipeline.log",
-)
+DATASET_ENTRIES = KINDS[FolderKind.DATASET].entries
 """The top-level names a dataset folder of agfsync may hold (besides its marker)."""
 
 
