@@ -17,6 +17,8 @@ already consumed and continues with the same losses an uninterrupted run would s
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,7 +64,17 @@ from agfsync.train.models import (
     load_components,
     predict_noise,
 )
-from agfsync.train.outputs import push_to_hub, save_lora, write_model_card
+from agfsync.train.outputs import (
+    LORA_WEIGHTS,
+    MODEL_CARD,
+    PIPELINE_FOLDERS,
+    PIPELINE_INDEX,
+    check_model_repo,
+    model_repo_files,
+    push_to_hub,
+    save_lora,
+    write_model_card,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -72,6 +84,8 @@ logger = get_logger("agfsync.train")
 
 LORA_CHECKPOINT_FILE = "lora_adapter.safetensors"
 CHECKPOINT_PREFIX = "checkpoint-"
+CHECKPOINT_NAME = re.compile(rf"{CHECKPOINT_PREFIX}([0-9]+)")
+"""The name of a checkpoint agfsync writes: `checkpoint-<optimizer step>`."""
 PROGRESS_METRICS = ("loss", "implicit_accuracy", "lr")
 """Metrics shown beside the progress bar (all of them go to the trackers)."""
 _WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -117,30 +131,38 @@ TRAINING_ENTRIES = (
     "logs/",
     "validation/",
     "latents-cache/",
-    "README.md",
-    "pytorch_lora_weights.safetensors",
-    "model_index.json",
-    "unet/",
-    "vae/",
-    "text_encoder/",
-    "text_encoder_2/",
-    "tokenizer/",
-    "tokenizer_2/",
-    "scheduler/",
-    "feature_extractor/",
-    "safety_checker/",
-    "image_encoder/",
+    MODEL_CARD,
+    LORA_WEIGHTS,
+    PIPELINE_INDEX,
+    *(f"{folder}/" for folder in PIPELINE_FOLDERS),
 )
 """The names a training folder of agfsync holds (checkpoints, logs, validation grids,
 latent cache, the model card and the saved LoRA or pipeline)."""
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The optimizer step of a `checkpoint-N` folder, from its name; None for another name."""
+    match = CHECKPOINT_NAME.fullmatch(path.name)
+    return int(match[1]) if match else None
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
-    """The `checkpoint-N` folders of a run, oldest first."""
-    return sorted(
-        (path for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if path.is_dir()),
-        key=lambda path: int(path.name.removeprefix(CHECKPOINT_PREFIX)),
-    )
+    """The `checkpoint-N` folders of a run, oldest first. Another name (`checkpoint-best`)
+    or a symbolic link is not a checkpoint agfsync wrote: never resumed from as `latest`,
+    never deleted, and nothing it points to is either."""
+    found = [
+        (step, path)
+        for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
+        if (step := checkpoint_step(path)) is not None and not path.is_symlink() and path.is_dir()
+    ]
+    return [path for _, path in sorted(found)]
+
+
+def prune_checkpoints(output_dir: Path, keep: int) -> None:
+    """Delete the oldest checkpoints (`_checkpoints`) until at most `keep` remain."""
+    existing = _checkpoints(output_dir)
+    for old in existing[: max(0, len(existing) - keep)]:
+        shutil.rmtree(old)
 
 
 def find_checkpoint(output_dir: Path, requested: str) -> Path | None:
@@ -189,6 +211,11 @@ def preflight(
             alternative="train without --push-to-hub and upload the folder later "
             "(hf upload REPO FOLDER)",
         )
+        check_model_repo(
+            config.hub_model_id or config.output_dir.resolve().name,
+            hub_token,
+            overwrite=config.overwrite,
+        )
     assert config.latents_cache_dir is not None
     if config.cache_latents:
         check_writable(
@@ -231,34 +258,78 @@ def trainable_parameters(config: DPOTrainingConfig, info: BaseModelInfo) -> tupl
     return trainable, total
 
 
+def steps_done(config: DPOTrainingConfig) -> int:
+    """The optimizer steps a resumed run starts after: its checkpoint's `N` (0 when not
+    resuming, when there is no checkpoint yet, or for a folder not named `checkpoint-N`)."""
+    if not config.resume_from_checkpoint:
+        return 0
+    checkpoint = find_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    return (checkpoint_step(checkpoint) or 0) if checkpoint else 0
+
+
+def new_checkpoints(config: DPOTrainingConfig, done: int) -> int:
+    """How many more checkpoints the output folder holds at most, once the run has
+    written those still to come after step `done`: all of them, or with
+    --checkpoints-total-limit only up to the limit, counting those already there (the
+    oldest are deleted to make room)."""
+    to_write = config.max_train_steps // config.checkpointing_steps
+    to_write -= min(done, config.max_train_steps) // config.checkpointing_steps
+    limit = config.checkpoints_total_limit
+    if not limit:
+        return to_write
+    return min(to_write, max(0, limit - len(_checkpoints(config.output_dir))))
+
+
+def cached_latents(cache_dir: Path) -> int:
+    """The entries of the largest per-VAE folder of a latent cache already on disk
+    (`LatentsCache`'s `<vae>/<xx>/<key>.safetensors`): what a resumed run (or one on the
+    same data) reads back rather than writes again."""
+    counts = [0]
+    if cache_dir.is_dir():
+        for vae in os.scandir(cache_dir):
+            if vae.is_dir(follow_symlinks=False):
+                counts.append(
+                    sum(
+                        sum(entry.name.endswith(".safetensors") for entry in os.scandir(shard))
+                        for shard in os.scandir(vae.path)
+                        if shard.is_dir(follow_symlinks=False)
+                    )
+                )
+    return max(counts)
+
+
 def training_disk_needs(
     config: DPOTrainingConfig, info: BaseModelInfo, num_pairs: int | None
 ) -> dict[Path, int]:
-    """A rough upper bound of what a run writes, by folder: the checkpoints kept (the
-    trainable parameters and their AdamW state, `CHECKPOINT_BYTES_PER_PARAMETER`), the
-    saved LoRA or pipeline, the validation images (a grid and one file per prompt, at
-    `PNG_BYTES_PER_PIXEL`), and the latent cache (two latents per pair, flipped and
-    not)."""
+    """A rough upper bound of what a run still writes, by folder: the checkpoints still
+    to be written and kept (`new_checkpoints`; each the trainable parameters and their
+    AdamW state, `CHECKPOINT_BYTES_PER_PARAMETER`), the saved LoRA or pipeline, the
+    validation images still to come (a grid and one file per prompt, at
+    `PNG_BYTES_PER_PIXEL`), and the latents not yet cached (two latents per pair,
+    flipped and not). A resumed run counts only what comes after its checkpoint."""
     trainable, unet = trainable_parameters(config, info)
-    written = config.max_train_steps // config.checkpointing_steps
-    kept = min(written, config.checkpoints_total_limit or written)
+    done = min(steps_done(config), config.max_train_steps)
+    checkpoints = new_checkpoints(config, done)
     saved = 4 * trainable if config.use_lora else int(4 * unet * FULL_PIPELINE_FACTOR)
     assert config.resolution is not None
     prompts = len(config.validation_prompts)
     validations = (
-        config.max_train_steps // config.validation_steps + 1
+        config.max_train_steps // config.validation_steps - done // config.validation_steps + 1
         if config.validation_steps and prompts
         else 0
     )
     images = png_bytes(config.resolution, config.resolution, 2 * prompts * validations)
-    needs = {config.output_dir: kept * CHECKPOINT_BYTES_PER_PARAMETER * trainable + saved + images}
+    needs = {
+        config.output_dir: checkpoints * CHECKPOINT_BYTES_PER_PARAMETER * trainable + saved + images
+    }
     if config.cache_latents and num_pairs:
         assert config.latents_cache_dir is not None
         # mean and log-variance, 4 channels at 1/8 of the resolution, float32
         latent = 2 * 4 * (config.resolution // 8) ** 2 * 4
         flips = 2 if config.random_flip else 1
         cache = config.latents_cache_dir
-        needs[cache] = needs.get(cache, 0) + 2 * num_pairs * flips * latent
+        missing = max(0, 2 * num_pairs * flips - cached_latents(cache))
+        needs[cache] = needs.get(cache, 0) + missing * latent
     return needs
 
 
@@ -628,9 +699,7 @@ class DPOTrainer:
         config = self.config
         if self.accelerator.is_main_process and config.checkpoints_total_limit:
             # Make room for the new one.
-            existing = _checkpoints(config.output_dir)
-            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
-                shutil.rmtree(old)
+            prune_checkpoints(config.output_dir, config.checkpoints_total_limit - 1)
         path = config.output_dir / f"{CHECKPOINT_PREFIX}{step}"
         self.accelerator.save_state(str(path))
         logger.info("Saved checkpoint %s", path)
@@ -704,6 +773,12 @@ class DPOTrainer:
             if config.validation_steps and step % config.validation_steps:
                 result.validation_grids += self._validate(step)
             repo = config.hub_model_id or config.output_dir.resolve().name
+            grid = result.validation_grids[-1] if result.validation_grids else None
+            widget = (
+                [validation_image(grid, index) for index in range(len(config.validation_prompts))]
+                if grid
+                else []
+            )
             write_model_card(
                 config.output_dir,
                 config=config,
@@ -714,18 +789,20 @@ class DPOTrainer:
                     "undecodable images skipped": self.data_counts.bad_images,
                     "images read": self.data_counts.images_read,
                 },
-                validation_grid=result.validation_grids[-1] if result.validation_grids else None,
-                validation_images=[
-                    validation_image(result.validation_grids[-1], index)
-                    for index in range(len(config.validation_prompts))
-                ]
-                if result.validation_grids
-                else None,
+                validation_grid=grid,
+                validation_images=widget or None,
                 repo=repo if config.push_to_hub else None,
             )
             self.owned.wrote("README.md")
             if config.push_to_hub:
-                result.hub_url = push_to_hub(config.output_dir, repo, self.hub_token)
+                files = model_repo_files(
+                    config.output_dir,
+                    use_lora=config.use_lora,
+                    card_images=[grid, *widget] if grid else [],
+                )
+                result.hub_url = push_to_hub(
+                    config.output_dir, repo, self.hub_token, files=files, overwrite=config.overwrite
+                )
         accelerator.end_training()
 
 
