@@ -34,6 +34,7 @@ training) are claimed first (`claim_folder`): they may list whole folders of the
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import hashlib
@@ -54,6 +55,9 @@ MARKER = ".agfsync-owned.json"
 """The file that says a folder (and which of its paths) was written by agfsync."""
 STAGING_SUFFIX = ".agfsync-partial"
 STAGING = "staging"
+SCRATCH = ".agfsync-partial/"
+"""In a folder filled in place: where `OwnedFolder.write_file` writes a file before
+moving it into place (a folder of the kind's, whatever its declared names)."""
 
 
 class FolderKind:
@@ -148,7 +152,7 @@ class Ownership:
     accepted as well as `files` until the move is complete."""
 
     def covers(self, relative: str) -> bool:
-        if KINDS.get(self.kind, KindRule(())).staged:  # literal file paths
+        if KINDS[self.kind].staged:  # literal file paths
             return relative in self.entries
         return any(matches(relative, entry) for entry in self.entries)
 
@@ -186,8 +190,9 @@ class Ownership:
         if not all(_trusted_entry(entry) and _declared(entry, rule) for entry in entries):
             return None
         files, previous = record.get("files", {}), record.get("previous", {})
+        listed = set(entries)
         if not isinstance(files, dict) or not all(
-            name in entries and not name.endswith("/") and _valid_fingerprint(recorded)
+            name in listed and not name.endswith("/") and _valid_fingerprint(recorded)
             for name, recorded in files.items()
         ):
             return None
@@ -237,7 +242,7 @@ def _declared(entry: str, rule: KindRule) -> bool:
     folders and patterns (`checkpoint-*/`) or paths under them."""
     if rule.staged:
         return not entry.endswith("/") and any(matches(entry, name) for name in rule.entries)
-    return any(_within(entry, name) for name in rule.entries)
+    return any(_within(entry, name) for name in (*rule.entries, SCRATCH))
 
 
 def _within(entry: str, name: str) -> bool:
@@ -391,7 +396,12 @@ def _files(folder: Path) -> Iterable[str]:
 
 def _foreign(folder: Path, ownership: Ownership | None) -> list[str]:
     """Paths under `folder` that agfsync did not write."""
-    return [path for path in _files(folder) if ownership is None or not ownership.covers(path)]
+    if ownership is None:
+        return list(_files(folder))
+    if KINDS[ownership.kind].staged:  # literal paths: a set, for folders of many files
+        listed = set(ownership.entries)
+        return [path for path in _files(folder) if path not in listed]
+    return [path for path in _files(folder) if not ownership.covers(path)]
 
 
 def _names(paths: Sequence[str], limit: int = 3) -> str:
@@ -742,13 +752,16 @@ class OwnedFolder:
             self.ownership.save(self.path)
 
     def write_file(self, relative: str, write: Callable[[Path], object]) -> Path:
-        """Create or replace the file `relative` with what `write(partial)` writes beside
-        it, atomically, its fingerprint recorded (a stop at any moment leaves the old
-        file or the new one, each accepted by the marker until the new one is in)."""
+        """Create or replace the file `relative` with what `write(partial)` writes in
+        `SCRATCH`, moved into place atomically, its fingerprint recorded (a stop at any
+        moment leaves the old file or the new one, each accepted by the marker until the
+        new one is in; a partial file left in `SCRATCH` is the folder's own)."""
         self._check_declared((relative,))
         path = owned_path(self.path, relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.parent / f".{path.name}.{os.getpid()}.partial"
+        self.add(SCRATCH)
+        scratch = owned_path(self.path, SCRATCH)
+        scratch.mkdir(exist_ok=True)
+        partial = scratch / relative.replace("/", "_")
         try:
             write(partial)
             new = fingerprint(partial)
@@ -756,13 +769,17 @@ class OwnedFolder:
             if relative not in self.ownership.entries:
                 self.ownership.entries.append(relative)
             self.ownership.files[relative] = new
-            self.ownership.previous[relative] = [old] if old else []
+            if old is not None and old != new:
+                self.ownership.previous[relative] = [old]
             self.ownership.save(self.path)
+            path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
         self.ownership.previous.pop(relative, None)
         self.ownership.save(self.path)
+        with contextlib.suppress(OSError):
+            scratch.rmdir()  # when empty
         return path
 
     def owns(self, relative: str) -> bool:

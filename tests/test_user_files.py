@@ -786,9 +786,13 @@ class TestFoldersFilledInPlace:
             with pytest.raises(KeyboardInterrupt):
                 owned.write_file("metrics.json", lambda path: path.write_text("v2"))
         assert (out / "metrics.json").read_text() == "v1"
+        # What a kill -9 leaves: a partial file in the folder's own scratch.
+        (out / ".agfsync-partial").mkdir(exist_ok=True)
+        (out / ".agfsync-partial" / "metrics.json").write_text("half")
         claim_folder(out, FolderKind.EVALUATION, flag="--output").write_file(
             "metrics.json", lambda path: path.write_text("v3")
         )
+        assert (out / "metrics.json").read_text() == "v3"
         assert sorted(path.name for path in out.iterdir()) == [MARKER, "metrics.json"]
 
     def test_an_undeclared_name_is_a_bug(self, tmp_path: Path) -> None:
