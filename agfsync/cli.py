@@ -476,7 +476,10 @@ def argilla_pull(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(help="Argilla dataset made by `agfsync argilla push`.  [required]"),
+        typer.Option(
+            help="Argilla dataset made by `agfsync argilla push` [default: the positional "
+            "NAME; one of the two is required]."
+        ),
     ] = None,
     output: Annotated[
         Path | None, OutputFolder("Folder of the reviewed dataset.  [required]")

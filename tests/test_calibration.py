@@ -239,7 +239,7 @@ def test_the_weight_preset_round_trips_with_its_provenance(tmp_path: Path) -> No
     assert preset.info.fitted and preset.info.pairs == 200
     assert preset.info.verdict == result.verdict
     assert preset.description.startswith(
-        "fitted with `agfsync calibrate` to 200 human-reviewed pairs of reviewed-run "
+        "fitted with agfsync calibrate to 200 human-reviewed pairs of reviewed-run "
         "(weights.yaml); held-out agreement with people"
     )
     (tmp_path / "hand.yaml").write_text("weights: {vqa: 1, clip: 0, aesthetic: 0}\n")

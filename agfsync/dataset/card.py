@@ -504,8 +504,8 @@ Install agfsync from its source repository (it is not published on PyPI), then:
 {command}
 ```
 {files}
-or, with distilabel's own command and the `pipeline.yaml` of this repository:
-`distilabel pipeline run --config pipeline.yaml`.
+Or run the same pipeline with distilabel's own command and the `pipeline.yaml` of this
+repository: `distilabel pipeline run --config pipeline.yaml`.
 """
 
 

@@ -65,8 +65,7 @@ class WeightsInfo(BaseModel):
             return f"from {self.file}, written by hand (not fitted to human reviews)"
         of = f" of {self.source}" if self.source else ""
         line = (
-            f"fitted with `agfsync calibrate` to {self.pairs} human-reviewed pairs{of} "
-            f"({self.file})"
+            f"fitted with agfsync calibrate to {self.pairs} human-reviewed pairs{of} ({self.file})"
         )
         if self.held_out_agreement is not None and self.interval_95 is not None:
             low, high = self.interval_95
