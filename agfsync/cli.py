@@ -792,15 +792,28 @@ def evaluate_command(ctx: typer.Context) -> None:
 
 @app.command("report")
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="Output folder of `agfsync generate`.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Output folder of `agfsync generate` (or `reselect`, `argilla pull`), or of "
+            "`agfsync calibrate`."
+        ),
+    ],
     output: Annotated[Path | None, OutputFolder("Report folder [default: RUN_DIR/report].")] = None,
     overwrite: Overwrite = False,
 ) -> None:
-    """Render an HTML report of a preference dataset: scores, margins, categories, samples."""
-    from agfsync.evaluation.report import render_dataset_report
+    """Render an HTML report of a preference dataset (scores, margins, categories,
+    samples) or of a calibration (each judge mix's agreement with people)."""
+    from agfsync.evaluation.report import render_calibration_report, render_dataset_report
+    from agfsync.review.calibration import CALIBRATION_FILE
 
+    render = (
+        render_calibration_report
+        if (run_dir / CALIBRATION_FILE).is_file()
+        else render_dataset_report
+    )
     try:
-        path = render_dataset_report(run_dir, output or run_dir / "report", overwrite=overwrite)
+        path = render(run_dir, output or run_dir / "report", overwrite=overwrite)
     except AgfsyncError as error:
         raise _fail(error) from None
     console.print(f"[bold green]Report:[/] {path}")

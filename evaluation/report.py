@@ -197,6 +197,63 @@ def render_dataset_report(
     return folder / "index.html"
 
 
+def render_calibration_report(
+    calibration_dir: Path, folder: Path, *, flag: str = "--output", overwrite: bool = False
+) -> Path:
+    """`folder/index.html` of an `agfsync calibrate` output folder: every mix's held-out
+    agreement with people and its interval, the fitted mix's paired gain over each, the
+    same per category, and the verdict (the tables of the folder's README.md)."""
+    from agfsync.review.calibration import (
+        MIX_HEADER,
+        category_rows,
+        mix_rows,
+        read_calibration,
+    )
+
+    check_output_folder(
+        folder,
+        FolderKind.REPORT,
+        flag=flag,
+        overwrite=overwrite,
+        reserved=REPORT_ENTRIES,
+        protected=[calibration_dir],
+    )
+    calibration = read_calibration(calibration_dir)
+
+    def escaped(rows: list[list[str]]) -> list[list[str]]:
+        return [[html.escape(cell) for cell in row] for row in rows]
+
+    left_out = ", ".join(f"{k}: {v}" for k, v in calibration.ignored.items()) or "none"
+    body = [
+        f"<h1>Judge weights calibrated: {html.escape(calibration_dir.name)}</h1>",
+        f"<p>{calibration.pairs} reviewed pairs with a human choice, {calibration.folds}-fold "
+        "cross-validation over prompts (95% Wilson intervals; the fitted mix's gain over "
+        "each other mix with a paired bootstrap 95% interval over prompts). Left out: "
+        f"{html.escape(left_out)}.</p>",
+        "<h2>Held-out agreement with people</h2>",
+        _table(MIX_HEADER, escaped(mix_rows(calibration)), table_id="mixes"),
+        "<h2>Per category</h2>",
+        _table(
+            ["category", "pairs", *(html.escape(mix.name) for mix in calibration.mixes)],
+            escaped(category_rows(calibration)),
+            table_id="categories",
+        ),
+        "<h2>Verdict</h2>",
+        f"<p>{html.escape(calibration.verdict)}</p>",
+    ]
+
+    write_folder(
+        folder,
+        FolderKind.REPORT,
+        lambda staging: _write_page(staging, "agfsync calibration", body),
+        flag=flag,
+        overwrite=overwrite,
+        protected=[calibration_dir],
+        what="the report",
+    )
+    return folder / "index.html"
+
+
 PAIRS_PER_PAGE = 100
 """Pairs on one page of the dataset report's pair browser."""
 THUMBNAIL_SIZE = 256

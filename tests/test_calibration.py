@@ -304,6 +304,16 @@ def test_calibrate_command_on_a_pick_a_pic_style_dataset(tmp_path: Path) -> None
         report
     )
 
+    # `agfsync report` renders the calibration; calibrating again replaces only its own files.
+    result = run_command(["agfsync", "report", "cal"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (tmp_path / "cal" / "report" / "index.html").read_text()
+    assert '<table id="mixes">' in page and '<table id="categories">' in page
+    assert "fitted minus this" in page and "cannot tell these mixes apart" in page
+    result = run_command(["agfsync", "calibrate", "reviewed", "-o", "cal"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "cal" / "report" / "index.html").read_text() == page
+
     inverted = [row | {"label_0": 1.0 - row["label_0"]} for row in simulated_rows(200, noise=0.5)]
     _write_rows(tmp_path / "inverted", inverted)
     result = run_command(["agfsync", "calibrate", "inverted", "-o", "cal2"], tmp_path)

@@ -283,6 +283,21 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        """The calibration `to_json` wrote (`calibration.json`)."""
+        mixes = [
+            MixResult(
+                mix["name"],
+                mix["weights"],
+                Agreement(**mix["overall"]),
+                {key: Agreement(**value) for key, value in mix["by_category"].items()},
+            )
+            for mix in data["mixes"]
+        ]
+        differences = {name: Difference(**value) for name, value in data["differences"].items()}
+        return cls(**(data | {"mixes": mixes, "differences": differences}))
+
 
 def calibrate(
     read: ReadPairs,
@@ -628,6 +643,18 @@ def calibration_section(calibration: Calibration) -> str:
 
 CALIBRATION_FILE = "calibration.json"
 REPORT_FILE = "README.md"
+
+
+def read_calibration(folder: Path) -> Calibration:
+    """The calibration of an `agfsync calibrate` output folder."""
+    try:
+        data = json.loads((folder / CALIBRATION_FILE).read_text(encoding="utf-8"))
+        return Calibration.from_json(data)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigurationError(
+            f"{folder / CALIBRATION_FILE} is not a calibration `agfsync calibrate` wrote "
+            f"({error}); run `agfsync calibrate` again."
+        ) from None
 
 
 def _rows_of(folder: Path) -> list[dict[str, Any]]:
