@@ -172,26 +172,46 @@ def render_dataset_report(
     are the dataset card's, written under `folder/assets/`). `folder` is an agfsync
     report folder (`agfsync.ownership`): only an earlier report is replaced, and never
     the dataset itself."""
+    _check_report_folder(folder, run_dir, flag=flag, overwrite=overwrite)
+    dataset, run = load_run(run_dir)
+    return _write_report_folder(
+        folder,
+        run_dir,
+        lambda staging: _write_dataset_report(run_dir, dataset, run, staging),
+        flag=flag,
+        overwrite=overwrite,
+    )
+
+
+def _check_report_folder(folder: Path, source: Path, *, flag: str, overwrite: bool) -> None:
+    """Before any work: `folder` may hold only an earlier report, never `source`."""
     check_output_folder(
         folder,
         FolderKind.REPORT,
         flag=flag,
         overwrite=overwrite,
         reserved=REPORT_ENTRIES,
-        protected=[run_dir],
+        protected=[source],
     )
-    dataset, run = load_run(run_dir)
 
-    def write(staging: Path) -> None:
-        _write_dataset_report(run_dir, dataset, run, staging)
 
+def _write_report_folder(
+    folder: Path,
+    source: Path,
+    write: Callable[[Path], object],
+    *,
+    flag: str,
+    overwrite: bool,
+) -> Path:
+    """Write a report folder with `write(staging)` (agfsync.ownership's rule, `source`
+    protected) and return its page."""
     write_folder(
         folder,
         FolderKind.REPORT,
         write,
         flag=flag,
         overwrite=overwrite,
-        protected=[run_dir],
+        protected=[source],
         what="the report",
     )
     return folder / "index.html"
@@ -210,14 +230,7 @@ def render_calibration_report(
         read_calibration,
     )
 
-    check_output_folder(
-        folder,
-        FolderKind.REPORT,
-        flag=flag,
-        overwrite=overwrite,
-        reserved=REPORT_ENTRIES,
-        protected=[calibration_dir],
-    )
+    _check_report_folder(folder, calibration_dir, flag=flag, overwrite=overwrite)
     calibration = read_calibration(calibration_dir)
 
     def escaped(rows: list[list[str]]) -> list[list[str]]:
@@ -242,16 +255,13 @@ def render_calibration_report(
         f"<p>{html.escape(calibration.verdict)}</p>",
     ]
 
-    write_folder(
+    return _write_report_folder(
         folder,
-        FolderKind.REPORT,
+        calibration_dir,
         lambda staging: _write_page(staging, "agfsync calibration", body),
         flag=flag,
         overwrite=overwrite,
-        protected=[calibration_dir],
-        what="the report",
     )
-    return folder / "index.html"
 
 
 PAIRS_PER_PAGE = 100
