@@ -572,10 +572,11 @@ def write_folder(
     writing leaves `folder` as it was; one while the files are moved leaves a folder
     the next run finishes. A `folder` of ours is replaced file by file (the files we
     wrote before and do not write now are deleted); files that are not ours stay.
-    Raises ConfigurationError, before anything is written, when the rule above forbids
-    it, and when writing fails (naming the cause and the state the folder is in).
+    Raises ConfigurationError when the rule above forbids it (callers check it with
+    `check_output_folder` before their work; it is checked again here, once the files
+    are staged, before anything in `folder` changes) and when writing fails (naming the
+    cause and the state the folder is in).
     """
-    check_output_folder(folder, kind, flag=flag, overwrite=overwrite, protected=protected)
     target = folder.resolve()
     staging: Path | None = None
     try:
