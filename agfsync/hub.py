@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
@@ -37,16 +38,21 @@ def check_repo_is_ours(
     overwrite: bool,
     replaced: str,
     new_repo_flag: str,
+    card: str | None = None,
 ) -> bool:
     """Whether `repo_id` (whose files are `existing` at `revision`) is new, empty or made
     by agfsync (its card has the agfsync tag). Raises ConfigurationError for another
     repo unless `overwrite`. `replaced` says what writing would replace ("publishing
     would replace its card and data"); `new_repo_flag` is the option naming another
-    repo."""
+    repo; `card` is the card's text at `revision` when the caller has read it already
+    (`card_text`)."""
     if not [path for path in existing if path != ".gitattributes"]:
         return True
-    if "README.md" in existing and _card_has_our_tag(api, repo_id, repo_type, revision):
-        return True
+    if "README.md" in existing:
+        if card is None:
+            card = card_text(api, repo_id, repo_type=repo_type, revision=revision)
+        if _has_our_tag(card):
+            return True
     if overwrite:
         logger.warning(
             "%s was not made by agfsync: --overwrite replaces only the files agfsync "
@@ -62,17 +68,27 @@ def check_repo_is_ours(
     )
 
 
-def _card_has_our_tag(
-    api: HfApi, repo_id: str, repo_type: Literal["dataset", "model"], revision: str | None
-) -> bool:
-    from huggingface_hub import RepoCard
+def card_text(
+    api: HfApi, repo_id: str, *, repo_type: Literal["dataset", "model"], revision: str | None
+) -> str:
+    """The text of the repo's card (README.md) at `revision`; "" when it has none."""
+    from huggingface_hub.errors import EntryNotFoundError
 
     with tempfile.TemporaryDirectory(prefix="agfsync-card-") as folder:
-        path = api.hf_hub_download(
-            repo_id, "README.md", repo_type=repo_type, revision=revision, local_dir=folder
-        )
         try:
-            tags = RepoCard.load(path).data.to_dict().get("tags") or []
-        except (ValueError, TypeError, AttributeError, yaml.YAMLError):
-            return False
+            path = api.hf_hub_download(
+                repo_id, "README.md", repo_type=repo_type, revision=revision, local_dir=folder
+            )
+        except EntryNotFoundError:
+            return ""
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def _has_our_tag(card: str) -> bool:
+    from huggingface_hub import RepoCard
+
+    try:
+        tags = RepoCard(card).data.to_dict().get("tags") or []
+    except (ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return False
     return isinstance(tags, list) and AGFSYNC_TAG in tags

@@ -29,7 +29,7 @@ from huggingface_hub import (
     CommitOperationDelete,
     HfApi,
 )
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from PIL import Image, UnidentifiedImageError
 
 from agfsync.dataset.card import ASSETS_DIR, card_writer
@@ -42,7 +42,7 @@ from agfsync.dataset.folder import (
 from agfsync.dataset.run_info import RunInfo
 from agfsync.environment import HF_ENDPOINT, hub_token
 from agfsync.errors import AgfsyncError, ConfigurationError, PublishError
-from agfsync.hub import check_repo_is_ours
+from agfsync.hub import card_text, check_repo_is_ours
 from agfsync.ownership import MARKER, FolderKind
 from agfsync.retry import RETRYABLE_STATUS_CODES, Backoff, call_with_retries, http_status
 from agfsync.safe_paths import inside
@@ -241,18 +241,6 @@ def _written_by_agfsync(path: str, split: str, include_artifacts: bool, card: st
     )
 
 
-def _card_text(api: HfApi, repo_id: str, revision: str | None) -> str:
-    """The text of the repo's card at `revision` ("" when it has none)."""
-    with tempfile.TemporaryDirectory(prefix="agfsync-card-") as folder:
-        try:
-            path = api.hf_hub_download(
-                repo_id, "README.md", repo_type="dataset", revision=revision, local_dir=folder
-            )
-        except EntryNotFoundError:
-            return ""
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-
-
 class _BoundedTransport(httpx2.HTTPTransport):
     """Gives every request a timeout: huggingface_hub passes `timeout=None` (wait
     forever) explicitly, which overrides a client's own timeout."""
@@ -302,6 +290,11 @@ def _upload(
     except RepositoryNotFoundError:
         info = None
     existing = [sibling.rfilename for sibling in (info.siblings if info else None) or []]
+    card = (
+        card_text(api, repo_id, repo_type="dataset", revision=info.sha)
+        if info is not None and "README.md" in existing
+        else ""
+    )
     ours = check_repo_is_ours(
         api,
         repo_id,
@@ -311,6 +304,7 @@ def _upload(
         overwrite=overwrite,
         replaced="publishing would replace its card and data",
         new_repo_flag="--repo-id",
+        card=card,
     )
     if not ours:
         existing = []  # nothing of theirs is listed in our card, or deleted
@@ -347,7 +341,6 @@ def _upload(
         # Deleted: what agfsync wrote there before and writes no more, by its exact names
         # and, for shards and figures, listed on the card agfsync wrote (a file someone
         # else added, even under a name like ours, is kept).
-        card = _card_text(api, repo_id, info.sha) if existing else ""
         stale = [
             path
             for path in existing
