@@ -584,7 +584,7 @@ def calibrate(
         raise _fail(error) from None
     console.print(
         f"{result.pairs} reviewed pairs, {result.folds}-fold cross-validation over prompts "
-        f"(left out: {_counts(result.ignored)})",
+        f"(left out: {result.left_out()})",
         highlight=False,
     )
     _print_table(MIX_HEADER, mix_rows(result))
@@ -595,10 +595,6 @@ def calibrate(
         console.print(
             f"Use them: agfsync generate --weights {output / WEIGHTS_FILE} ...", highlight=False
         )
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{reason}: {count}" for reason, count in counts.items()) or "none"
 
 
 def _print_table(header: list[str], rows: list[list[str]]) -> None:

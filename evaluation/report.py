@@ -236,13 +236,12 @@ def render_calibration_report(
     def escaped(rows: list[list[str]]) -> list[list[str]]:
         return [[html.escape(cell) for cell in row] for row in rows]
 
-    left_out = ", ".join(f"{k}: {v}" for k, v in calibration.ignored.items()) or "none"
     body = [
         f"<h1>Judge weights calibrated: {html.escape(calibration_dir.name)}</h1>",
         f"<p>{calibration.pairs} reviewed pairs with a human choice, {calibration.folds}-fold "
         "cross-validation over prompts (95% Wilson intervals; the fitted mix's gain over "
         "each other mix with a paired bootstrap 95% interval over prompts). Left out: "
-        f"{html.escape(left_out)}.</p>",
+        f"{html.escape(calibration.left_out())}.</p>",
         "<h2>Held-out agreement with people</h2>",
         _table(MIX_HEADER, escaped(mix_rows(calibration)), table_id="mixes"),
         "<h2>Per category</h2>",

@@ -180,7 +180,7 @@ def render_dataset_card(
         "\nJudges, combined as `weighted = sum(weight * score)` over 0–100 scores; the "
         "candidate with the highest weighted score is `chosen` (`jpg_0`), the lowest "
         "`rejected` (`jpg_1`):\n",
-        _table(
+        markdown_table(
             ["judge", "model", "weight"],
             [
                 [
@@ -198,7 +198,7 @@ def render_dataset_card(
         "own seed (`image_seeds`), derived from the run seed, the prompt id and the image "
         "index, so any image can be regenerated exactly.\n",
         f"## Statistics ({split} split)\n",
-        _table(["statistic", "value"], stats.summary_rows()),
+        markdown_table(["statistic", "value"], stats.summary_rows()),
         "\nScores over every candidate (mean ± std, with the means of the chosen and "
         "rejected images):\n",
         _scores_table(stats),
@@ -252,7 +252,7 @@ def _provenance_table(stats: DatasetStatistics, run: RunInfo) -> str:
         ["guidance scale", str(config.get("guidance_scale", "default"))],
         ["run seed", str(run.seed)],
     ]
-    return _table(["setting", "value"], rows)
+    return markdown_table(["setting", "value"], rows)
 
 
 def _scores_table(stats: DatasetStatistics) -> str:
@@ -268,7 +268,7 @@ def _scores_table(stats: DatasetStatistics) -> str:
                 f"{stats.rejected_scores[column]:.2f}",
             ]
         )
-    return _table(["score", "mean ± std", "range", "chosen", "rejected"], rows)
+    return markdown_table(["score", "mean ± std", "range", "chosen", "rejected"], rows)
 
 
 def _unpaired_lines(stats: DatasetStatistics) -> str:
@@ -283,7 +283,7 @@ def _unpaired_lines(stats: DatasetStatistics) -> str:
 
 
 def _category_table(stats: DatasetStatistics) -> str:
-    return _table(
+    return markdown_table(
         ["category", "prompts", "pairs", "no pair (why)"],
         [
             [
@@ -308,7 +308,7 @@ def _samples(samples: list[SamplePair]) -> str:
         ]
         for sample in samples
     ]
-    return _table(["prompt", "chosen (weighted score)", "rejected (weighted score)"], rows)
+    return markdown_table(["prompt", "chosen (weighted score)", "rejected (weighted score)"], rows)
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]#!|~])")
@@ -428,7 +428,8 @@ def code_text(text: str) -> str:
     return markdown_text(flat) if "`" in flat else f"`{flat}`"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table; cells are markdown already (`markdown_text` for text from data)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -471,7 +472,7 @@ def _use_section(load_path: str, split: str, num_ties: int) -> str:
         ["the Hub viewer", f"the `{IMAGES_CONFIG}` config shows `jpg_0` / `jpg_1` as pictures"],
     ]
     return (
-        _table(["tool", "how it reads this dataset"], rows)
+        markdown_table(["tool", "how it reads this dataset"], rows)
         + USE_COMMAND.format(load_path=load_path, split=split)
         + _ties_note(num_ties)
     )

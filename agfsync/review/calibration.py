@@ -283,6 +283,10 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def left_out(self) -> str:
+        """The rows left out, counted by reason ("none" when none was)."""
+        return ", ".join(f"{reason}: {count}" for reason, count in self.ignored.items()) or "none"
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
         """The calibration `to_json` wrote (`calibration.json`)."""
@@ -362,7 +366,7 @@ def calibrate(
         differences=differences,
         distinguishable=outcome != "unclear" and any(fitted.values()),
         recommended=recommended,
-        verdict=_verdict(fitted, fitted_mix, rival, differences[rival.name], len(pairs)),
+        verdict=_verdict(fitted, fitted_mix, rival, differences[rival.name], outcome, len(pairs)),
     )
 
 
@@ -419,6 +423,7 @@ def _verdict(
     fitted_mix: Agreement,
     rival: MixResult,
     difference: Difference,
+    outcome: str,
     pairs: int,
 ) -> str:
     if not any(fitted.values()):
@@ -434,7 +439,6 @@ def _verdict(
         f"{difference.points * 100:+.1f} points (paired bootstrap 95% interval "
         f"{difference.low * 100:+.1f} to {difference.high * 100:+.1f}). "
     )
-    outcome = outcome_of(fitted_mix, other, difference)
     if outcome == "worse":
         return (
             head + f"The fitted weights are worse: keep {rival.name}; no weight preset was written."
@@ -611,16 +615,12 @@ def category_rows(calibration: Calibration) -> list[list[str]]:
 def calibration_section(calibration: Calibration) -> str:
     """Markdown: every mix's held-out agreement, its interval, the fitted mix's paired
     difference from it, the same per category, and the verdict."""
-    from agfsync.dataset.card import markdown_text
+    from agfsync.dataset.card import markdown_table, markdown_text
 
     def table(header: list[str], rows: list[list[str]]) -> list[str]:
-        return [
-            "| " + " | ".join(header) + " |",
-            "|" + "---|" * len(header),
-            *("| " + " | ".join(markdown_text(cell) for cell in row) + " |" for row in rows),
-        ]
+        escaped = [[markdown_text(cell) for cell in row] for row in rows]
+        return markdown_table(header, escaped).rstrip("\n").split("\n")
 
-    left_out = ", ".join(f"{k}: {v}" for k, v in calibration.ignored.items()) or "none"
     lines = [
         "## Calibration of the judges' weights",
         "",
@@ -628,7 +628,7 @@ def calibration_section(calibration: Calibration) -> str:
         "cross-validation over prompts; agreement of each mix with people on pairs it was "
         "not fitted on (95% Wilson interval), and the fitted mix's agreement minus each "
         "mix's on the same pairs (paired bootstrap 95% interval over prompts). Left out: "
-        f"{left_out}.",
+        f"{calibration.left_out()}.",
         "",
         *table(MIX_HEADER, mix_rows(calibration)),
         "",
