@@ -16,6 +16,8 @@ import multiprocessing
 import re
 import sys
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
@@ -204,6 +206,22 @@ def quiet_known_noise() -> None:
     )
     for logger_name, fragment in KNOWN_NOISE.items():
         note_once_instead(logger_name, fragment, None)
+
+
+@contextmanager
+def diffusers_bars_off() -> Iterator[None]:
+    """No diffusers progress bar ("Loading pipeline components...") in the block, for a
+    pipeline loaded while agfsync's own bar is live (train's validation); the setting
+    is given back after (`quiet_library_progress_bars` turns them off for good)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    enabled = diffusers_logging.is_progress_bar_enabled()
+    diffusers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            diffusers_logging.enable_progress_bar()
 
 
 def quiet_library_progress_bars() -> None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +30,7 @@ from accelerate.logging import get_logger
 from PIL import Image
 
 from agfsync.errors import ConfigurationError
+from agfsync.logs import diffusers_bars_off
 from agfsync.ownership import FolderKind, check_output_folder, check_writable, claim_folder
 from agfsync.progress import Progress, progress
 from agfsync.run.preflight import (
@@ -766,9 +765,7 @@ class DPOTrainer:
             else:
                 self.components.inference_pipeline(unet).save_pretrained(config.output_dir)
             # Fingerprinted: a later run replaces it only while unchanged (agfsync.ownership).
-            self.owned.wrote(
-                "pytorch_lora_weights.safetensors" if config.use_lora else "model_index.json"
-            )
+            self.owned.wrote(LORA_WEIGHTS if config.use_lora else PIPELINE_INDEX)
             step = self.progress.global_step
             if config.validation_steps and step % config.validation_steps:
                 result.validation_grids += self._validate(step)
@@ -793,7 +790,7 @@ class DPOTrainer:
                 validation_images=widget or None,
                 repo=repo if config.push_to_hub else None,
             )
-            self.owned.wrote("README.md")
+            self.owned.wrote(MODEL_CARD)
             if config.push_to_hub:
                 files = model_repo_files(
                     config.output_dir,
@@ -804,20 +801,6 @@ class DPOTrainer:
                     config.output_dir, repo, self.hub_token, files=files, overwrite=config.overwrite
                 )
         accelerator.end_training()
-
-
-@contextmanager
-def diffusers_bars_off() -> Iterator[None]:
-    """No diffusers progress bar ("Loading pipeline components...") in the block."""
-    from diffusers.utils import logging as diffusers_logging
-
-    enabled = diffusers_logging.is_progress_bar_enabled()
-    diffusers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            diffusers_logging.enable_progress_bar()
 
 
 def validation_image(grid: Path, index: int) -> Path:
