@@ -179,15 +179,16 @@ def preflight(
     the images still to render (a read-only cache that holds them all is fine), and the
     disk has room for them and the report (`evaluation_disk_needs`). The output folder's
     own check is `check_output_folder`'s."""
-    for cache in caches.values():
-        if cache.missing(prompts):
+    missing = {role: len(cache.missing(prompts)) for role, cache in caches.items()}
+    for role, cache in caches.items():
+        if missing[role]:
             check_writable(
                 cache.folder,
                 what="the image cache (--image-cache)" if config.image_cache else "--output",
                 fix="choose a folder you can write to with --image-cache",
             )
     check_disk(
-        evaluation_disk_needs(config, out_dir, caches, prompts, suites),
+        evaluation_disk_needs(config, out_dir, caches, missing, len(prompts), suites),
         hint="free some space, choose another --output or --image-cache, or evaluate "
         "fewer prompts (--prompts-per-suite)",
     )
@@ -197,17 +198,18 @@ def evaluation_disk_needs(
     config: EvaluationConfig,
     out_dir: Path,
     caches: dict[ModelRole, ImageCache],
-    prompts: list[PromptItem],
+    missing: dict[ModelRole, int],
+    prompts: int,
     suites: int,
 ) -> dict[Path, int]:
-    """A rough bound of what `evaluate` writes: every image still missing from each
-    model's cache, and the report's grids (`grid_size` prompts per suite, both models),
+    """A rough bound of what `evaluate` writes: the `missing` images of each model's
+    cache, and the report's grids (`grid_size` of the `prompts` per suite, both models),
     at `PNG_BYTES_PER_PIXEL` of the sampling size (else the model's native one)."""
     needs: dict[Path, int] = {}
-    for cache in caches.values():
+    for role, cache in caches.items():
         width, height = _image_size(config.sampling, cache.model.model)
-        needs[cache.folder] = png_bytes(width, height, len(cache.missing(prompts)))
-        report = suites * min(config.grid_size, len(prompts)) * config.sampling.images_per_prompt
+        needs[cache.folder] = png_bytes(width, height, missing[role])
+        report = suites * min(config.grid_size, prompts) * config.sampling.images_per_prompt
         needs[out_dir] = needs.get(out_dir, 0) + png_bytes(width, height, report)
     return needs
 
