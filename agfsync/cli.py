@@ -294,8 +294,6 @@ def generate(
     )
     try:
         summary = run_preset(preset, output_dir, options)
-    except AgfsyncError as error:
-        raise _fail(error) from None
     except KeyboardInterrupt:
         _stopped()
     console.print(
@@ -365,22 +363,19 @@ def publish(
     """Publish a generated dataset to the Hugging Face Hub in one commit, with its card."""
     from agfsync.dataset.publish import publish_run
 
-    try:
-        result = publish_run(
-            run_dir,
-            repo_id,
-            token=_pick(hub_token, token, "--token", "--hub-token"),
-            private=private,
-            split=split,
-            include_artifacts=include_artifacts,
-            dry_run_dir=dry_run,
-            commit_message=commit_message,
-            retries=retries,
-            overwrite=overwrite,
-            timeout=timeout,
-        )
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    result = publish_run(
+        run_dir,
+        repo_id,
+        token=_pick(hub_token, token, "--token", "--hub-token"),
+        private=private,
+        split=split,
+        include_artifacts=include_artifacts,
+        dry_run_dir=dry_run,
+        commit_message=commit_message,
+        retries=retries,
+        overwrite=overwrite,
+        timeout=timeout,
+    )
     if dry_run is not None:
         console.print(f"[bold green]Dry run:[/] {len(result.files)} files written to {dry_run}")
         return
@@ -444,20 +439,17 @@ def argilla_push(
     if name is None:
         raise _fail(ConfigurationError("Name the Argilla dataset with --name."))
     target = ArgillaTarget(name, workspace, api_url, api_key, retries)
-    try:
-        with Progress(console=console) as bar:
-            task = bar.add_task("logging records", total=None)
-            result = push_for_review(
-                source,
-                target,
-                sample=sample,
-                by=by,
-                seed=seed,
-                show_ai_choice=show_ai_choice,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    with Progress(console=console) as bar:
+        task = bar.add_task("logging records", total=None)
+        result = push_for_review(
+            source,
+            target,
+            sample=sample,
+            by=by,
+            seed=seed,
+            show_ai_choice=show_ai_choice,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
     state = "created" if result.created else "updated"
     console.print(
         f"[bold green]Pushed[/] {result.pushed} pairs to Argilla dataset {result.dataset} "
@@ -523,13 +515,10 @@ def argilla_pull(
         raise _fail(ConfigurationError("Name the Argilla dataset to pull with --name."))
 
     target = ArgillaTarget(name, workspace, api_url, api_key, retries)
-    try:
-        report = pull_reviews(
-            name, target, output_dir=out, source=source, seed=seed, overwrite=overwrite
-        )
-        published = publish_run(out, repo_id, token=hub_token) if repo_id else None
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    report = pull_reviews(
+        name, target, output_dir=out, source=source, seed=seed, overwrite=overwrite
+    )
+    published = publish_run(out, repo_id, token=hub_token) if repo_id else None
     console.print(
         f"[bold green]Reviewed dataset:[/] {out} ({report.records} pairs in Argilla, "
         f"{report.reviewed} answered, {report.resolved} resolved by the reviewers)"
@@ -578,10 +567,7 @@ def calibrate(
         run_calibration,
     )
 
-    try:
-        result = run_calibration(source, output, folds=folds, l2=l2, seed=seed, overwrite=overwrite)
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    result = run_calibration(source, output, folds=folds, l2=l2, seed=seed, overwrite=overwrite)
     console.print(
         f"{result.pairs} reviewed pairs, {result.folds}-fold cross-validation over prompts "
         f"(left out: {result.left_out()})",
@@ -626,17 +612,14 @@ def reselect(
     (nothing is rendered or judged)."""
     from agfsync.review.reselect import reselect_pairs
 
-    try:
-        result = reselect_pairs(
-            run_dir,
-            output,
-            weights,
-            min_margin=min_margin,
-            keep_ties=keep_ties,
-            overwrite=overwrite,
-        )
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    result = reselect_pairs(
+        run_dir,
+        output,
+        weights,
+        min_margin=min_margin,
+        keep_ties=keep_ties,
+        overwrite=overwrite,
+    )
     console.print(
         f"[bold green]Dataset ready:[/] {result.output_dir} ({result.pairs} preference pairs, "
         f"{result.changed} changed, {result.unpaired} without a pair now)"
@@ -679,23 +662,20 @@ def estimate(
     count = _pick(num_prompts, prompts, "--prompts", "--num-prompts")
     if count is None:
         raise _fail(ConfigurationError("Give the number of prompts with --num-prompts."))
-    try:
-        pipeline = build_preset(preset)
-        if sampling is not None and GENERATE_IMAGES_STEP in pipeline.dag:
-            step = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
-            for name, value in sampling_settings(sampling).items():
-                setattr(step, name, value)
-        result = estimate_run(
-            pipeline,
-            preset,
-            count,
-            tables=EstimateTables.load(tables),
-            profile=profile,
-            num_images=num_images,
-            questions_per_prompt=questions_per_prompt,
-        )
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    pipeline = build_preset(preset)
+    if sampling is not None and GENERATE_IMAGES_STEP in pipeline.dag:
+        step = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
+        for name, value in sampling_settings(sampling).items():
+            setattr(step, name, value)
+    result = estimate_run(
+        pipeline,
+        preset,
+        count,
+        tables=EstimateTables.load(tables),
+        profile=profile,
+        num_images=num_images,
+        questions_per_prompt=questions_per_prompt,
+    )
     console.print(f"[bold]Estimate for {preset}, {count} prompts[/]", highlight=False)
     for step in result.llm_steps:
         cost = "no price" if step.cost_usd is None else f"${step.cost_usd:,.2f}"
@@ -750,10 +730,7 @@ def export(
     from agfsync.pipelines import PRESETS_DIR, export_presets
 
     folder = _pick(output, directory, "--directory", "--output")
-    try:
-        written = export_presets(folder or PRESETS_DIR, overwrite=overwrite)
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    written = export_presets(folder or PRESETS_DIR, overwrite=overwrite)
     for path in written:
         console.print(f"wrote {path}")
 
@@ -808,8 +785,5 @@ def report_command(
         if (run_dir / CALIBRATION_FILE).is_file()
         else render_dataset_report
     )
-    try:
-        path = render(run_dir, output or run_dir / "report", overwrite=overwrite)
-    except AgfsyncError as error:
-        raise _fail(error) from None
+    path = render(run_dir, output or run_dir / "report", overwrite=overwrite)
     console.print(f"[bold green]Report:[/] {path}")
