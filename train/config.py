@@ -189,10 +189,16 @@ class DPOTrainingConfig(BaseModel):
     validation_inference_steps: int = Field(default=25, ge=1)
     """Denoising steps per validation image."""
     push_to_hub: bool = False
-    """Upload the output folder (without checkpoints) to the Hub; the token comes from
-    --hub-token or HF_TOKEN and is never written to disk."""
+    """Upload the model (its card, weights and shown validation images; not checkpoints,
+    logs or other files) to the Hub; the token comes from --hub-token, HF_TOKEN or `hf
+    auth login` and is never written to disk."""
     hub_model_id: str | None = None
     """Hub repository for push_to_hub. None: the output folder's name."""
+
+    @property
+    def hub_repo(self) -> str:
+        """The Hub repository `push_to_hub` uploads to."""
+        return self.hub_model_id or self.output_dir.resolve().name
 
     @model_validator(mode="after")
     def _check_combinations(self) -> DPOTrainingConfig:

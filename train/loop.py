@@ -205,13 +205,13 @@ def preflight(
     if config.push_to_hub:
         check_hub_upload(
             hub_token,
-            repo=config.hub_model_id or config.output_dir.resolve().name,
+            repo=config.hub_repo,
             flag="--push-to-hub",
             alternative="train without --push-to-hub and upload the folder later "
             "(hf upload REPO FOLDER)",
         )
         check_model_repo(
-            config.hub_model_id or config.output_dir.resolve().name,
+            config.hub_repo,
             hub_token,
             overwrite=config.overwrite,
         )
@@ -769,7 +769,7 @@ class DPOTrainer:
             step = self.progress.global_step
             if config.validation_steps and step % config.validation_steps:
                 result.validation_grids += self._validate(step)
-            repo = config.hub_model_id or config.output_dir.resolve().name
+            repo = config.hub_repo
             grid = result.validation_grids[-1] if result.validation_grids else None
             widget = (
                 [validation_image(grid, index) for index in range(len(config.validation_prompts))]
