@@ -476,7 +476,7 @@ def check_output_folder(
         {
             path
             for path in foreign
-            for name in [*reserved, MARKER]
+            for name in [*reserved, MARKER, SCRATCH]
             if matches(path, name) or matches(path, name.rstrip("/"))
         }
     )

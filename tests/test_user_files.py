@@ -658,6 +658,17 @@ class TestInterruptedCommit:
         assert (out / "data" / "a.parquet").read_text() == "2"
 
 
+def test_overwrite_refuses_a_users_file_where_agfsync_writes_aside(tmp_path: Path) -> None:
+    """`.agfsync-partial/` is where a claimed folder writes a file before moving it into
+    place (`OwnedFolder.write_file`): a user's file there is taken, not overwritten."""
+    out = tmp_path / "evaluation"
+    (out / ".agfsync-partial").mkdir(parents=True)
+    (out / ".agfsync-partial" / "metrics.json").write_text("mine")
+    with pytest.raises(ConfigurationError, match=r"agfsync-partial/metrics\.json, which agfsync"):
+        check_output_folder(out, FolderKind.EVALUATION, flag="-o", overwrite=True)
+    assert (out / ".agfsync-partial" / "metrics.json").read_text() == "mine"
+
+
 class TestStagingPlace:
     """A folder written whole is staged beside the target: checked before any work."""
 
