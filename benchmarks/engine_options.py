@@ -116,8 +116,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="agfsync-options-") as scratch:
         model = args.model_dir or Path(scratch) / args.architecture
         if not (model / "model_index.json").exists():
-            FULL_SIZE_BUILDERS[args.architecture](model, dtype)
+            # Random initialisation of a full-size model takes seconds on a GPU.
+            with torch.device(device):
+                FULL_SIZE_BUILDERS[args.architecture](model, dtype)
             gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         vae_folder = fp16_safe_vae(model, Path(scratch) / "vae") if "vae_fp16" in options else None
         base_engine = EngineConfig(device=str(device), dtype=args.dtype)
         base_config = GenerationConfig(

@@ -14,15 +14,17 @@ categories -> LLM prompts -> near-duplicate filter -> LLM QA decomposition ->
     mode, feature reuse, batches of 64 pairs), CLIP ViT-B/16 (CLIP score) and CLIP
     ViT-L/14 with the shipped LAION aesthetic head.
 The image and judging steps are subclassed only to log, from inside distilabel's
-step processes, the time of every batch (engine vs. writing/reading PNGs, each
-judge) and `torch.cuda.max_memory_allocated`; a thread of this driver polls
+step processes, the time of every batch (the engine's calls vs. the rest of the step:
+waiting on its image writer threads, each judge vs. reading images) and `torch.cuda.max_memory_allocated`; a thread of this driver polls
 `nvidia-smi` for the whole GPU's memory in use. Images are random-weight noise:
 the throughput is that of the real architectures, the scores mean nothing.
 
-Generation runs at `--steps` denoising steps (the paper says 50) to fit a short
-device lease; afterwards a calibration in a fresh process times the same engine on
-`--calibration-images` images at `--steps` and at 50 steps, and the projection
-scales the measured engine time by that ratio (PNG writing kept as measured).
+Generation runs at `--steps` denoising steps (the paper says 50; fewer fit a shorter
+device lease); afterwards a calibration in a fresh process times the same engine
+alone on `--calibration-images` images at `--steps`, at 50 steps and at the `--sampling
+fast` setting (DPM-Solver++, 20 steps). The projection scales the engine time measured
+in the pipeline by those ratios (the rest of the step's time kept as measured), and the
+pipeline's images/s is compared with the engine alone's at `--steps`.
 
 Projection: the paper's 45,834 prompts x 8 images = 366,672 images and 414,172
 questions x 8 = 3,313,376 judged (image, question) pairs, on 1 GPU and 8 GPUs
@@ -62,8 +64,6 @@ from agfsync.testing.openai_server import ScriptedChatCompletions
 
 if TYPE_CHECKING:
     from distilabel.typing import StepOutput
-
-    from agfsync.generation import EngineConfig, GenerationConfig, ImageJob
 
 PAPER_PROMPTS = 45_834
 PAPER_QUESTIONS = 414_172
@@ -267,12 +267,15 @@ class TimedCandidateImageGeneration(CandidateImageGeneration):
     def load(self) -> None:
         start = time.time()
         super().load()
+        generator = self._generator
+        if generator is not None:  # time the engine's calls; the writer threads are not
+            render = generator.generate
+            setattr(  # noqa: B010
+                generator,
+                "generate",
+                lambda *args, **kwargs: timed_iterator("engine", render(*args, **kwargs)),
+            )
         record_event({"step": "generate", "event": "load", "start": start, "end": time.time()})
-
-    def _render_locally(
-        self, prompts: list[str], jobs: "list[ImageJob]", config: "GenerationConfig"
-    ) -> Iterator[Any]:
-        return timed_iterator("engine", super()._render_locally(prompts, jobs, config))
 
     def process(self, inputs: StepInput) -> "StepOutput":
         ENGINE_SECONDS.clear()
@@ -494,18 +497,32 @@ def _numel(shape: list[int]) -> int:
 def calibrate(
     model: str, steps_list: list[int], images: int, batch_size: int, resolution: int | None
 ) -> dict[str, Any]:
-    """Seconds per image of the image engine alone at each step count (same batch size)."""
+    """Seconds per image of the image engine alone at each step count, and at the
+    `--sampling fast` setting (same batch size, the model loaded anew for it)."""
+    import gc
+
     import torch
 
-    from agfsync.generation import CandidateImageGenerator, GenerationConfig, plan_jobs
+    from agfsync.generation import (
+        CandidateImageGenerator,
+        EngineConfig,
+        GenerationConfig,
+        plan_jobs,
+    )
+    from agfsync.sampling import SAMPLING_PRESETS
 
-    generator = CandidateImageGenerator(model, EngineConfig(batch_size=batch_size))
-    generator.load()
     count = max(1, -(-images // PAPER_IMAGES_PER_PROMPT))
     prompts = [scene(index)[0] for index in range(count)]
     prompt_ids = [f"calibration-{index}" for index in range(count)]
+    fast = SAMPLING_PRESETS["fast"]
+    settings = [(str(steps), None, steps) for steps in steps_list]
+    settings.append(("fast", fast["scheduler"], fast["num_inference_steps"]))
     per_image: dict[str, float] = {}
-    for steps in steps_list:
+    for key, scheduler, steps in settings:
+        generator = CandidateImageGenerator(
+            model, EngineConfig(batch_size=batch_size, scheduler=scheduler)
+        )
+        generator.load()
         config = GenerationConfig(
             num_images=PAPER_IMAGES_PER_PROMPT,
             num_inference_steps=steps,
@@ -513,7 +530,7 @@ def calibrate(
             width=resolution,
         )
         jobs = plan_jobs(prompt_ids, config)[:images]
-        warm_up = config.model_copy(update={"num_inference_steps": 1})
+        warm_up = config.model_copy(update={"num_inference_steps": 2})
         for _ in generator.generate(prompts, jobs[:batch_size], warm_up):
             pass
         if torch.cuda.is_available():
@@ -522,9 +539,18 @@ def calibrate(
         done = sum(1 for _ in generator.generate(prompts, jobs, config))
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        per_image[str(steps)] = (time.perf_counter() - start) / done
-        print(f"calibration: {steps} steps, {per_image[str(steps)]:.4f} s per image", flush=True)
-    return {"images": images, "batch_size": batch_size, "seconds_per_image": per_image}
+        per_image[key] = (time.perf_counter() - start) / done
+        print(f"calibration: {key} ({steps} steps), {per_image[key]:.4f} s per image", flush=True)
+        del generator
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return {
+        "images": images,
+        "batch_size": batch_size,
+        "fast": {"scheduler": fast["scheduler"], "steps": fast["num_inference_steps"]},
+        "seconds_per_image": per_image,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -707,39 +733,62 @@ def summarize(
     judge["vqa_pairs_per_second"] = pairs / judges["vqa"]
     judge["images_per_second_busy"] = judge["images"] / judge["busy_seconds"]
 
-    # Projection to the paper's run at 50 steps.
+    # Projection to the paper's run at 50 steps, and at the fast sampling setting.
+    fast_scale = None
     if calibration is not None:
         measured = calibration["seconds_per_image"]
         scale = measured[str(PAPER_STEPS)] / measured[str(steps)]
         scale_source = f"calibrated: engine alone at {PAPER_STEPS} vs {steps} steps"
+        fast_scale = measured["fast"] / measured[str(steps)]
+        generate["engine_alone_images_per_second"] = 1 / measured[str(steps)]
+        generate["pipeline_vs_engine_alone"] = (
+            generate["images_per_second_span"] / generate["engine_alone_images_per_second"]
+        )
     else:
         scale = PAPER_STEPS / steps
         scale_source = f"assumed: {PAPER_STEPS}/{steps} (engine time proportional to steps)"
-    engine_50 = generate["engine_seconds"] / images * scale
+    engine_per_image = generate["engine_seconds"] / images
     write_per_image = generate["write_seconds"] / images
-    generation_per_image = engine_50 + write_per_image
     vqa_per_pair = judges["vqa"] / pairs
     other_per_image = (judge["busy_seconds"] - judges["vqa"]) / judge["images"]
-    generation_hours = PAPER_IMAGES * generation_per_image / 3600
     vqa_hours = PAPER_PAIRS * vqa_per_pair / 3600
     other_hours = PAPER_IMAGES * other_per_image / 3600
-    projection = {
+
+    def hours(step_scale: float) -> dict[str, float]:
+        """Hours of each stage on one GPU, generation's engine time scaled."""
+        generation = PAPER_IMAGES * (engine_per_image * step_scale + write_per_image) / 3600
+        return {
+            "generation": generation,
+            "VQA": vqa_hours,
+            "CLIP + aesthetic + reading images": other_hours,
+            "total (stages one after another)": generation + vqa_hours + other_hours,
+            # The pipeline runs both stages at once: the slower one sets the pace.
+            "total (overlapped, as the pipeline runs them)": max(
+                generation, vqa_hours + other_hours
+            ),
+        }
+
+    projection: dict[str, Any] = {
         "paper_images": PAPER_IMAGES,
         "paper_pairs": PAPER_PAIRS,
         "step_scale": scale,
         "step_scale_source": scale_source,
-        "generation_seconds_per_image_at_50_steps": generation_per_image,
-        "hours_1_gpu": {
-            "generation": generation_hours,
-            "VQA": vqa_hours,
-            "CLIP + aesthetic + reading PNGs": other_hours,
-            "total (stages one after another)": generation_hours + vqa_hours + other_hours,
-        },
+        "generation_seconds_per_image_at_50_steps": engine_per_image * scale + write_per_image,
+        "hours_1_gpu": hours(scale),
         "paper_hours_8_a100": PAPER_HOURS_8_A100,
     }
     projection["hours_8_gpus"] = {
         key: value / 8 for key, value in projection["hours_1_gpu"].items()
     }
+    if fast_scale is not None:
+        projection["fast_scale"] = fast_scale
+        projection["generation_seconds_per_image_fast"] = (
+            engine_per_image * fast_scale + write_per_image
+        )
+        projection["hours_1_gpu_fast"] = hours(fast_scale)
+        projection["hours_8_gpus_fast"] = {
+            key: value / 8 for key, value in projection["hours_1_gpu_fast"].items()
+        }
 
     qa_counts = [
         sum(1 for pair in row.get("qa_pairs") or [] if pair.get("valid", True)) for row in rows
@@ -776,7 +825,7 @@ def report(result: dict[str, Any]) -> str:
         "| stage | load s | first -> last batch s | busy s | throughput | peak GPU alloc GiB |",
         "|---|---:|---:|---:|---|---:|",
         f"| generation | {gen['load_seconds']:.1f} | {gen['span_seconds']:.1f} | "
-        f"{gen['busy_seconds']:.1f} (engine {gen['engine_seconds']:.1f}, PNG writing "
+        f"{gen['busy_seconds']:.1f} (engine {gen['engine_seconds']:.1f}, waiting on the writer "
         f"{gen['write_seconds']:.1f}) | {gen['images_per_second_span']:.2f} images/s "
         f"(engine alone {gen['images_per_second_engine']:.2f}) | "
         f"{_gib(gen['max_allocated_gib'])} |",
@@ -791,8 +840,20 @@ def report(result: dict[str, Any]) -> str:
         f"{_gib(result['nvidia_smi_max_used_gib'])} GiB",
         f"projection ({proj['step_scale_source']}, x{proj['step_scale']:.2f}):",
     ]
+    if "pipeline_vs_engine_alone" in gen:
+        lines.insert(
+            3,
+            f"pipeline vs engine alone: {gen['images_per_second_span']:.2f} / "
+            f"{gen['engine_alone_images_per_second']:.2f} images/s = "
+            f"{gen['pipeline_vs_engine_alone']:.3f}",
+        )
     for key, hours in proj["hours_1_gpu"].items():
         lines.append(f"  {key}: 1 GPU {hours:.1f} h, 8 GPUs {proj['hours_8_gpus'][key]:.2f} h")
+    if "hours_1_gpu_fast" in proj:
+        lines.append(f"fast sampling (x{proj['fast_scale']:.2f} of the measured engine time):")
+        for key, hours in proj["hours_1_gpu_fast"].items():
+            eight = proj["hours_8_gpus_fast"][key]
+            lines.append(f"  {key}: 1 GPU {hours:.1f} h, 8 GPUs {eight:.2f} h")
     lines.append(f"  paper on 8 A100: {proj['paper_hours_8_a100']}")
     return "\n".join(lines)
 
