@@ -15,8 +15,9 @@ categories -> LLM prompts -> near-duplicate filter -> LLM QA decomposition ->
     ViT-L/14 with the shipped LAION aesthetic head.
 The image and judging steps are subclassed only to log, from inside distilabel's
 step processes, the time of every batch (the engine's calls vs. the rest of the step:
-waiting on its image writer threads, each judge vs. reading images) and `torch.cuda.max_memory_allocated`; a thread of this driver polls
-`nvidia-smi` for the whole GPU's memory in use. Images are random-weight noise:
+waiting on its image writer threads, each judge vs. reading images) and
+`torch.cuda.max_memory_allocated`; a thread of this driver polls `nvidia-smi` for the
+whole GPU's memory in use. Images are random-weight noise:
 the throughput is that of the real architectures, the scores mean nothing.
 
 Generation runs at `--steps` denoising steps (the paper says 50; fewer fit a shorter
