@@ -18,7 +18,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARAL
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit --format=csv
     nproc; free -g | head -2; uname -r
-    python3 -c "import torch, diffusers, transformers, distilabel, agfsync.steps; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'distilabel', distilabel.__version__)"
+    python3 -P -c "import torch, diffusers, transformers, distilabel, agfsync.steps; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'distilabel', distilabel.__version__)"
 } >>"$log" 2>&1 || { echo "imports failed"; tail -30 "$log"; exit 1; }
 
 part() {  # part NAME SECONDS COMMAND...: run COMMAND, at most SECONDS, output to the log

@@ -83,7 +83,7 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         image_format, image_quality, image_png_level, image_webp_lossless: png
             (default), jpeg or webp files, and how they are encoded.
         image_writer_threads: images are encoded and written on this many background
-            threads while the next batch is denoised (1; 0 writes inline).
+            threads while the next batch is denoised (4; 0 writes inline).
         safety_checker: optional checker whose verdicts are recorded, never applied.
         image_generation_model: optional distilabel image generation model
             (`OpenAIImageGeneration`, `InferenceEndpointsImageGeneration`) that renders
@@ -196,11 +196,14 @@ class CandidateImageGeneration(Step, UpstreamSignatureMixin, RecordsFailures):
         description="Lossless webp files (7% smaller than png, 2.4x its encoding time).",
     )
     image_writer_threads: RuntimeParameter[int] = Field(
-        default=1,
+        # One thread keeps up with 10 images/s of 512 px PNGs, but a batch waits for
+        # its last call's images: 8% of the step's time with one thread on an H200,
+        # cut by each thread added (Pillow encodes without the GIL); benchmarks/RESULTS.md.
+        default=4,
         ge=0,
         description="Threads that encode and write images while the next batch is "
-        "denoised (one keeps up with 10 images/s of 512 px PNGs; benchmarks/RESULTS.md); "
-        "0 writes each image before the next call. Not part of the cache key.",
+        "denoised; a batch ends when its last call's images are written, sooner with more "
+        "threads. 0 writes each image before the next call. Not part of the cache key.",
     )
     batch_size: RuntimeParameter[int] = _declared(EngineConfig, "batch_size")
     device: RuntimeParameter[str] | None = _declared(EngineConfig, "device")
