@@ -687,11 +687,17 @@ def estimate(
     if result.llm_steps:
         console.print(f"  LLM cost: ${result.llm_cost_usd:,.2f}", highlight=False)
     if result.num_images:
+        total = _hours(result.gpu_hours)
+        if result.overlapped_hours is not None:
+            total = (
+                f"{_hours(result.overlapped_hours)} with the stages overlapped as `agfsync "
+                f"generate` runs them, {total} one after another"
+            )
         console.print(
             f"  images: {result.num_images:,}; judged questions: {result.num_questions:,}\n"
             f"  device time: generation {_hours(result.generation_hours)}, judging "
             f"{_hours(result.judging_hours)}, start-up {_hours(result.startup_hours)}; "
-            f"total {_hours(result.gpu_hours)} (profile {result.profile})\n"
+            f"total {total} (profile {result.profile})\n"
             f"  disk: {_size(result.disk_bytes)}",
             highlight=False,
         )

@@ -3,11 +3,14 @@
 # time limit so that one slow part cannot take the others' results with it.
 #
 # Run on the GPU machine from the repository root, with agfsync and the packages the
-# machine lacks carried as wheels in .whl/ (benchmarks/RESULTS.md, "End to end on one
-# GPU", lists them):
+# machine lacks carried as wheels in .whl/ (benchmarks/gpu_wheels.txt says which and how):
 #     bash benchmarks/gpu_session.sh "$OUT"
 # Writes log.txt (every part's output and its exit status) and one JSON per part.
+# PARTS picks parts (default: all four, in this order); E2E_ARGS adds options of
+# pipeline_e2e.py, e.g. the paper settings with the UNet compiled:
+#     PARTS=e2e E2E_ARGS="--compile-denoiser --prompts-per-category 6" bash ...
 set -u
+parts=" ${PARTS:-e2e preprocessing options-sd15 options-sdxl} "
 out=${1:?usage: gpu_session.sh OUTPUT_FOLDER}
 mkdir -p "$out"
 log="$out/log.txt"
@@ -24,6 +27,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARAL
 part() {  # part NAME SECONDS COMMAND...: run COMMAND, at most SECONDS, output to the log
     local name=$1 limit=$2 start rc
     shift 2
+    [[ $parts == *" $name "* ]] || return 0
     start=$(date +%s)
     echo "=== $name (limit ${limit} s, at $((start - begin)) s)" >>"$log"
     timeout -k 10 "$limit" "$@" >>"$log" 2>&1
@@ -32,7 +36,8 @@ part() {  # part NAME SECONDS COMMAND...: run COMMAND, at most SECONDS, output t
 }
 
 part e2e 250 python3 benchmarks/pipeline_e2e.py --model-dir /tmp/m --work-dir /tmp/e2e \
-    --prompts-per-category 2 --steps 50 --calibration-images 24 --json "$out/e2e.json"
+    --prompts-per-category 2 --steps 50 --calibration-images 24 --json "$out/e2e.json" \
+    ${E2E_ARGS:-}
 part preprocessing 50 python3 benchmarks/judge_preprocessing.py --device cuda \
     --json "$out/preprocessing.json"
 part options-sd15 150 python3 benchmarks/engine_options.py --architecture sd15 \

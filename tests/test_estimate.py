@@ -62,8 +62,32 @@ def test_full_preset_estimate_matches_a_hand_computation() -> None:
     assert any("no price for gemini-2.0-flash" in line for line in result.assumptions)
 
 
+def test_a_fixed_part_per_image_does_not_scale_with_the_steps() -> None:
+    """0.5 s per image at 25 steps, 0.1 s of it fixed: at 50 steps 0.1 + 0.4 x 2 = 0.9 s;
+    the stages overlapped take the slower one's time."""
+    tables = json.loads(json.dumps(TABLES))
+    tables["profiles"]["test"]["fixed_seconds_per_image"] = 0.1
+    pipeline = build_preset("agfsync-sd15")
+    result = estimate_run(
+        pipeline,
+        "agfsync-sd15",
+        1000,
+        tables=EstimateTables.model_validate(tables),
+        questions_per_prompt=9.0,
+    )
+    assert result.generation_hours == pytest.approx(8000 * 0.9 / 3600)
+    assert result.judging_hours == pytest.approx(880 / 3600)
+    assert result.overlapped_hours == pytest.approx((7200 + 36) / 3600)
+    assert result.gpu_hours == pytest.approx((7200 + 880 + 36) / 3600)
+    assert any("beyond a fixed 0.1 s per image" in line for line in result.assumptions)
+
+    tables["profiles"]["test"]["fixed_seconds_per_image"] = 0.5  # the whole image
+    with pytest.raises(ValueError, match="fixed_seconds_per_image must be less"):
+        EstimateTables.model_validate(tables)
+
+
 def test_a_profile_of_other_models_gives_no_time_and_says_why() -> None:
-    """The shipped H100 profile measured BLIP-2 flan-t5-xl; agfsync-sd15 judges with xxl."""
+    """The shipped GPU profile measured BLIP-2 flan-t5-xl; agfsync-sd15 judges with xxl."""
     result = estimate_run(
         build_preset("agfsync-sd15"), "agfsync-sd15", 1000, tables=EstimateTables.load()
     )

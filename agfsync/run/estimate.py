@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Self
 
 import yaml
 from distilabel.pipeline import Pipeline
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agfsync.errors import ConfigurationError, describe_validation_error
 from agfsync.input_files import parse_yaml, read_text
@@ -33,6 +34,12 @@ class ThroughputProfile(BaseModel):
     description: str
     images_per_second: float = Field(description="Candidate images rendered per second.")
     reference_steps: int = Field(description="Denoising steps the images/s was measured at.")
+    fixed_seconds_per_image: float = Field(
+        default=0.0,
+        ge=0,
+        description="The part of each image's time that does not scale with the denoising "
+        "steps (decoding, writing); the rest scales with the steps run.",
+    )
     vqa_pairs_per_second: float = Field(description="(image, question) pairs judged per second.")
     judge_images_per_second: float | None = Field(
         default=None, description="Images per second through the non-VQA judges together."
@@ -52,6 +59,21 @@ class ThroughputProfile(BaseModel):
     vqa_model: str | None = Field(
         default=None, description="The VQA judge's model measured; None: any."
     )
+
+    @model_validator(mode="after")
+    def _fixed_part_fits(self) -> Self:
+        if self.fixed_seconds_per_image >= 1 / self.images_per_second:
+            raise ValueError(
+                "fixed_seconds_per_image must be less than the time of one image "
+                "(1 / images_per_second)"
+            )
+        return self
+
+    def seconds_per_image(self, steps: int) -> float:
+        """One image's time at `steps` denoising steps: the fixed part, and the rest
+        scaled from `reference_steps`."""
+        scaled = 1 / self.images_per_second - self.fixed_seconds_per_image
+        return self.fixed_seconds_per_image + scaled * steps / self.reference_steps
 
 
 class LLMCallProfile(BaseModel):
@@ -124,9 +146,19 @@ class Estimate:
 
     @property
     def gpu_hours(self) -> float | None:
+        """Device hours with the stages one after another."""
         if self.generation_hours is None or self.judging_hours is None:
             return None
         return self.generation_hours + self.judging_hours + self.startup_hours
+
+    @property
+    def overlapped_hours(self) -> float | None:
+        """Hours with the stages running at once on the same devices, as `agfsync
+        generate` runs them: the slower stage sets the pace (the profiles' figures are
+        measured that way, each stage sharing the GPU with the other)."""
+        if self.generation_hours is None or self.judging_hours is None:
+            return None
+        return max(self.generation_hours, self.judging_hours) + self.startup_hours
 
     @property
     def llm_cost_usd(self) -> float:
@@ -162,7 +194,6 @@ def estimate_run(
     generation = pipeline.dag.get_step(GENERATE_IMAGES_STEP)["step"]
     per_prompt = num_images or generation.num_images
     images = num_prompts * per_prompt
-    steps_ratio = generation.num_inference_steps / speeds.reference_steps
     scorers = pipeline.dag.get_step(JUDGE_IMAGES_STEP)["step"].scorers
     judges = [spec.name for spec in scorers]
     vqa_models = [spec.model for spec in scorers if spec.name == "vqa"]
@@ -176,11 +207,18 @@ def estimate_run(
     assumptions += [
         f"throughput profile {profile_name}: {speeds.description}",
         f"{speeds.images_per_second:g} images/s at {speeds.reference_steps} steps, scaled to "
-        f"{generation.num_inference_steps} steps",
+        f"{generation.num_inference_steps} steps"
+        + (
+            f" beyond a fixed {speeds.fixed_seconds_per_image:g} s per image"
+            if speeds.fixed_seconds_per_image
+            else ""
+        ),
         f"{questions_per_prompt:g} questions per prompt, "
         f"{speeds.vqa_pairs_per_second:g} judged (image, question) pairs/s",
     ]
-    generation_hours: float | None = images * steps_ratio / speeds.images_per_second / 3600
+    generation_hours: float | None = (
+        images * speeds.seconds_per_image(generation.num_inference_steps) / 3600
+    )
     judging_hours: float | None = judging_seconds / 3600
     if not _measured(speeds.image_model, [generation.model]):
         generation_hours = None
