@@ -697,7 +697,7 @@ def estimate(
             f"  images: {result.num_images:,}; judged questions: {result.num_questions:,}\n"
             f"  device time: generation {_hours(result.generation_hours)}, judging "
             f"{_hours(result.judging_hours)}, start-up {_hours(result.startup_hours)}; "
-            f"total {total} (profile {result.profile})\n"
+            f"total {total}; profile {result.profile}\n"
             f"  disk: {_size(result.disk_bytes)}",
             highlight=False,
         )

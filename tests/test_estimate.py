@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -63,23 +64,28 @@ def test_full_preset_estimate_matches_a_hand_computation() -> None:
 
 
 def test_a_fixed_part_per_image_does_not_scale_with_the_steps() -> None:
-    """0.5 s per image at 25 steps, 0.1 s of it fixed: at 50 steps 0.1 + 0.4 x 2 = 0.9 s;
-    the stages overlapped take the slower one's time."""
+    """0.5 s per image at 25 steps, 0.1 s of it fixed: at 50 steps 0.1 + 0.4 x 2 = 0.9 s.
+    A profile measured with the stages running at once gives the slower one's time."""
     tables = json.loads(json.dumps(TABLES))
     tables["profiles"]["test"]["fixed_seconds_per_image"] = 0.1
-    pipeline = build_preset("agfsync-sd15")
-    result = estimate_run(
-        pipeline,
-        "agfsync-sd15",
-        1000,
-        tables=EstimateTables.model_validate(tables),
-        questions_per_prompt=9.0,
-    )
+
+    def estimate(tables: dict) -> Any:
+        return estimate_run(
+            build_preset("agfsync-sd15"),
+            "agfsync-sd15",
+            1000,
+            tables=EstimateTables.model_validate(tables),
+            questions_per_prompt=9.0,
+        )
+
+    result = estimate(tables)
     assert result.generation_hours == pytest.approx(8000 * 0.9 / 3600)
     assert result.judging_hours == pytest.approx(880 / 3600)
-    assert result.overlapped_hours == pytest.approx((7200 + 36) / 3600)
     assert result.gpu_hours == pytest.approx((7200 + 880 + 36) / 3600)
+    assert result.overlapped_hours is None  # measured alone or fitted: the stages add up
     assert any("beyond a fixed 0.1 s per image" in line for line in result.assumptions)
+    tables["profiles"]["test"]["stages_overlap"] = True
+    assert estimate(tables).overlapped_hours == pytest.approx((7200 + 36) / 3600)
 
     tables["profiles"]["test"]["fixed_seconds_per_image"] = 0.5  # the whole image
     with pytest.raises(ValueError, match="fixed_seconds_per_image must be less"):

@@ -59,6 +59,13 @@ class ThroughputProfile(BaseModel):
     vqa_model: str | None = Field(
         default=None, description="The VQA judge's model measured; None: any."
     )
+    stages_overlap: bool = Field(
+        default=False,
+        description="True when the figures were measured with generation and judging "
+        "running at once on the same devices (each slowed by the other), as `agfsync "
+        "generate` runs them: a run then takes the slower stage's time. False: the "
+        "stages' times add up (figures measured alone, or fitted to wall times).",
+    )
 
     @model_validator(mode="after")
     def _fixed_part_fits(self) -> Self:
@@ -141,6 +148,8 @@ class Estimate:
     judging_hours: float | None = 0.0
     """None: the profile did not measure the preset's VQA model."""
     startup_hours: float = 0.0
+    stages_overlap: bool = False
+    """The profile measured generation and judging running at once."""
     disk_bytes: int = 0
     assumptions: list[str] = field(default_factory=list)
 
@@ -153,10 +162,12 @@ class Estimate:
 
     @property
     def overlapped_hours(self) -> float | None:
-        """Hours with the stages running at once on the same devices, as `agfsync
-        generate` runs them: the slower stage sets the pace (the profiles' figures are
-        measured that way, each stage sharing the GPU with the other)."""
-        if self.generation_hours is None or self.judging_hours is None:
+        """Hours of a run whose profile measured the stages running at once (as `agfsync
+        generate` runs them): the slower stage sets the pace. None for other profiles,
+        whose stages' times add up (`gpu_hours`)."""
+        if not self.stages_overlap or self.generation_hours is None:
+            return None
+        if self.judging_hours is None:
             return None
         return max(self.generation_hours, self.judging_hours) + self.startup_hours
 
@@ -243,6 +254,7 @@ def estimate_run(
         generation_hours=generation_hours,
         judging_hours=judging_hours,
         startup_hours=speeds.startup_seconds / 3600,
+        stages_overlap=speeds.stages_overlap,
         disk_bytes=run_disk_bytes(images, num_prompts, speeds),
         assumptions=assumptions,
     )
