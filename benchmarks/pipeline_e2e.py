@@ -869,12 +869,12 @@ def report(result: dict[str, Any]) -> str:
         )
     for key, hours in proj["hours_1_gpu"].items():
         lines.append(f"  {key}: 1 GPU {hours:.1f} h, 8 GPUs {proj['hours_8_gpus'][key]:.2f} h")
+    lines.append(f"  paper on 8 A100: {proj['paper_hours_8_a100']}")
     if "hours_1_gpu_fast" in proj:
         lines.append(f"fast sampling (x{proj['fast_scale']:.2f} of the measured engine time):")
         for key, hours in proj["hours_1_gpu_fast"].items():
             eight = proj["hours_8_gpus_fast"][key]
             lines.append(f"  {key}: 1 GPU {hours:.1f} h, 8 GPUs {eight:.2f} h")
-    lines.append(f"  paper on 8 A100: {proj['paper_hours_8_a100']}")
     return "\n".join(lines)
 
 
