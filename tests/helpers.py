@@ -152,6 +152,17 @@ class WarmRunner:
 WARM_RUNNER = WarmRunner()
 
 
+def write_files(folder: Path, files: dict[str, str] | dict[str, bytes]) -> None:
+    """Write each file of `files` (relative path -> contents) under `folder`."""
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data)
+
+
 def generate_offline_run(output: Path, num_prompts: int) -> Path:
     """`agfsync generate` on the offline preset's first `num_prompts` prompts; it prints
     nothing from its libraries that a user cannot act on (`assert_no_library_noise`)."""

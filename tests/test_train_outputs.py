@@ -18,6 +18,7 @@ from agfsync.train.outputs import (
     push_to_hub,
     write_model_card,
 )
+from tests.helpers import write_files
 from tests.hub_server import HubServer
 
 
@@ -75,24 +76,25 @@ TOKEN = "hf_test_secret_token_4242"
 def project_with_a_lora_run(folder: Path) -> list[Path]:
     """A user's project trained into with `-o . --overwrite`: their files beside
     everything a LoRA run writes. Returns the images the card shows."""
-    for path, text in {
-        ".env": "OPENAI_API_KEY=sk-mine",
-        "src/app.py": "print('mine')",
-        "notes.md": "mine",
-        ".agfsync-owned.json": "{}",
-        "README.md": "---\ntags:\n- agfsync\n---\n# card",
-        "pytorch_lora_weights.safetensors": "weights",
-        "logs/agfsync-dpo/events.out.tfevents.1": "log",
-        "checkpoint-2/lora_adapter.safetensors": "state",
-        "latents-cache/0123/ab/ab.safetensors": "latent",
-        "validation/step-000001.png": "old grid",
-        "validation/step-000001-0.png": "old image",
-        "validation/step-000002.png": "grid",
-        "validation/step-000002-0.png": "image 0",
-        "validation/step-000002-1.png": "image 1",
-    }.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_text(text)
+    write_files(
+        folder,
+        {
+            ".env": "OPENAI_API_KEY=sk-mine",
+            "src/app.py": "print('mine')",
+            "notes.md": "mine",
+            ".agfsync-owned.json": "{}",
+            "README.md": "---\ntags:\n- agfsync\n---\n# card",
+            "pytorch_lora_weights.safetensors": "weights",
+            "logs/agfsync-dpo/events.out.tfevents.1": "log",
+            "checkpoint-2/lora_adapter.safetensors": "state",
+            "latents-cache/0123/ab/ab.safetensors": "latent",
+            "validation/step-000001.png": "old grid",
+            "validation/step-000001-0.png": "old image",
+            "validation/step-000002.png": "grid",
+            "validation/step-000002-0.png": "image 0",
+            "validation/step-000002-1.png": "image 1",
+        },
+    )
     return [folder / "validation" / f"step-000002{suffix}.png" for suffix in ("", "-0", "-1")]
 
 
@@ -115,19 +117,20 @@ def test_a_full_fine_tune_repo_gets_the_components_its_index_lists(tmp_path: Pat
     index: dict[str, object] = {"_class_name": "StableDiffusionPipeline"}
     index |= {"unet": ["diffusers", "UNet"]}
     index |= {"vae": ["diffusers", "AutoencoderKL"], "safety_checker": [None, None]}
-    for path, text in {
-        "model_index.json": json.dumps(index),
-        "README.md": "card",
-        "unet/config.json": "{}",
-        "unet/diffusion_pytorch_model.safetensors": "w",
-        "vae/config.json": "{}",
-        "safety_checker/config.json": "not listed",
-        "text_encoder/config.json": "not listed",
-        "pytorch_lora_weights.safetensors": "not this run's kind",
-        ".env": "secret",
-    }.items():
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(text)
+    write_files(
+        tmp_path,
+        {
+            "model_index.json": json.dumps(index),
+            "README.md": "card",
+            "unet/config.json": "{}",
+            "unet/diffusion_pytorch_model.safetensors": "w",
+            "vae/config.json": "{}",
+            "safety_checker/config.json": "not listed",
+            "text_encoder/config.json": "not listed",
+            "pytorch_lora_weights.safetensors": "not this run's kind",
+            ".env": "secret",
+        },
+    )
     (tmp_path / "unet" / "elsewhere").symlink_to(tmp_path / "text_encoder")
     assert model_repo_files(tmp_path, use_lora=False) == [
         "README.md",

@@ -24,7 +24,7 @@ from agfsync.ownership import (
     check_output_folder,
     write_folder,
 )
-from tests.helpers import run_command
+from tests.helpers import run_command, write_files
 
 runner = CliRunner()
 
@@ -36,9 +36,7 @@ def make_project(folder: Path) -> dict[str, bytes]:
         "src/main.py": b"print('hello')\n",
         "thesis.tex": b"\\documentclass{article}\n",
     }
-    for name, data in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
+    write_files(folder, files)
     return files
 
 
@@ -165,9 +163,7 @@ class TestOwnership:
     @staticmethod
     def write(target: Path, files: dict[str, str], **kwargs: object) -> None:
         def fill(staging: Path) -> None:
-            for name, text in files.items():
-                (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                (staging / name).write_text(text)
+            write_files(staging, files)
 
         write_folder(target, FolderKind.DATASET, fill, flag="--output", **kwargs)  # type: ignore[arg-type]
 
