@@ -768,9 +768,13 @@ def summarize(
     vqa_hours = PAPER_PAIRS * vqa_per_pair / 3600
     other_hours = PAPER_IMAGES * other_per_image / 3600
 
+    def per_image(step_scale: float) -> float:
+        """Generation's seconds per image, its engine time scaled, the rest as measured."""
+        return engine_per_image * step_scale + write_per_image
+
     def hours(step_scale: float) -> dict[str, float]:
-        """Hours of each stage on one GPU, generation's engine time scaled."""
-        generation = PAPER_IMAGES * (engine_per_image * step_scale + write_per_image) / 3600
+        """Hours of each stage on one GPU at that engine scale."""
+        generation = PAPER_IMAGES * per_image(step_scale) / 3600
         return {
             "generation": generation,
             "VQA": vqa_hours,
@@ -782,27 +786,24 @@ def summarize(
             ),
         }
 
+    def on_8_gpus(one_gpu: dict[str, float]) -> dict[str, float]:
+        return {key: value / 8 for key, value in one_gpu.items()}
+
     projection: dict[str, Any] = {
         "paper_images": PAPER_IMAGES,
         "paper_pairs": PAPER_PAIRS,
         "step_scale": scale,
         "step_scale_source": scale_source,
-        "generation_seconds_per_image_at_50_steps": engine_per_image * scale + write_per_image,
+        "generation_seconds_per_image_at_50_steps": per_image(scale),
         "hours_1_gpu": hours(scale),
+        "hours_8_gpus": on_8_gpus(hours(scale)),
         "paper_hours_8_a100": PAPER_HOURS_8_A100,
-    }
-    projection["hours_8_gpus"] = {
-        key: value / 8 for key, value in projection["hours_1_gpu"].items()
     }
     if fast_scale is not None:
         projection["fast_scale"] = fast_scale
-        projection["generation_seconds_per_image_fast"] = (
-            engine_per_image * fast_scale + write_per_image
-        )
+        projection["generation_seconds_per_image_fast"] = per_image(fast_scale)
         projection["hours_1_gpu_fast"] = hours(fast_scale)
-        projection["hours_8_gpus_fast"] = {
-            key: value / 8 for key, value in projection["hours_1_gpu_fast"].items()
-        }
+        projection["hours_8_gpus_fast"] = on_8_gpus(hours(fast_scale))
 
     qa_counts = [
         sum(1 for pair in row.get("qa_pairs") or [] if pair.get("valid", True)) for row in rows

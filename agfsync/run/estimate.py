@@ -165,10 +165,9 @@ class Estimate:
         """Hours of a run whose profile measured the stages running at once (as `agfsync
         generate` runs them): the slower stage sets the pace. None for other profiles,
         whose stages' times add up (`gpu_hours`)."""
-        if not self.stages_overlap or self.generation_hours is None:
+        if not self.stages_overlap or self.gpu_hours is None:
             return None
-        if self.judging_hours is None:
-            return None
+        assert self.generation_hours is not None and self.judging_hours is not None
         return max(self.generation_hours, self.judging_hours) + self.startup_hours
 
     @property
